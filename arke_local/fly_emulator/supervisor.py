@@ -1,0 +1,374 @@
+"""Owns every machine: creates it, runs its process (or keeps it idle), enforces its memory
+limit, and moves it through its states. All transitions go through `Supervisor._move`.
+
+Never speaks HTTP and never rolls fault dice; it is told what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from . import process
+from .errors import ApiError, not_found, precondition_failed, unprocessable
+from .faults import FaultInjector
+from .machines import (
+    ACTIVE,
+    Machine,
+    MachineState,
+    can_move,
+    new_machine_id,
+    new_machine_name,
+    now_iso,
+)
+from .settings import EmulatorSettings, ImageCommand
+from .stats import Stats
+from .validation import CreateRequest
+
+log = logging.getLogger("arke_local.fly_emulator")
+P = "[FlyEmulator]"
+S = MachineState
+MiB = 1024 * 1024
+SHUTDOWN_GRACE_S = 2.0
+
+
+class Supervisor:
+    def __init__(
+        self,
+        settings: EmulatorSettings,
+        stats: Stats,
+        faults: FaultInjector,
+        callback_base: Callable[[], str],
+    ):
+        self._settings = settings
+        self._stats = stats
+        self._faults = faults
+        self._callback_base = callback_base  # the emulator's own URL, known once bound
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._machines: dict[str, Machine] = {}
+        self._closing = threading.Event()
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def _get(self, app: str, machine_id: str) -> Machine:
+        m = self._machines.get(machine_id)
+        if m is None or m.app != app:
+            raise not_found("machine not found")
+        return m
+
+    def find(self, machine_id: str) -> Machine | None:
+        with self._lock:
+            return self._machines.get(machine_id)
+
+    def show(self, app: str, machine_id: str) -> dict:
+        with self._lock:
+            return self._get(app, machine_id).to_api()
+
+    def list(self, app: str, include_deleted: bool = False, region: str | None = None) -> list[dict]:
+        with self._lock:
+            return [
+                m.to_api()
+                for m in self._machines.values()
+                if m.app == app
+                and (include_deleted or m.state is not S.DESTROYED)
+                and (not region or m.region == region)
+            ]
+
+    def count_active(self) -> int:
+        with self._lock:
+            return sum(1 for m in self._machines.values() if m.state is not S.DESTROYED)
+
+    # ---- create ------------------------------------------------------------------------
+
+    def _command_for(self, image: str) -> ImageCommand:
+        command = self._settings.images.get(image)
+        if command is not None:
+            return command
+        if self._settings.idle_unmapped:
+            return ImageCommand()
+        raise unprocessable(
+            f"failed to get image {image!r}: manifest unknown (no command mapped for this "
+            "image in the Fly emulator)"
+        )
+
+    def _machine_env(self, machine_id: str, app: str, region: str, req: CreateRequest,
+                     memory_mb: int) -> tuple[dict[str, str], str | None]:
+        env = {n: os.environ[n] for n in self._settings.pass_env if n in os.environ}
+        env.setdefault("PATH", os.defpath)
+        env.update({
+            "FLY_MACHINE_ID": machine_id,
+            "FLY_APP_NAME": app,
+            "FLY_REGION": region,
+            "FLY_IMAGE_REF": req.image,
+            "FLY_VM_MEMORY_MB": str(memory_mb),
+        })
+        env.update(req.env)
+        original = req.env.get("CALLBACK_URL")
+        if original and self._settings.proxy_callbacks:
+            query = urlsplit(original).query
+            proxied = f"{self._callback_base()}/_emulator/callback/{machine_id}"
+            env["CALLBACK_URL"] = f"{proxied}?{query}" if query else proxied
+        return env, original
+
+    def create(self, app: str, req: CreateRequest) -> dict:
+        command = self._command_for(req.image)
+        region = req.region or self._settings.default_region
+        memory_mb = req.memory_mb or self._settings.default_memory_mb
+        with self._lock:
+            if self._closing.is_set():
+                raise ApiError(503, "the emulator is shutting down")
+            alive = [m for m in self._machines.values() if m.state is not S.DESTROYED]
+            if len(alive) >= self._settings.max_machines:
+                self._stats.incr("cap_rejections")
+                log.info("%s create refused: machine limit %d reached", P, self._settings.max_machines)
+                raise unprocessable(
+                    f"failed to launch VM: machine limit reached ({self._settings.max_machines} "
+                    "machines exist; destroy some first)"
+                )
+            names = {m.name for m in alive if m.app == app}
+            name = req.name
+            if name in names:
+                raise ApiError(
+                    409, f"unable to create machine: a machine named {name!r} already exists "
+                    f"in app {app!r}"
+                )
+            while name is None or name in names:
+                name = new_machine_name()
+            machine_id = new_machine_id()
+            while machine_id in self._machines:
+                machine_id = new_machine_id()
+            env, original_callback = self._machine_env(machine_id, app, region, req, memory_mb)
+            m = Machine(
+                id=machine_id, name=name, app=app, region=region, config=req.config,
+                command=command, env=env, memory_mb=memory_mb, auto_destroy=req.auto_destroy,
+                stop_signal=req.stop_signal, stop_timeout=req.stop_timeout,
+                callback_url=original_callback,
+            )
+            m.record(S.CREATED, "user")
+            self._machines[machine_id] = m
+            log.info(
+                "%s machine %s (%s) created in app %s: image %s, %s, memory %d MB, "
+                "auto_destroy %s, env keys %s",
+                P, m.id, m.name, app, req.image,
+                "idle" if command.idle else "command " + " ".join(command.argv),
+                memory_mb, m.auto_destroy, ",".join(sorted(req.env)) or "-",
+            )
+            m.runner = threading.Thread(target=self._run, args=(m,), name=f"machine-{m.id}",
+                                        daemon=True)
+            m.runner.start()
+            return m.to_api()
+
+    # ---- the one place states change --------------------------------------------------
+
+    def _move(self, m: Machine, target: MachineState, source: str, request: dict | None = None,
+              note: str = "") -> bool:
+        """Move `m` to `target` if that is a legal step; caller holds the lock."""
+        if not can_move(m.state, target):
+            return False
+        old = m.state
+        m.record(target, source, request)
+        log.info("%s machine %s (%s) %s -> %s%s", P, m.id, m.name, old.value, target.value,
+                 f" ({note})" if note else "")
+        if target is S.DESTROYED:
+            self._stats.incr("machines_destroyed")
+        self._changed.notify_all()
+        return True
+
+    def _leaving(self, m: Machine) -> bool:
+        return m.stop_requested or m.destroy_requested or self._closing.is_set()
+
+    # ---- the machine's life (one thread per machine) ----------------------------------
+
+    def _run(self, m: Machine) -> None:
+        delay = self._faults.boot_delay_s
+        if delay:
+            log.info("%s fault: boot delay %.1fs for machine %s (%s)", P, delay, m.id, m.name)
+            m.wake.wait(delay)
+        with self._lock:
+            if self._leaving(m):
+                self._exited(m, None)
+                return
+            self._move(m, S.STARTING, "flyd")
+        if m.command.idle:
+            with self._lock:
+                self._move(m, S.STARTED, "flyd", note="idle, no process")
+            self._stats.incr("machines_started")
+            m.wake.wait()
+            with self._lock:
+                self._exited(m, 0)
+            return
+        try:
+            proc = process.spawn(m.command.argv, m.command.cwd, m.env)
+        except OSError as exc:
+            log.warning("%s machine %s (%s) failed to start: %s", P, m.id, m.name, exc)
+            with self._lock:
+                self._exited(m, 127)
+            return
+        with self._lock:
+            m.process = proc
+            if self._leaving(m):
+                process.signal_group(proc.pid, signal.SIGKILL)
+            else:
+                self._move(m, S.STARTED, "flyd", note=f"pid {proc.pid}")
+                self._stats.incr("machines_started")
+        returncode = self._watch(m, proc)
+        process.signal_group(proc.pid, signal.SIGKILL)  # whatever the main process left behind
+        with self._lock:
+            self._exited(m, process.exit_code(returncode))
+
+    def _watch(self, m: Machine, proc: subprocess.Popen) -> int:
+        """Wait for the process; kill its group (OOM) when its tree's RSS exceeds memory_mb."""
+        limit = m.memory_mb * MiB
+        while True:
+            try:
+                return proc.wait(timeout=self._settings.memory_poll_s)
+            except subprocess.TimeoutExpired:
+                pass
+            rss = process.tree_rss_bytes(proc.pid)
+            if rss > limit:
+                m.oom_killed = True
+                log.info("%s machine %s (%s) out of memory: RSS %d MB > %d MB, killed",
+                         P, m.id, m.name, rss // MiB, m.memory_mb)
+                process.signal_group(proc.pid, signal.SIGKILL)
+                return proc.wait()
+
+    def _exited(self, m: Machine, code: int | None) -> None:
+        """The machine's process is gone (or never ran): stopped, then destroyed if asked."""
+        requested = self._leaving(m)
+        if code is not None:
+            m.exit_code = code
+            self._stats.incr("machines_exited")
+            if m.oom_killed:
+                self._stats.incr("oom_kills")
+            if code != 0 and not requested:
+                self._stats.incr("machines_exited_nonzero")
+        exit_event = {
+            "exit_code": code if code is not None else 0,
+            "oom_killed": m.oom_killed,
+            "requested_stop": requested,
+            "restarting": False,  # restart policy "no": never restarted
+            "exited_at": now_iso(),
+        }
+        if m.crash_injected:
+            exit_event["fault"] = "crash_before_callback"
+        self._move(m, S.STOPPED, "flyd", {"exit_event": exit_event, "restart_count": 0},
+                   note=f"exit code {exit_event['exit_code']}" + (", OOM" if m.oom_killed else ""))
+        if m.auto_destroy or m.destroy_requested:
+            self._move(m, S.DESTROYING, "flyd" if not m.destroy_requested else "user")
+            self._move(m, S.DESTROYED, "flyd" if not m.destroy_requested else "user")
+
+    # ---- requests -----------------------------------------------------------------------
+
+    def stop(self, app: str, machine_id: str, signal_name: str | None, timeout: str | None) -> None:
+        with self._lock:
+            m = self._get(app, machine_id)
+            try:
+                sig = process.parse_signal(signal_name or m.stop_signal)
+                grace = process.parse_duration(timeout or m.stop_timeout,
+                                               self._settings.stop_timeout_s)
+            except (ValueError, KeyError) as exc:
+                raise ApiError(400, f"invalid stop request: {exc}") from None
+            if m.state in (S.DESTROYING, S.DESTROYED):
+                raise precondition_failed(f"machine {m.id} is {m.state.value}")
+            if m.state in (S.STOPPING, S.STOPPED):
+                return
+            m.stop_requested = True
+            self._move(m, S.STOPPING, "user", {"signal": signal.Signals(sig).name})
+            self._stats.incr("machines_stopped_by_request")
+            proc = m.process
+            m.wake.set()
+        if proc is not None and proc.poll() is None:
+            process.signal_group(proc.pid, sig)
+            timer = threading.Timer(grace, self._kill_if_alive, args=(proc,))
+            timer.daemon = True
+            timer.start()
+
+    @staticmethod
+    def _kill_if_alive(proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            process.signal_group(proc.pid, signal.SIGKILL)
+
+    def delete(self, app: str, machine_id: str, force: bool) -> None:
+        with self._lock:
+            m = self._get(app, machine_id)
+            if m.state in (S.DESTROYING, S.DESTROYED):
+                raise not_found("machine not found")
+            if m.state in ACTIVE and not force:
+                raise precondition_failed("machine still active, refusing to delete")
+            m.destroy_requested = True
+            m.wake.set()
+            if m.state is S.STOPPED:
+                self._move(m, S.DESTROYING, "user")
+                self._move(m, S.DESTROYED, "user")
+                return
+            proc = m.process
+        if proc is not None and proc.poll() is None:
+            process.signal_group(proc.pid, signal.SIGKILL)
+        with self._lock:
+            self._changed.wait_for(lambda: m.state is S.DESTROYED, timeout=10)
+
+    def wait(self, app: str, machine_id: str, target: MachineState, timeout_s: float) -> bool:
+        """True once the machine is in `target` (destroyed counts as stopped); False on timeout.
+        A machine that can no longer reach `target` is a 412."""
+        with self._lock:
+            m = self._get(app, machine_id)
+
+            def reached() -> bool:
+                return m.state is target or (
+                    target is S.STOPPED and m.state in (S.DESTROYING, S.DESTROYED)
+                )
+
+            def hopeless() -> bool:
+                return target is S.STARTED and m.state in (S.STOPPED, S.DESTROYING, S.DESTROYED)
+
+            self._changed.wait_for(
+                lambda: reached() or hopeless() or self._closing.is_set(), timeout=timeout_s
+            )
+            if reached():
+                return True
+            if hopeless():
+                raise precondition_failed(
+                    f"machine {m.id} is {m.state.value} and will not reach {target.value}"
+                )
+            return False
+
+    def crash(self, m: Machine) -> None:
+        """Kill the machine's process as if it crashed (the crash-before-callback fault)."""
+        with self._lock:
+            m.crash_injected = True
+            proc = m.process
+        log.info("%s fault: crash before callback, killing machine %s (%s)", P, m.id, m.name)
+        if proc is not None:
+            process.signal_group(proc.pid, signal.SIGKILL)
+
+    # ---- shutdown -----------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Kill every machine process (SIGTERM, then SIGKILL after a short grace)."""
+        self._closing.set()
+        with self._lock:
+            machines = list(self._machines.values())
+            for m in machines:
+                m.wake.set()
+            self._changed.notify_all()
+        procs = [m.process for m in machines if m.process is not None and m.process.poll() is None]
+        for proc in procs:
+            process.signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            process.signal_group(proc.pid, signal.SIGKILL)
+        for m in machines:
+            if m.runner is not None:
+                m.runner.join(timeout=5)
+        if procs:
+            log.info("%s shutdown: %d machine process(es) killed", P, len(procs))

@@ -1,0 +1,106 @@
+"""The HTTP API's logic (contracts §4), apart from Chalice: plain inputs in, (status, body) out.
+
+`app.py` only adapts requests to these functions, so they are tested without a server and
+the answers, including every error's shape, are decided in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import admin, callbacks, intake, store
+from .clock import iso, now_ms
+from .errors import InvalidCallbackError, InvalidMessageError, NotFoundError
+from .ids import id_problem
+from .logs import log
+from .messages import parse_body
+from .services import Services
+from .views import TASK_STATUSES, batch_status, task_json
+
+SERVICE = "arke-preprocessing-orchestrator"
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type",
+}
+MAX_PAGE = 500
+Answer = tuple[int, dict[str, Any]]
+
+
+def error(status: int, message: str) -> Answer:
+    return status, {"error": message}
+
+
+def health() -> Answer:
+    return 200, {"status": "ok", "service": SERVICE, "timestamp": iso(now_ms())}
+
+
+def status(batch_id: str) -> Answer:
+    problem = id_problem(batch_id, "batchId")
+    if problem:
+        return error(400, problem)
+    batch = store.get_batch(batch_id)
+    if batch is None:
+        return error(404, f"batch {batch_id} not found")
+    return 200, batch_status(batch)
+
+
+def tasks(batch_id: str, query: dict[str, str]) -> Answer:
+    problem = id_problem(batch_id, "batchId")
+    if problem:
+        return error(400, problem)
+    wanted = query.get("status") or None
+    if wanted is not None and wanted not in TASK_STATUSES:
+        return error(400, f"status must be one of {', '.join(TASK_STATUSES)}")
+    raw_limit = query.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        return error(400, f"limit must be an integer from 1 to {MAX_PAGE}")
+    if store.get_batch(batch_id) is None:
+        return error(404, f"batch {batch_id} not found")
+    try:
+        items, token = store.tasks_page(batch_id, wanted, int(raw_limit), query.get("next") or None)
+    except ValueError as exc:
+        return error(400, str(exc))
+    return 200, {"batch_id": batch_id, "tasks": [task_json(t) for t in items], "next": token}
+
+
+def callback(services: Services, batch_id: str, task_id: str, raw: bytes | None,
+             query: dict[str, str]) -> Answer:
+    if raw is not None and len(raw) > callbacks.MAX_BODY_BYTES:
+        log("[Callback]", "rejected", batch_id=batch_id, task_id=task_id, reason="body over 1 MB")
+        return error(413, "callback body is larger than 1 MB")
+    try:
+        result = callbacks.handle_callback(services, batch_id, task_id, raw, query.get("attempt"))
+    except InvalidCallbackError as exc:
+        log("[Callback]", "rejected", batch_id=batch_id[:128], task_id=task_id[:128], reason=str(exc))
+        return error(400, str(exc))
+    except NotFoundError as exc:
+        log("[Callback]", "unknown", batch_id=batch_id, task_id=task_id, reason=str(exc))
+        return error(404, str(exc))
+    body: dict[str, Any] = {"ok": True}
+    if not result.counted:
+        body.update(ignored=True, detail=result.detail)
+    return 200, body
+
+
+def reset(services: Services, batch_id: str) -> Answer:
+    problem = id_problem(batch_id, "batchId")
+    if problem:
+        return error(400, problem)
+    try:
+        done = admin.reset_batch(services, batch_id)
+    except NotFoundError as exc:
+        return error(404, str(exc))
+    return 200, {"ok": True, "message": "Batch reset", **done}
+
+
+def test_batch(services: Services, raw: bytes | None) -> Answer:
+    """POST /test: start a batch as if its message came from the queue (dev and local only)."""
+    if not services.settings.test_route_enabled:
+        return error(404, "not found")
+    try:
+        message = parse_body(raw or b"")
+        outcome = intake.handle_body(services, raw or b"", message_id="http-test")
+    except InvalidMessageError as exc:
+        return error(400, str(exc))
+    return 200, {"ok": True, "batch_id": message.get("batch_id"), "result": outcome}

@@ -1,0 +1,96 @@
+"""A machine's callback (contracts §3) applied to its task: O(1), exactly once.
+
+The happy path is one TransactWriteItems and no read: the task's phase comes from its id,
+the attempt from the callback URL's `?attempt=`, and the transaction's condition (task
+still processing that attempt) decides whether the callback counts. Only when it does not
+is the task read, to tell a duplicate or late callback (200, nothing counted) from an
+unknown task (404).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from . import store
+from .backoff import jittered_ms
+from .clock import now_ms
+from .errors import InvalidCallbackError, NotFoundError
+from .ids import id_problem
+from .logs import log
+from .services import Services
+from .transitions import Move, on_callback
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    counted: bool
+    move: str
+    detail: str = ""
+
+
+def parse_callback(batch_id: str, task_id: str, raw: bytes | None, attempt: str | None) -> tuple[dict[str, Any], int | None]:
+    for value, what in ((batch_id, "batchId"), (task_id, "taskId")):
+        problem = id_problem(value, what)
+        if problem:
+            raise InvalidCallbackError(problem)
+    if raw is None or not raw.strip():
+        raise InvalidCallbackError("callback body is empty")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidCallbackError("callback body is not JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidCallbackError("callback body must be a JSON object")
+    if body.get("task_id") != task_id or body.get("batch_id") != batch_id:
+        raise InvalidCallbackError("task_id and batch_id in the body must match the path")
+    if body.get("status") not in ("success", "error"):
+        raise InvalidCallbackError("status must be 'success' or 'error'")
+    if body["status"] == "error" and (not isinstance(body.get("error"), str) or not body["error"]):
+        raise InvalidCallbackError("an error callback needs a non-empty 'error' text")
+    if attempt is None or attempt == "":
+        return body, None
+    if not attempt.isdigit() or int(attempt) < 1:
+        raise InvalidCallbackError("attempt must be a positive integer")
+    return body, int(attempt)
+
+
+def handle_callback(services: Services, batch_id: str, task_id: str, raw: bytes | None,
+                    attempt_param: str | None) -> CallbackResult:
+    body, attempt = parse_callback(batch_id, task_id, raw, attempt_param)
+    phase = services.registry.for_task(task_id)
+    if phase is None:
+        raise NotFoundError(_missing(batch_id, task_id))
+    outcome = phase.interpret_callback(body)
+    if attempt is None:
+        task = store.get_task(batch_id, task_id)
+        if task is None:
+            raise NotFoundError(_missing(batch_id, task_id))
+        attempt = int(task.attempts)
+    settings, now = services.settings, now_ms()
+    move = on_callback("processing", attempt, attempt, outcome, settings.max_retry_attempts)
+    retry_at = now + jittered_ms(attempt, settings.alarm_delay_error_retry_ms)
+    counted = store.end_attempt(settings, batch_id, task_id, attempt, move, now, outcome=outcome,
+                                error=outcome.error, retry_at=retry_at)
+    if counted:
+        log("[Callback]", "task_" + {"complete": "completed", "retry": "retrying", "fail": "failed"}[move.value],
+            batch_id=batch_id, task_id=task_id, attempt=attempt, error=outcome.error,
+            permanent=outcome.permanent or None,
+            output_r2_key=outcome.output.get("output_r2_key"))
+        return CallbackResult(True, move.value)
+    task = store.get_task(batch_id, task_id)
+    if task is None:
+        raise NotFoundError(_missing(batch_id, task_id))
+    detail = f"task is {task.status} at attempt {int(task.attempts)}; callback was for attempt {attempt}"
+    log("[Callback]", "callback_ignored", batch_id=batch_id, task_id=task_id, attempt=attempt,
+        task_status=task.status, task_attempt=int(task.attempts))
+    return CallbackResult(False, Move.IGNORE.value, detail)
+
+
+def _missing(batch_id: str, task_id: str) -> str:
+    if store.get_batch(batch_id) is None:
+        return f"batch {batch_id} not found"
+    return f"task {task_id} not found in batch {batch_id}"

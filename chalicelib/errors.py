@@ -1,0 +1,39 @@
+"""Named failures of the orchestrator, carrying what a caller needs to answer or log."""
+
+from __future__ import annotations
+
+
+class InvalidMessageError(ValueError):
+    """A queue message that cannot be parsed or validated; SQS should retry, then dead-letter."""
+
+
+class ManifestError(RuntimeError):
+    """The manifest a message points at is missing or unreadable: the batch fails, no retry."""
+
+
+class InvalidCallbackError(ValueError):
+    """A callback body that is malformed or does not match its path (HTTP 400)."""
+
+
+class NotFoundError(LookupError):
+    """An unknown batch or task (HTTP 404)."""
+
+
+class FlyError(RuntimeError):
+    """A machine creation that failed. `status` is the HTTP status, or None for no answer."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class FlyRateLimitedError(FlyError):
+    """Fly answered 429: stop creating for `retry_after_s`, do not count an attempt."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"Fly rate limit (429), retry after {retry_after_s:g}s", 429)
+        self.retry_after_s = retry_after_s
+
+
+class DeliveryError(RuntimeError):
+    """The final callback to the ingest service was not accepted."""

@@ -1,0 +1,72 @@
+"""Fly Machines API client: create and destroy machines, nothing more.
+
+The same code talks to Fly and to the local emulator; only `FLY_API_HOSTNAME` differs.
+Errors come back named (errors.FlyError, FlyRateLimitedError) so the spawner can decide:
+429 pauses creation without counting an attempt, everything else counts one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from .errors import FlyError, FlyRateLimitedError
+from .settings import Settings
+
+DEFAULT_RETRY_AFTER_S = 1.0
+
+
+def _retry_after(response: requests.Response) -> float:
+    raw = response.headers.get("Retry-After", "")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return DEFAULT_RETRY_AFTER_S
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        body = response.json()
+        text = body.get("error") if isinstance(body, dict) else None
+    except ValueError:
+        text = None
+    text = text or response.text[:200] or response.reason
+    return f"Fly API {response.status_code}: {text}"
+
+
+class FlyClient:
+    def __init__(self, settings: Settings, token: str, session: requests.Session | None = None) -> None:
+        self._base = f"{settings.fly_api_hostname}/v1/apps/{settings.fly_app_name}/machines"
+        self._timeout = (5.0, settings.fly_request_timeout_ms / 1000)
+        self._session = session or requests.Session()
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def create_machine(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Create one machine; its JSON (with `id`) on success, FlyError otherwise."""
+        try:
+            response = self._session.post(self._base, json=request, headers=self._headers,
+                                          timeout=self._timeout)
+        except requests.Timeout:
+            raise FlyError("Fly API timed out creating the machine") from None
+        except requests.RequestException as exc:
+            raise FlyError(f"Fly API unreachable: {type(exc).__name__}") from None
+        if response.status_code == 429:
+            raise FlyRateLimitedError(_retry_after(response))
+        if not response.ok:
+            raise FlyError(_error_text(response), response.status_code)
+        try:
+            machine = response.json()
+            machine_id = machine["id"]
+        except (ValueError, KeyError, TypeError):
+            raise FlyError("Fly API answered without a machine id", response.status_code) from None
+        return {"id": str(machine_id), "name": machine.get("name"), "state": machine.get("state")}
+
+    def destroy_machine(self, machine_id: str) -> bool:
+        """Best effort: force-destroy a machine we gave up on. True if it is gone."""
+        try:
+            response = self._session.delete(f"{self._base}/{machine_id}", params={"force": "true"},
+                                            headers=self._headers, timeout=self._timeout)
+        except requests.RequestException:
+            return False
+        return response.ok or response.status_code == 404

@@ -1,0 +1,48 @@
+"""The final callback to the ingest service (contracts §5): build the file list, POST it.
+
+The list is rebuilt from the Files table (message order) and the batch's tasks, page by
+page, so it never has to live in one DynamoDB item. Each phase in the chain gets to
+rewrite a file's entry from its task's result (the TIFF phase turns a TIFF into its JPEG).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from . import store
+from .errors import DeliveryError
+from .phases import FileEntry, PhaseRegistry
+from .settings import Settings
+from .views import task_view_for_phase
+
+ENTRY_FIELDS = ("r2_key", "logical_path", "file_name", "file_size", "content_type")
+
+
+def build_files(batch_id: str, registry: PhaseRegistry) -> list[dict[str, Any]]:
+    tasks = {t.task_id: task_view_for_phase(t) for t in store.iter_tasks(batch_id)}
+    chain = registry.chain()
+    files: list[dict[str, Any]] = []
+    for record in store.iter_files(batch_id):
+        file = FileEntry(int(record.position), record.directory_path, record.processing_config, record.info)
+        entry = {name: file.info.get(name) for name in ENTRY_FIELDS}
+        entry["processing_config"] = file.processing_config
+        if file.info.get("cid") is not None:
+            entry["cid"] = file.info["cid"]
+        for phase in chain:
+            task = tasks.get(phase.task_id(batch_id, str(file.info.get("r2_key"))))
+            entry = phase.final_entry(entry, file, task)
+        files.append(entry)
+    return files
+
+
+def deliver(settings: Settings, session: requests.Session, batch_id: str,
+            files: list[dict[str, Any]]) -> None:
+    url = f"{settings.worker_url}/api/batches/{batch_id}/enqueue-processed"
+    try:
+        response = session.post(url, json={"files": files}, timeout=settings.delivery_timeout_ms / 1000)
+    except requests.RequestException as exc:
+        raise DeliveryError(f"enqueue-processed unreachable: {type(exc).__name__}") from None
+    if not 200 <= response.status_code < 300:
+        raise DeliveryError(f"enqueue-processed answered {response.status_code}: {response.text[:200]}")

@@ -1,0 +1,159 @@
+"""The DynamoDB items, through pynamodb: batches, tasks, and the files of each batch.
+
+Three tables rather than one. A batch item is small and hot (every callback updates its
+counters), so it lives alone: DynamoDB bills an update by the item's size, and a batch
+item never grows with the batch. Tasks are keyed (batch_id, task_id) so a callback reads
+and writes exactly one of them. Files keep the queue message's file list in message order,
+one item per file, so nothing depends on a batch fitting in one 400 KB item and the final
+callback is rebuilt page by page. A transaction may span tables, so counters and task
+transitions still move together (design.md invariant 1). One model per table keeps each
+model a plain pynamodb class with its own indexes and IAM resource.
+
+Sparse indexes replace scans: `Batch.active` exists only while a batch has work, and
+`Task.open_due` only while a task is pending or processing, holding the time it next needs
+attention (its retry time, or its deadline). A tick asks "which batches are due" and
+"which of this batch's tasks are due" and reads nothing else.
+"""
+
+from __future__ import annotations
+
+from pynamodb.attributes import (
+    JSONAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, LocalSecondaryIndex
+from pynamodb.models import Model
+
+from .settings import Settings
+
+ACTIVE = "active"
+
+
+class ActiveIndex(GlobalSecondaryIndex["Batch"]):
+    class Meta:
+        index_name = "active-index"
+        projection = AllProjection()
+
+    active = UnicodeAttribute(hash_key=True)
+    due_at = NumberAttribute(range_key=True)
+
+
+class Batch(Model):
+    class Meta:
+        table_name = "arke-preprocess-batches"
+        billing_mode = "PAY_PER_REQUEST"
+
+    batch_id = UnicodeAttribute(hash_key=True)
+    status = UnicodeAttribute()
+    phase = UnicodeAttribute(null=True)
+    active = UnicodeAttribute(null=True)
+    due_at = NumberAttribute(null=True)
+    active_index = ActiveIndex()
+
+    tasks_total = NumberAttribute(default=0)
+    tasks_completed = NumberAttribute(default=0)
+    tasks_failed = NumberAttribute(default=0)
+    tasks_in_flight = NumberAttribute(default=0)
+    phase_history = JSONAttribute(null=True)
+
+    started_at = NumberAttribute()
+    updated_at = NumberAttribute()
+    completed_at = NumberAttribute(null=True)
+    error = UnicodeAttribute(null=True)
+    pass_errors = NumberAttribute(default=0)
+
+    lease_owner = UnicodeAttribute(null=True)
+    lease_until = NumberAttribute(null=True)
+
+    delivery_attempts = NumberAttribute(default=0)
+    delivery_error = UnicodeAttribute(null=True)
+    delivered_at = NumberAttribute(null=True)
+
+    source = JSONAttribute(null=True)
+
+
+class OpenIndex(LocalSecondaryIndex["Task"]):
+    class Meta:
+        index_name = "open-index"
+        projection = AllProjection()
+
+    batch_id = UnicodeAttribute(hash_key=True)
+    open_due = NumberAttribute(range_key=True)
+
+
+class StatusIndex(LocalSecondaryIndex["Task"]):
+    class Meta:
+        index_name = "status-index"
+        projection = AllProjection()
+
+    batch_id = UnicodeAttribute(hash_key=True)
+    status_key = UnicodeAttribute(range_key=True)
+
+
+class Task(Model):
+    class Meta:
+        table_name = "arke-preprocess-tasks"
+        billing_mode = "PAY_PER_REQUEST"
+
+    batch_id = UnicodeAttribute(hash_key=True)
+    task_id = UnicodeAttribute(range_key=True)
+    phase = UnicodeAttribute()
+    status = UnicodeAttribute()
+    status_key = UnicodeAttribute()
+    open_due = NumberAttribute(null=True)
+    open_index = OpenIndex()
+    status_index = StatusIndex()
+
+    attempts = NumberAttribute(default=0)
+    input_r2_key = UnicodeAttribute()
+    file_position = NumberAttribute(null=True)
+    data = JSONAttribute(null=True)
+
+    machine_id = UnicodeAttribute(null=True)
+    machine_name = UnicodeAttribute(null=True)
+    attempt_started_at = NumberAttribute(null=True)
+    last_error = UnicodeAttribute(null=True)
+
+    output_r2_key = UnicodeAttribute(null=True)
+    output_file_name = UnicodeAttribute(null=True)
+    output_file_size = NumberAttribute(null=True)
+    performance = JSONAttribute(null=True)
+
+    created_at = NumberAttribute()
+    updated_at = NumberAttribute()
+    ended_at = NumberAttribute(null=True)
+
+
+class File(Model):
+    class Meta:
+        table_name = "arke-preprocess-files"
+        billing_mode = "PAY_PER_REQUEST"
+
+    batch_id = UnicodeAttribute(hash_key=True)
+    position = NumberAttribute(range_key=True)
+    directory_path = UnicodeAttribute()
+    processing_config = JSONAttribute(null=True)
+    info = JSONAttribute()
+
+
+MODELS: tuple[type[Model], ...] = (Batch, Task, File)
+
+
+def configure_models(settings: Settings) -> None:
+    """Point the models at this stage's tables. The endpoint comes from botocore's own
+    configuration (`AWS_ENDPOINT_URL`), so the local stack needs no branch here."""
+    names = {Batch: settings.batches_table, Task: settings.tasks_table, File: settings.files_table}
+    for model, name in names.items():
+        if model.Meta.table_name != name or getattr(model.Meta, "region", None) != settings.region:
+            model.Meta.table_name = name
+            model.Meta.region = settings.region
+            model._connection = None
+
+
+def ensure_tables(settings: Settings, wait: bool = True) -> None:
+    """Create the tables that do not exist yet (the local stack and the infra command)."""
+    configure_models(settings)
+    for model in MODELS:
+        if not model.exists():
+            model.create_table(wait=wait)

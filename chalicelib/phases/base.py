@@ -1,0 +1,134 @@
+"""What a phase is: discover tasks, build a machine request, read a callback, name the next.
+
+The seed's phase interface, kept. A phase never touches DynamoDB or Fly itself: the batch
+runner hands it what it needs and carries out what it returns, so adding PDF splitting or
+image variants is one new module and one line in the registry.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..settings import Settings
+from ..transitions import Outcome
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task a phase discovered: its id, its input, and what else its machine needs."""
+
+    task_id: str
+    input_r2_key: str
+    file_position: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of the batch as the queue message gave it, with its place in the message."""
+
+    position: int
+    directory_path: str
+    processing_config: dict[str, Any] | None
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """A task as phases see it (read-only, no pynamodb types)."""
+
+    task_id: str
+    phase: str
+    status: str
+    attempts: int
+    input_r2_key: str
+    file_position: int | None
+    data: Mapping[str, Any]
+    output_r2_key: str | None = None
+    output_file_name: str | None = None
+    output_file_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What a phase may look at when it discovers its tasks."""
+
+    batch_id: str
+    files: Iterable[FileEntry]
+    previous_tasks: Iterable[TaskView]
+
+
+def task_id_for(prefix: str, batch_id: str, key: str) -> str:
+    """Deterministic, URL-safe and short: `{prefix}_{16 base32 chars}` from (batch, key).
+
+    16 base32 characters are 80 bits: no collision within a batch in practice, and
+    `tiff-tiff_...` stays far below Fly's machine-name length.
+    """
+    digest = hashlib.sha256(f"{batch_id}\n{key}".encode()).digest()
+    return f"{prefix}_{base64.b32encode(digest).decode('ascii')[:16].lower()}"
+
+
+class Phase(ABC):
+    """One step of a batch. Subclasses set the class attributes and the four methods."""
+
+    name: str
+    task_prefix: str
+    log_prefix: str
+    next_phase: str | None = None
+    machine_prefix: str = "task"
+
+    def task_id(self, batch_id: str, key: str) -> str:
+        return task_id_for(self.task_prefix, batch_id, key)
+
+    def batch_size(self, settings: Settings) -> int:
+        return settings.phase_int("BATCH_SIZE", self.name, settings.batch_size_tiff_conversion)
+
+    def alarm_delay_ms(self, settings: Settings) -> int:
+        return settings.phase_int("ALARM_DELAY", self.name, settings.alarm_delay_tiff_conversion_ms)
+
+    def task_timeout_ms(self, settings: Settings) -> int:
+        return settings.phase_int("TASK_TIMEOUT", self.name, settings.task_timeout_tiff_conversion_ms)
+
+    def machine_name(self, task_id: str, attempt: int) -> str:
+        """Fly names are unique per app: later attempts get a suffix, as an earlier
+        attempt's machine may still exist (timed out, or created behind a timeout)."""
+        base = f"{self.machine_prefix}-{task_id}"
+        return base if attempt <= 1 else f"{base}-{attempt}"
+
+    @abstractmethod
+    def discover(self, discovery: Discovery) -> list[TaskSpec]:
+        """The phase's tasks for a batch; deterministic, so a retried discovery is a no-op."""
+
+    @abstractmethod
+    def machine_env(self, batch_id: str, task: TaskView, attempt: int, settings: Settings,
+                    secrets: Mapping[str, str], callback_url: str) -> dict[str, str]:
+        """The environment of the machine that runs one attempt of `task`."""
+
+    @abstractmethod
+    def interpret_callback(self, body: Mapping[str, Any]) -> Outcome:
+        """Read a validated callback body: success with outputs, or an error and whether
+        retrying could help. Raises InvalidCallbackError for a body it cannot accept."""
+
+    def final_entry(self, entry: dict[str, Any], file: FileEntry, task: TaskView | None) -> dict[str, Any]:
+        """How this phase's result changes a file's entry in the final callback."""
+        return entry
+
+    def machine_request(self, batch_id: str, task: TaskView, attempt: int, settings: Settings,
+                        secrets: Mapping[str, str], callback_url: str) -> dict[str, Any]:
+        """The CreateMachineRequest of contracts §2."""
+        return {
+            "name": self.machine_name(task.task_id, attempt),
+            "region": settings.fly_region,
+            "config": {
+                "image": settings.fly_worker_image,
+                "env": self.machine_env(batch_id, task, attempt, settings, secrets, callback_url),
+                "auto_destroy": True,
+                "restart": {"policy": "no"},
+                "guest": {"memory_mb": 1024, "cpus": 2, "cpu_kind": "shared"},
+            },
+        }

@@ -1,0 +1,132 @@
+"""The TIFF conversion phase: one Fly machine per TIFF, converting it to JPEG in R2.
+
+Which worker errors are permanent (fail at once, no retry): the input is missing (404,
+NoSuchKey, "not found"), or the file itself cannot be converted (not a TIFF, corrupt,
+truncated, unsupported, a decompression bomb / too many pixels). A new machine would get
+the same bytes and the same answer. Everything else (network, 5xx, upload failures, out
+of memory, timeouts) is retried on a new machine while attempts remain.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import InvalidCallbackError
+from ..settings import Settings
+from ..transitions import Outcome
+from .base import Discovery, FileEntry, Phase, TaskSpec, TaskView
+
+NAME = "TIFF_CONVERSION"
+TIFF_SUFFIX = re.compile(r"\.tiff?$", re.IGNORECASE)
+PERMANENT_ERROR = re.compile(
+    r"\b404\b|not ?found|nosuchkey|no such key|not a tiff|cannot identify|unidentified|"
+    r"corrupt|truncated|unsupported|decompression ?bomb|too many pixels|exceeds .*pixel|"
+    r"invalid tiff|not a valid",
+    re.IGNORECASE,
+)
+
+
+def is_tiff(file_name: str) -> bool:
+    return bool(TIFF_SUFFIX.search(file_name or ""))
+
+
+def jpeg_name(path: str) -> str:
+    """`.tif`/`.tiff` at the end (any case) replaced by `.jpg`, as the worker names it."""
+    return TIFF_SUFFIX.sub(".jpg", path)
+
+
+def is_permanent(error: str) -> bool:
+    return bool(PERMANENT_ERROR.search(error or ""))
+
+
+class TiffConversion(Phase):
+    name = NAME
+    task_prefix = "tiff"
+    machine_prefix = "tiff"
+    log_prefix = "[TiffConversion]"
+
+    def __init__(self, next_phase: str | None = None) -> None:
+        self.next_phase = next_phase
+
+    def batch_size(self, settings: Settings) -> int:
+        return settings.batch_size_tiff_conversion
+
+    def alarm_delay_ms(self, settings: Settings) -> int:
+        return settings.alarm_delay_tiff_conversion_ms
+
+    def task_timeout_ms(self, settings: Settings) -> int:
+        return settings.task_timeout_tiff_conversion_ms
+
+    def discover(self, discovery: Discovery) -> list[TaskSpec]:
+        specs: dict[str, TaskSpec] = {}
+        for file in discovery.files:
+            if not is_tiff(str(file.info.get("file_name", ""))):
+                continue
+            key = file.info["r2_key"]
+            task_id = self.task_id(discovery.batch_id, key)
+            specs.setdefault(task_id, TaskSpec(task_id, key, file.position))
+        return list(specs.values())
+
+    def machine_env(self, batch_id: str, task: TaskView, attempt: int, settings: Settings,
+                    secrets: Mapping[str, str], callback_url: str) -> dict[str, str]:
+        env = {
+            "TASK_ID": task.task_id,
+            "BATCH_ID": batch_id,
+            "INPUT_R2_KEY": task.input_r2_key,
+            "R2_ACCOUNT_ID": secrets.get("R2_ACCOUNT_ID", ""),
+            "R2_ACCESS_KEY_ID": secrets.get("R2_ACCESS_KEY_ID", ""),
+            "R2_SECRET_ACCESS_KEY": secrets.get("R2_SECRET_ACCESS_KEY", ""),
+            "R2_BUCKET": settings.r2_bucket,
+            "CALLBACK_URL": callback_url,
+            "ATTEMPT": str(attempt),
+        }
+        if settings.r2_endpoint_url:
+            env["R2_ENDPOINT_URL"] = settings.r2_endpoint_url
+        return env
+
+    def interpret_callback(self, body: Mapping[str, Any]) -> Outcome:
+        if body["status"] == "error":
+            error = body["error"]
+            return Outcome(ok=False, error=error, permanent=is_permanent(error))
+        key, name, size = body.get("output_r2_key"), body.get("output_file_name"), body.get("output_file_size")
+        if not isinstance(key, str) or not key or not isinstance(name, str) or not name:
+            raise InvalidCallbackError("success callback needs output_r2_key and output_file_name")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidCallbackError("output_file_size must be a non-negative integer")
+        return Outcome(
+            ok=True,
+            output={"output_r2_key": key, "output_file_name": name, "output_file_size": size},
+            performance=_performance(body.get("performance")),
+        )
+
+    def final_entry(self, entry: dict[str, Any], file: FileEntry, task: TaskView | None) -> dict[str, Any]:
+        """contracts §5: a converted TIFF becomes its JPEG; anything else stays as it was."""
+        if task is None or task.status != "completed" or not task.output_r2_key:
+            return entry
+        converted = {k: v for k, v in entry.items() if k != "cid"}
+        converted.update(
+            r2_key=task.output_r2_key,
+            logical_path=jpeg_name(entry.get("logical_path", "")),
+            file_name=task.output_file_name or posixpath.basename(task.output_r2_key),
+            file_size=task.output_file_size or 0,
+            content_type="image/jpeg",
+            source_file=file.info.get("file_name"),
+            preprocessor_tags=["TiffConverter"],
+        )
+        return converted
+
+
+def _performance(raw: object) -> dict[str, int] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise InvalidCallbackError("performance must be an object")
+    perf: dict[str, int] = {}
+    for name, value in raw.items():
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise InvalidCallbackError(f"performance.{name} must be a non-negative number")
+        perf[str(name)] = int(value)
+    return perf

@@ -1,0 +1,50 @@
+"""R2 (S3-compatible) access for the orchestrator: reading a batch's manifest.
+
+The endpoint is the account's (`https://{R2_ACCOUNT_ID}.r2.cloudflarestorage.com`) unless
+`R2_ENDPOINT_URL` overrides it (the local stack points it at moto).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from .errors import ManifestError
+from .settings import Settings
+
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+
+
+def endpoint_url(settings: Settings, secrets: Mapping[str, str]) -> str:
+    if settings.r2_endpoint_url:
+        return settings.r2_endpoint_url
+    return f"https://{secrets.get('R2_ACCOUNT_ID', '')}.r2.cloudflarestorage.com"
+
+
+def client(settings: Settings, secrets: Mapping[str, str]):  # noqa: ANN201 - boto3 client
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url(settings, secrets),
+        aws_access_key_id=secrets.get("R2_ACCESS_KEY_ID") or None,
+        aws_secret_access_key=secrets.get("R2_SECRET_ACCESS_KEY") or None,
+        region_name="auto" if not settings.r2_endpoint_url else settings.region,
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+    )
+
+
+def read_manifest(settings: Settings, secrets: Mapping[str, str], key: str) -> bytes:
+    """The manifest's bytes. A missing object is a ManifestError (the batch fails);
+    other errors propagate so the queue retries the message."""
+    try:
+        obj = client(settings, secrets).get_object(Bucket=settings.r2_bucket, Key=key)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            raise ManifestError(f"manifest {key} not found in R2 bucket {settings.r2_bucket}") from None
+        raise
+    if obj.get("ContentLength", 0) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"manifest {key} is larger than {MAX_MANIFEST_BYTES} bytes")
+    return obj["Body"].read()

@@ -1,0 +1,202 @@
+"""One pass over one batch, under its lease: time out, spawn, advance, deliver.
+
+What a Durable Object alarm did in the seed, without its flaws: timeouts close tasks whose
+machine went silent, spawns respect the shared token bucket, the 429 gate and the
+in-flight cap, failed creations count toward attempts, and delivery of the final callback
+is retried with backoff before the batch is declared ERROR.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from . import ingest, store
+from .backoff import exponential_ms, jittered_ms
+from .clock import now_ms
+from .errors import DeliveryError, FlyError, FlyRateLimitedError
+from .logs import log
+from .models import Batch, Task
+from .phases import Discovery, FileEntry, Phase
+from .services import Services
+from .states import BatchStatus
+from .transitions import after_failure, phase_finished
+from .views import task_view_for_phase
+
+TIMEOUT_PAGE = 100
+
+
+@dataclass
+class PassReport:
+    spawned: int = 0
+    rate_limited: int = 0
+    spawn_failures: int = 0
+    timed_out: int = 0
+    advanced: bool = False
+    delivered: bool = False
+    capacity_used: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class BatchPass:
+    def __init__(self, services: Services, batch: Batch, capacity: int, token_deadline: float) -> None:
+        self.services, self.settings, self.batch = services, services.settings, batch
+        self.capacity = capacity
+        self.token_deadline = token_deadline
+        self.report = PassReport()
+
+    @property
+    def batch_id(self) -> str:
+        return self.batch.batch_id
+
+    def run(self) -> int | None:
+        """Do the pass; return when the batch is next due (None once it has ended)."""
+        if self.batch.status == BatchStatus.FINALIZING.value:
+            return self.deliver()
+        phase = self.services.registry.get(self.batch.status)
+        if phase_finished(int(self.batch.tasks_total), int(self.batch.tasks_completed), int(self.batch.tasks_failed)):
+            return self.advance(phase)
+        self.time_out(phase)
+        self.spawn(phase)
+        return now_ms() + phase.alarm_delay_ms(self.settings)
+
+    # -- timeouts ----------------------------------------------------------------------
+
+    def time_out(self, phase: Phase) -> None:
+        now = now_ms()
+        for task in store.timed_out_tasks(self.batch_id, now, TIMEOUT_PAGE):
+            attempt = int(task.attempts)
+            move = after_failure(attempt, self.settings.max_retry_attempts)
+            error = (f"Timed out after {phase.task_timeout_ms(self.settings)} ms "
+                     f"(attempt {attempt}, machine {task.machine_id or 'none'})")
+            retry_at = now + jittered_ms(attempt, self.settings.alarm_delay_error_retry_ms)
+            if store.end_attempt(self.settings, self.batch_id, task.task_id, attempt, move, now,
+                                 error=error, retry_at=retry_at):
+                self.report.timed_out += 1
+                log(phase.log_prefix, "task_timed_out", batch_id=self.batch_id, task_id=task.task_id,
+                    attempt=attempt, machine_id=task.machine_id, move=move.value)
+                if task.machine_id:
+                    self.services.fly().destroy_machine(task.machine_id)
+
+    # -- spawning ----------------------------------------------------------------------
+
+    def spawn(self, phase: Phase) -> None:
+        limit = min(phase.batch_size(self.settings), self.capacity)
+        tasks = store.ready_tasks(self.batch_id, now_ms(), limit)
+        if not tasks:
+            return
+        workers = min(self.settings.spawn_concurrency, len(tasks))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spawn") as pool:
+            results = list(pool.map(lambda t: self.spawn_one(phase, t), tasks))
+        self.report.capacity_used = sum(1 for r in results if r in ("spawned", "failed"))
+
+    def spawn_one(self, phase: Phase, task: Task) -> str:
+        services = self.services
+        if not services.bucket.take(self.token_deadline, services.gate):
+            return "no_token"
+        now = now_ms()
+        deadline = now + phase.task_timeout_ms(self.settings)
+        attempt = store.claim_task(self.settings, task, phase.name, deadline, now)
+        if attempt is None:
+            return "lost"
+        callback_url = (f"{self.settings.orchestrator_url}/callback/{self.batch_id}/{task.task_id}"
+                        f"?attempt={attempt}")
+        request = phase.machine_request(self.batch_id, task_view_for_phase(task), attempt, self.settings,
+                                        services.secrets(), callback_url)
+        try:
+            machine = services.fly().create_machine(request)
+        except FlyRateLimitedError as exc:
+            services.gate.close_for(exc.retry_after_s)
+            retry_at = now_ms() + int(exc.retry_after_s * 1000)
+            store.unclaim_task(self.settings, self.batch_id, task.task_id, attempt, retry_at, now_ms())
+            self.report.rate_limited += 1
+            log(phase.log_prefix, "spawn_rate_limited", batch_id=self.batch_id, task_id=task.task_id,
+                retry_after_s=exc.retry_after_s)
+            return "rate_limited"
+        except FlyError as exc:
+            return self._spawn_failed(phase, task, attempt, exc)
+        if not store.record_machine(self.batch_id, task.task_id, attempt, machine["id"], request["name"]):
+            # The task moved on while we were creating (admin reset): don't leave it running.
+            services.fly().destroy_machine(machine["id"])
+            return "lost"
+        self.report.spawned += 1
+        log(phase.log_prefix, "machine_started", batch_id=self.batch_id, task_id=task.task_id,
+            attempt=attempt, machine_id=machine["id"], name=request["name"])
+        return "spawned"
+
+    def _spawn_failed(self, phase: Phase, task: Task, attempt: int, exc: FlyError) -> str:
+        now = now_ms()
+        move = after_failure(attempt, self.settings.max_retry_attempts)
+        error = f"Machine creation failed: {exc}"
+        retry_at = now + jittered_ms(attempt, self.settings.alarm_delay_error_retry_ms)
+        store.end_attempt(self.settings, self.batch_id, task.task_id, attempt, move, now,
+                          error=error, retry_at=retry_at)
+        self.report.spawn_failures += 1
+        log(phase.log_prefix, "spawn_failed", batch_id=self.batch_id, task_id=task.task_id,
+            attempt=attempt, status=exc.status, move=move.value, error=str(exc))
+        return "failed"
+
+    # -- phase end ---------------------------------------------------------------------
+
+    def advance(self, phase: Phase) -> int | None:
+        nxt = self.services.registry.next_after(phase.name)
+        now = now_ms()
+        total = 0
+        if nxt is not None:
+            specs = nxt.discover(Discovery(self.batch_id, self._file_entries(), self._phase_tasks(phase)))
+            store.write_tasks(store.new_task(self.batch_id, s.task_id, nxt.name, s.input_r2_key,
+                                             s.file_position, s.data, now) for s in specs)
+            total = len(specs)
+        if store.advance_phase(self.batch, nxt.name if nxt else None, total, now):
+            self.report.advanced = True
+            log("[Batch]", "phase_ended", batch_id=self.batch_id, phase=phase.name,
+                completed=self.batch.tasks_completed, failed=self.batch.tasks_failed,
+                next=nxt.name if nxt else BatchStatus.FINALIZING.value, next_tasks=total)
+        return now
+
+    def _file_entries(self):  # noqa: ANN202 - a lazy generator of FileEntry
+        for r in store.iter_files(self.batch_id):
+            yield FileEntry(int(r.position), r.directory_path, r.processing_config, r.info)
+
+    def _phase_tasks(self, phase: Phase):  # noqa: ANN202 - a lazy generator of TaskView
+        for task in store.iter_tasks(self.batch_id):
+            if task.phase == phase.name:
+                yield task_view_for_phase(task)
+
+    # -- final delivery ----------------------------------------------------------------
+
+    def deliver(self) -> int | None:
+        settings, now = self.settings, now_ms()
+        attempts = int(self.batch.delivery_attempts or 0) + 1
+        try:
+            files = ingest.build_files(self.batch_id, self.services.registry)
+            ingest.deliver(settings, self.services.http, self.batch_id, files)
+        except DeliveryError as exc:
+            return self._delivery_failed(attempts, str(exc))
+        store.delivery_succeeded(self.batch_id, now_ms())
+        self.report.delivered = True
+        log("[Batch]", "batch_done", batch_id=self.batch_id, files=len(files), delivery_attempts=attempts,
+            seconds=round((now - int(self.batch.started_at)) / 1000, 3))
+        return None
+
+    def _delivery_failed(self, attempts: int, error: str) -> int | None:
+        now = now_ms()
+        log("[Batch]", "delivery_failed", batch_id=self.batch_id, attempt=attempts, error=error)
+        if attempts >= self.settings.max_retry_attempts:
+            store.delivery_failed(self.batch_id, error, now, now)
+            store.fail_batch(self.batch_id, f"Final callback failed after {attempts} attempts: {error}", now)
+            log("[Batch]", "batch_error", batch_id=self.batch_id, reason="delivery_exhausted")
+            return None
+        next_due = now + exponential_ms(attempts, self.settings.alarm_delay_error_retry_ms)
+        store.delivery_failed(self.batch_id, error, next_due, now)
+        return next_due
+
+
+def pass_error_delay_ms(services: Services, failures: int) -> int:
+    """The seed's batch-error backoff: min(ALARM_DELAY_ERROR_RETRY, 1000 * 2^n)."""
+    return exponential_ms(failures, services.settings.alarm_delay_error_retry_ms)
+
+
+def monotonic_deadline(seconds: float) -> float:
+    return time.monotonic() + max(0.0, seconds)

@@ -1,0 +1,102 @@
+"""The tick: the scheduled function standing in for the seed's Durable Object alarms.
+
+EventBridge fires it once a minute, but a converting batch wants a pass every
+ALARM_DELAY_TIFF_CONVERSION ms (5 s). So one invocation loops: it runs every due pass,
+sleeps a poll interval (1 s, or the alarm delay when shorter),
+and returns when fewer than TICK_MARGIN_MS remain of its timeout; the next scheduled
+invocation takes over. Chosen over per-batch delayed SQS wake-ups because it needs no
+second queue, keeps the token bucket and the 429 gate in one process (the function runs
+with reserved concurrency 1), and costs one index query per poll when idle. Overlapping
+invocations are still safe: each pass holds its batch's lease (a conditional write with
+an expiry), so two never work one batch at once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import store
+from .clock import now_ms
+from .logs import log
+from .runner import BatchPass, monotonic_deadline, pass_error_delay_ms
+from .services import Services
+
+POLL_MS = 1000
+
+
+@dataclass
+class TickReport:
+    passes: int = 0
+    spawned: int = 0
+    errors: int = 0
+    loops: int = 0
+
+
+def run_due_passes(services: Services, owner: str, report: TickReport | None = None) -> TickReport:
+    """One round: a pass for every batch that is due now. Returns what it did."""
+    report = report or TickReport()
+    settings = services.settings
+    now = now_ms()
+    active = store.list_active_batches()
+    in_flight = sum(int(b.tasks_in_flight or 0) for b in active)
+    capacity = max(0, settings.max_machines_in_flight - in_flight)
+    due = sorted((b for b in active if b.due_at is not None and b.due_at <= now), key=lambda b: b.due_at)
+    slice_s = settings.alarm_delay_tiff_conversion_ms / 1000 / max(1, len(due))
+    for listed in due:
+        batch = store.acquire_lease(listed.batch_id, owner, now_ms(), settings.lease_ms)
+        if batch is None:
+            continue
+        batch_pass = BatchPass(services, batch, capacity, monotonic_deadline(slice_s))
+        try:
+            next_due = batch_pass.run()
+        except Exception as exc:  # noqa: BLE001 - any failure of a pass is a batch-level error
+            report.errors += 1
+            _pass_failed(services, batch.batch_id, owner, int(batch.pass_errors or 0) + 1, exc)
+            continue
+        capacity = max(0, capacity - batch_pass.report.capacity_used)
+        report.passes += 1
+        report.spawned += batch_pass.report.spawned
+        errors_reset = 0 if batch.pass_errors else None
+        store.release_lease(batch.batch_id, owner, next_due, errors_reset)
+    return report
+
+
+def _pass_failed(services: Services, batch_id: str, owner: str, failures: int, exc: Exception) -> None:
+    error = f"{type(exc).__name__}: {exc}"[:500]
+    now = now_ms()
+    log("[Batch]", "pass_failed", batch_id=batch_id, failures=failures, error=error)
+    try:
+        if failures >= services.settings.max_retry_attempts:
+            store.fail_batch(batch_id, f"Gave up after {failures} failed passes: {error}", now)
+            store.release_lease(batch_id, owner, None)
+            log("[Batch]", "batch_error", batch_id=batch_id, reason="pass_failures")
+        else:
+            store.release_lease(batch_id, owner, now + pass_error_delay_ms(services, failures), failures)
+    except Exception as inner:  # noqa: BLE001 - DynamoDB itself is down: the lease expires
+        log("[Batch]", "pass_failure_not_recorded", batch_id=batch_id, error=type(inner).__name__)
+
+
+def run_tick(services: Services, remaining_ms: Callable[[], int], owner: str | None = None,
+             sleep: Callable[[float], None] = time.sleep) -> TickReport:
+    """Loop passes until the invocation's remaining time falls under the margin."""
+    owner = owner or f"tick-{uuid.uuid4().hex[:12]}"
+    report = TickReport()
+    margin = services.settings.tick_margin_ms
+    while remaining_ms() > margin:
+        report.loops += 1
+        try:
+            run_due_passes(services, owner, report)
+            wait_ms = min(POLL_MS, services.settings.alarm_delay_tiff_conversion_ms)
+        except Exception as exc:  # noqa: BLE001 - e.g. DynamoDB unreachable: try again shortly
+            log("[Batch]", "tick_round_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            wait_ms = POLL_MS
+        if remaining_ms() - margin <= 0:
+            break
+        sleep(max(0.05, min(wait_ms, remaining_ms() - margin)) / 1000)
+    log("[Batch]", "tick_done", owner=owner, loops=report.loops, passes=report.passes,
+        spawned=report.spawned, errors=report.errors)
+    return report
+

@@ -1,0 +1,62 @@
+"""The process's long-lived parts, built once per cold start and shared by all handlers:
+settings, the phase registry, secrets, the Fly client, and the outbound-pressure limits."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import requests
+
+from .fly import FlyClient
+from .models import configure_models
+from .phases import PhaseRegistry, default_registry
+from .ratelimit import RetryAfterGate, TokenBucket
+from .secrets import load_secrets, secret
+from .settings import Settings, get_settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    registry: PhaseRegistry
+    bucket: TokenBucket
+    gate: RetryAfterGate = field(default_factory=RetryAfterGate)
+    http: requests.Session = field(default_factory=requests.Session)
+    _fly: FlyClient | None = None
+
+    def secrets(self) -> dict[str, str]:
+        return load_secrets(self.settings)
+
+    def fly(self) -> FlyClient:
+        if self._fly is None:
+            self._fly = FlyClient(self.settings, secret(self.settings, "FLY_API_TOKEN"))
+        return self._fly
+
+
+_lock = threading.Lock()
+_services: Services | None = None
+
+
+def build_services(settings: Settings, registry: PhaseRegistry | None = None) -> Services:
+    configure_models(settings)
+    return Services(
+        settings=settings,
+        registry=registry or default_registry(),
+        bucket=TokenBucket(settings.fly_create_rate, settings.fly_create_burst),
+    )
+
+
+def get_services() -> Services:
+    global _services
+    with _lock:
+        if _services is None:
+            _services = build_services(get_settings())
+        return _services
+
+
+def use_services(services: Services | None) -> None:
+    """Install (or with None, drop) the process's services: tests and the local stack."""
+    global _services
+    with _lock:
+        _services = services

@@ -1,0 +1,137 @@
+"""Configuration, read once from the environment into one typed object.
+
+Names and defaults are the seed's (contracts §6) plus the ones this service adds. Secrets
+are not read here: `secrets.py` resolves them from SSM with an environment fallback. Nothing
+else in `chalicelib/` reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+
+class SettingsError(ValueError):
+    """A configuration value is present but unusable (names the variable, never its value)."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}")
+    return value
+
+
+def _str(env: Mapping[str, str], name: str, default: str) -> str:
+    return env.get(name, "").strip() or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str = "dev"
+    region: str = "us-east-1"
+    batches_table: str = "arke-preprocess-batches"
+    tasks_table: str = "arke-preprocess-tasks"
+    files_table: str = "arke-preprocess-files"
+    queue_name: str = "arke-preprocess-jobs"
+    dlq_name: str = "preprocess-dlq"
+    ssm_prefix: str = "/arke-preprocess/dev/"
+
+    fly_api_hostname: str = "https://api.machines.dev"
+    fly_app_name: str = "arke-tiff-worker"
+    fly_worker_image: str = "registry.fly.io/arke-tiff-worker:latest"
+    fly_region: str = "ord"
+    fly_create_rate: float = 1.0
+    fly_create_burst: int = 3
+    fly_request_timeout_ms: int = 15000
+    max_machines_in_flight: int = 1000
+    spawn_concurrency: int = 8
+
+    orchestrator_url: str = ""
+    worker_url: str = "https://ingest.arke.institute"
+    r2_bucket: str = "arke-staging"
+    r2_endpoint_url: str = ""
+
+    batch_size_tiff_conversion: int = 1000
+    alarm_delay_tiff_conversion_ms: int = 5000
+    alarm_delay_error_retry_ms: int = 30000
+    max_retry_attempts: int = 5
+    task_timeout_tiff_conversion_ms: int = 300000
+    delivery_timeout_ms: int = 30000
+    tick_margin_ms: int = 10000
+    lease_ms: int = 60000
+
+    env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def test_route_enabled(self) -> bool:
+        """`POST /test` exists on dev and local stages only (contracts §4)."""
+        return self.stage in ("dev", "local")
+
+    def phase_int(self, prefix: str, phase: str, default: int) -> int:
+        """A per-phase number such as `BATCH_SIZE_TIFF_CONVERSION`, for phases added later."""
+        return _int(self.env, f"{prefix}_{phase}", default, 1)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        stage = _str(env, "STAGE", "dev")
+        return cls(
+            stage=stage,
+            region=_str(env, "AWS_DEFAULT_REGION", _str(env, "AWS_REGION", "us-east-1")),
+            batches_table=_str(env, "BATCHES_TABLE", cls.batches_table),
+            tasks_table=_str(env, "TASKS_TABLE", cls.tasks_table),
+            files_table=_str(env, "FILES_TABLE", cls.files_table),
+            queue_name=_str(env, "QUEUE_NAME", cls.queue_name),
+            dlq_name=_str(env, "DLQ_NAME", cls.dlq_name),
+            ssm_prefix=_str(env, "SSM_PREFIX", f"/arke-preprocess/{stage}/"),
+            fly_api_hostname=_str(env, "FLY_API_HOSTNAME", cls.fly_api_hostname).rstrip("/"),
+            fly_app_name=_str(env, "FLY_APP_NAME", cls.fly_app_name),
+            fly_worker_image=_str(env, "FLY_WORKER_IMAGE", cls.fly_worker_image),
+            fly_region=_str(env, "FLY_REGION", cls.fly_region),
+            fly_create_rate=_float(env, "FLY_CREATE_RATE", cls.fly_create_rate, 0.001),
+            fly_create_burst=_int(env, "FLY_CREATE_BURST", cls.fly_create_burst, 1),
+            fly_request_timeout_ms=_int(env, "FLY_REQUEST_TIMEOUT_MS", cls.fly_request_timeout_ms, 100),
+            max_machines_in_flight=_int(env, "MAX_MACHINES_IN_FLIGHT", cls.max_machines_in_flight, 1),
+            spawn_concurrency=_int(env, "SPAWN_CONCURRENCY", cls.spawn_concurrency, 1),
+            orchestrator_url=_str(env, "ORCHESTRATOR_URL", "").rstrip("/"),
+            worker_url=_str(env, "WORKER_URL", cls.worker_url).rstrip("/"),
+            r2_bucket=_str(env, "R2_BUCKET", cls.r2_bucket),
+            r2_endpoint_url=_str(env, "R2_ENDPOINT_URL", ""),
+            batch_size_tiff_conversion=_int(env, "BATCH_SIZE_TIFF_CONVERSION", cls.batch_size_tiff_conversion, 1),
+            alarm_delay_tiff_conversion_ms=_int(env, "ALARM_DELAY_TIFF_CONVERSION", cls.alarm_delay_tiff_conversion_ms, 50),
+            alarm_delay_error_retry_ms=_int(env, "ALARM_DELAY_ERROR_RETRY", cls.alarm_delay_error_retry_ms, 50),
+            max_retry_attempts=_int(env, "MAX_RETRY_ATTEMPTS", cls.max_retry_attempts, 1),
+            task_timeout_tiff_conversion_ms=_int(env, "TASK_TIMEOUT_TIFF_CONVERSION", cls.task_timeout_tiff_conversion_ms, 100),
+            delivery_timeout_ms=_int(env, "DELIVERY_TIMEOUT_MS", cls.delivery_timeout_ms, 100),
+            tick_margin_ms=_int(env, "TICK_MARGIN_MS", cls.tick_margin_ms, 0),
+            lease_ms=_int(env, "LEASE_MS", cls.lease_ms, 1000),
+            env=dict(env),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read on first use (so tests can set the env before)."""
+    return Settings.from_env()

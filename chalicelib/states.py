@@ -1,0 +1,30 @@
+"""Lifecycle states of batches and tasks, in one place (as rq's JobStatus).
+
+A batch's status is the name of its current phase while it works (`TIFF_CONVERSION`, ...),
+then `FINALIZING` while the final callback is being delivered, then `DONE` or `ERROR`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_open(self) -> bool:
+        return self in (TaskStatus.PENDING, TaskStatus.PROCESSING)
+
+
+class BatchStatus(StrEnum):
+    FINALIZING = "FINALIZING"
+    DONE = "DONE"
+    ERROR = "ERROR"
+
+
+TERMINAL_BATCH_STATUSES = frozenset({BatchStatus.DONE.value, BatchStatus.ERROR.value})
+RESET_ERROR = "Manually reset by admin"

@@ -1,0 +1,55 @@
+"""Deciding functions: given a task's state and an event, which transition follows.
+
+Pure (no I/O) so every branch is cheap to test. `store.py` carries the decisions out, each
+as one DynamoDB transaction guarded by the same facts these functions looked at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .states import TaskStatus
+
+
+class Move(StrEnum):
+    COMPLETE = "complete"
+    RETRY = "retry"
+    FAIL = "fail"
+    IGNORE = "ignore"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a machine reported for its task, as its phase reads the callback."""
+
+    ok: bool
+    error: str | None = None
+    permanent: bool = False
+    output: dict[str, Any] = field(default_factory=dict)
+    performance: dict[str, int] | None = None
+
+
+def after_failure(attempts: int, max_attempts: int, permanent: bool = False) -> Move:
+    """A failed attempt is retried while attempts remain, unless the error is permanent."""
+    if permanent or attempts >= max_attempts:
+        return Move.FAIL
+    return Move.RETRY
+
+
+def on_callback(
+    status: str, attempts: int, callback_attempt: int | None, outcome: Outcome, max_attempts: int
+) -> Move:
+    """Only the attempt in flight may end its task; anything else is late or a duplicate."""
+    if status != TaskStatus.PROCESSING:
+        return Move.IGNORE
+    if callback_attempt is not None and callback_attempt != attempts:
+        return Move.IGNORE
+    if outcome.ok:
+        return Move.COMPLETE
+    return after_failure(attempts, max_attempts, outcome.permanent)
+
+
+def phase_finished(total: int, completed: int, failed: int) -> bool:
+    return completed + failed >= total

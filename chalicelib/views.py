@@ -1,0 +1,71 @@
+"""How batches and tasks look from outside: the JSON of the status and tasks routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .clock import iso
+from .models import Batch, Task
+from .phases import TaskView
+from .states import TaskStatus
+
+
+def batch_status(batch: Batch) -> dict[str, Any]:
+    """contracts §4's status answer, plus phase, delivery and finer progress."""
+    in_flight = int(batch.tasks_in_flight or 0)
+    total, done, failed = int(batch.tasks_total or 0), int(batch.tasks_completed or 0), int(batch.tasks_failed or 0)
+    return {
+        "batch_id": batch.batch_id,
+        "status": batch.status,
+        "phase": batch.phase,
+        "progress": {
+            "tasks_total": total,
+            "tasks_completed": done,
+            "tasks_failed": failed,
+            "tasks_in_flight": in_flight,
+            "tasks_pending": max(0, total - done - failed - in_flight),
+        },
+        "started_at": iso(batch.started_at),
+        "updated_at": iso(batch.updated_at),
+        "completed_at": iso(batch.completed_at),
+        "error": batch.error,
+        "phases": batch.phase_history or [],
+        "delivery": {
+            "attempts": int(batch.delivery_attempts or 0),
+            "last_error": batch.delivery_error,
+            "delivered_at": iso(batch.delivered_at),
+        },
+    }
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "phase": task.phase,
+        "status": task.status,
+        "input_r2_key": task.input_r2_key,
+        "attempts": int(task.attempts or 0),
+        "machine_id": task.machine_id,
+        "last_error": task.last_error,
+        "output_r2_key": task.output_r2_key,
+        "output_file_name": task.output_file_name,
+        "output_file_size": int(task.output_file_size) if task.output_file_size is not None else None,
+        "performance": task.performance,
+        "started_at": iso(task.attempt_started_at),
+        "ended_at": iso(task.ended_at),
+        "updated_at": iso(task.updated_at),
+    }
+
+
+def task_view_for_phase(task: Task) -> TaskView:
+    return TaskView(
+        task_id=task.task_id, phase=task.phase, status=task.status, attempts=int(task.attempts or 0),
+        input_r2_key=task.input_r2_key,
+        file_position=int(task.file_position) if task.file_position is not None else None,
+        data=task.data or {}, output_r2_key=task.output_r2_key,
+        output_file_name=task.output_file_name,
+        output_file_size=int(task.output_file_size) if task.output_file_size is not None else None,
+    )
+
+
+TASK_STATUSES = tuple(s.value for s in TaskStatus)

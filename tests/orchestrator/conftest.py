@@ -1,0 +1,169 @@
+"""Fixtures for the orchestrator's tests: moto in-process for AWS, a loopback Fly stand-in,
+Chalice's test client for the routes, and a helper that plays the machines' callbacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+from chalice.test import Client
+from moto import mock_aws
+
+from chalicelib import scheduler, secrets
+from chalicelib.models import ensure_tables
+from chalicelib.services import Services, build_services, use_services
+from chalicelib.settings import Settings
+
+from .fly_stub import FlyStub
+from .ingest_stub import IngestStub
+
+BASE_ENV = {
+    "STAGE": "dev",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "ORCHESTRATOR_URL": "https://orchestrator.test",
+    "FLY_API_TOKEN": "fly-test-token",
+    "R2_ACCOUNT_ID": "acct",
+    "R2_ACCESS_KEY_ID": "r2-key-id",
+    "R2_SECRET_ACCESS_KEY": "r2-secret",
+    "FLY_CREATE_RATE": "1000",
+    "FLY_CREATE_BURST": "1000",
+    "ALARM_DELAY_TIFF_CONVERSION": "50",
+    "ALARM_DELAY_ERROR_RETRY": "200",
+    "FLY_REQUEST_TIMEOUT_MS": "500",
+    "DELIVERY_TIMEOUT_MS": "2000",
+}
+
+
+@pytest.fixture
+def fly() -> Iterator[FlyStub]:
+    stub = FlyStub().start()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture
+def ingest() -> Iterator[IngestStub]:
+    stub = IngestStub()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture
+def env(fly: FlyStub, ingest: IngestStub, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    values = dict(BASE_ENV, FLY_API_HOSTNAME=fly.url, WORKER_URL=ingest.url)
+    for key in list(os.environ):
+        if key.startswith(("AWS_ENDPOINT_URL", "AWS_PROFILE")):
+            monkeypatch.delenv(key)
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+@pytest.fixture
+def aws(env: dict[str, str]) -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+def make_services(env: dict[str, str], registry: Any = None, **overrides: str) -> Services:
+    secrets.forget_secrets()
+    values = dict(env, **overrides)
+    settings = Settings.from_env(values)
+    services = build_services(settings, registry)
+    ensure_tables(settings)
+    use_services(services)
+    return services
+
+
+@pytest.fixture
+def services(aws: None, env: dict[str, str]) -> Iterator[Services]:
+    svc = make_services(env)
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="arke-staging")
+    yield svc
+    use_services(None)
+    secrets.forget_secrets()
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[Client]:
+    import app
+
+    with Client(app.app) as test_client:
+        yield test_client
+
+
+def message(batch_id: str = "batch_abc", tiffs: int = 3, others: int = 1, **extra: Any) -> dict[str, Any]:
+    """A queue message as the ingest service sends it (contracts §1)."""
+    prefix = f"staging/{batch_id}/"
+    files = [{"r2_key": f"{prefix}folder/image_{i}.{'TIF' if i % 2 else 'tiff'}",
+              "logical_path": f"folder/image_{i}.{'TIF' if i % 2 else 'tiff'}",
+              "file_name": f"image_{i}.{'TIF' if i % 2 else 'tiff'}", "file_size": 1000 + i,
+              "content_type": "image/tiff"} for i in range(tiffs)]
+    files += [{"r2_key": f"{prefix}folder/notes_{i}.txt", "logical_path": f"folder/notes_{i}.txt",
+               "file_name": f"notes_{i}.txt", "file_size": 10, "content_type": "text/plain",
+               "cid": f"bafy{i}"} for i in range(others)]
+    body = {"batch_id": batch_id, "r2_prefix": prefix, "uploader": "tester", "root_path": "/",
+            "total_files": len(files), "total_bytes": sum(f["file_size"] for f in files),
+            "uploaded_at": "2026-11-29T00:00:00Z", "finalized_at": "2026-11-29T00:01:00Z",
+            "metadata": {"k": "v"},
+            "directories": [{"directory_path": "folder",
+                             "processing_config": {"ocr": False, "describe": True, "pinax": False},
+                             "file_count": len(files), "total_bytes": 0, "files": files}]}
+    body.update(extra)
+    return body
+
+
+def sqs_event(body: dict[str, Any] | str, message_id: str = "msg-1") -> dict[str, Any]:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return {"Records": [{"messageId": message_id, "receiptHandle": "rh", "body": text,
+                         "attributes": {}, "messageAttributes": {}, "md5OfBody": "",
+                         "eventSource": "aws:sqs", "awsRegion": "us-east-1",
+                         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:arke-preprocess-jobs"}]}
+
+
+class LambdaContext:
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+        self.aws_request_id = "req"
+        self.function_name = "tick"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self._end - time.monotonic()) * 1000)
+
+
+def run_pass(services: Services, owner: str = "test-tick") -> scheduler.TickReport:
+    """One round of the tick, after the batches' next pass has come due."""
+    time.sleep(services.settings.alarm_delay_tiff_conversion_ms / 1000 + 0.01)
+    return scheduler.run_due_passes(services, owner)
+
+
+def callback_path(request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The route path (with query) and env of a machine the orchestrator created."""
+    env = request["body"]["config"]["env"]
+    url = urlsplit(env["CALLBACK_URL"])
+    return f"{url.path}?{url.query}", env
+
+
+def success_body(env: dict[str, Any], size: int = 4242) -> dict[str, Any]:
+    key = env["INPUT_R2_KEY"].rsplit(".", 1)[0] + ".jpg"
+    return {"task_id": env["TASK_ID"], "batch_id": env["BATCH_ID"], "status": "success",
+            "output_r2_key": key, "output_file_name": key.rsplit("/", 1)[-1], "output_file_size": size,
+            "performance": {"total_time_ms": 30, "download_time_ms": 10, "conversion_time_ms": 15,
+                            "upload_time_ms": 5}}
+
+
+def post_callback(client: Client, request: dict[str, Any], body: dict[str, Any] | None = None,
+                  path: str | None = None) -> Any:
+    route, env = callback_path(request)
+    payload = body if body is not None else success_body(env)
+    return client.http.post(path or route, headers={"Content-Type": "application/json"},
+                            body=json.dumps(payload))
+

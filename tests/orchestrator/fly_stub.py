@@ -1,0 +1,80 @@
+"""A real HTTP server on loopback standing in for Fly's Machines API in orchestrator tests.
+
+It answers creations from a script (status codes, "timeout", or 200 by default) and records
+every request, so a test can assert what the orchestrator sent and drive callbacks itself.
+The full emulator (arke_local.fly_emulator) is used by the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class FlyStub:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.deleted: list[str] = []
+        self.script: list[Any] = []
+        self.retry_after = "2"
+        self.timeout_s = 1.5
+        self._lock = threading.Lock()
+        self._counter = 0
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length))
+                with stub._lock:
+                    answer = stub.script.pop(0) if stub.script else 200
+                    stub._counter += 1
+                    machine_id = f"m{stub._counter:05d}"
+                    stub.requests.append({"path": self.path, "body": body, "answer": answer,
+                                          "auth": self.headers.get("Authorization"), "id": machine_id})
+                if answer == "timeout":
+                    time.sleep(stub.timeout_s)
+                    answer = 200
+                if answer == 200:
+                    self._send(200, {"id": machine_id, "name": body.get("name"), "state": "created"})
+                elif answer == 429:
+                    self._send(429, {"error": "rate limit exceeded"}, {"Retry-After": stub.retry_after})
+                else:
+                    self._send(int(answer), {"error": f"injected {answer}"})
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                with stub._lock:
+                    stub.deleted.append(self.path.split("/")[-1].split("?")[0])
+                self._send(200, {"ok": True})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> FlyStub:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def created(self) -> list[dict[str, Any]]:
+        """Requests that were answered with a machine (200, or created behind a timeout)."""
+        return [r for r in self.requests if r["answer"] in (200, "timeout")]
