@@ -118,6 +118,8 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FlyEmulator/1.0"
+    disable_nagle_algorithm = True
+    wbufsize = -1  # one buffered write per answer (headers and body), flushed in _send
     server: _Server
 
     @property
@@ -171,6 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
+            self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (e.g. the create-timeout fault)
 

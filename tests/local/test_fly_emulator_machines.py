@@ -4,13 +4,19 @@ auto_destroy, stop signals and shutdown."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from arke_local.fly_emulator import FlyEmulator
+from arke_local.fly_emulator.settings import REPO_ROOT
 
 IMAGE = "test/machine:1"
 
@@ -195,4 +201,56 @@ def test_shutdown_kills_every_machine_process(tmp_path, fly_emulator_client):
         assert alive(main_pid) and alive(child_pid)
     finally:
         emulator.stop()
+    assert wait_until(lambda: not alive(main_pid) and not alive(child_pid), timeout=5)
+
+
+STUBBORN_SCRIPT = r"""
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+with open(sys.argv[1], "w") as f:
+    f.write(str(os.getpid()))
+time.sleep(120)
+"""
+
+
+def test_stop_kills_after_the_timeout_when_the_signal_is_ignored(
+        tmp_path, fly_emulator_factory, fly_emulator_client):
+    pid_file = tmp_path / "pid"
+    fly = fly_emulator_client(fly_emulator_factory(images=script(tmp_path, STUBBORN_SCRIPT,
+                                                                 str(pid_file))))
+    machine = fly.create(machine_body("stubborn")).json()
+    assert wait_until(lambda: pid_file.exists() and pid_file.read_text())
+    began = time.monotonic()
+    fly.stop(machine["id"], {"timeout": "300ms"})
+    done = fly.machine_until(machine["id"], "destroyed")
+    assert done["state"] == "destroyed"
+    assert 0.25 <= time.monotonic() - began < 5
+    assert exit_event(done)["exit_code"] == 137
+    assert not alive(int(pid_file.read_text()))
+
+
+def test_module_entry_point_cleans_up_on_sigterm(tmp_path):
+    pids = tmp_path / "pids"
+    images = script(tmp_path, SLEEP_SCRIPT, str(pids))
+    env = {"PATH": os.environ.get("PATH", ""), "FLY_EMULATOR_PORT": "0",
+           "FLY_EMULATOR_IMAGES": json.dumps(images)}
+    emulator = subprocess.Popen([sys.executable, "-m", "arke_local.fly_emulator"],
+                                cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        first_line = emulator.stderr.readline()
+        url = re.search(r"listening on (http://\S+)", first_line).group(1)
+        response = requests.post(f"{url}/v1/apps/a/machines", json=machine_body("s"),
+                                 headers={"Authorization": "Bearer x"}, timeout=10)
+        assert response.status_code == 200, response.text
+        assert wait_until(lambda: pids.exists() and pids.read_text())
+        main_pid, child_pid = map(int, pids.read_text().split())
+        emulator.send_signal(signal.SIGTERM)
+        assert emulator.wait(timeout=10) == 0
+        rest = emulator.stderr.read()
+        assert "[FlyEmulator] stopped" in rest
+        assert "Bearer" not in first_line + rest
+    finally:
+        if emulator.poll() is None:
+            emulator.kill()
+            emulator.wait()
     assert wait_until(lambda: not alive(main_pid) and not alive(child_pid), timeout=5)

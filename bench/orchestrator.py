@@ -1,0 +1,153 @@
+"""Orchestrator benchmark: DynamoDB requests per task, and how long a tick pass takes.
+
+Run: `make bench-orchestrator` (or `python -m bench.orchestrator [--sizes 100,5000]`).
+AWS is moto in-process, Fly is the local emulator with idle machines and no rate limit,
+the ingest service is the local receiver; callbacks go through the real routes (Chalice's
+test client). Times are moto's, not DynamoDB's: read them as ratios between sizes (the
+baseline is the smallest batch), which is what invariant 4 is about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from typing import Any
+
+BASE_ENV = {
+    "STAGE": "dev", "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench", "ORCHESTRATOR_URL": "https://orchestrator.bench",
+    "FLY_API_TOKEN": "bench-token", "R2_ACCOUNT_ID": "bench", "R2_ACCESS_KEY_ID": "bench",
+    "R2_SECRET_ACCESS_KEY": "bench", "FLY_CREATE_RATE": "1000000", "FLY_CREATE_BURST": "1000000",
+    "MAX_MACHINES_IN_FLIGHT": "100000", "ALARM_DELAY_TIFF_CONVERSION": "50",
+}
+
+
+def message(batch_id: str, tiffs: int) -> dict[str, Any]:
+    prefix = f"staging/{batch_id}/"
+    files = [{"r2_key": f"{prefix}scans/page_{i:05d}.tif", "logical_path": f"scans/page_{i:05d}.tif",
+              "file_name": f"page_{i:05d}.tif", "file_size": 25_000_000, "content_type": "image/tiff"}
+             for i in range(tiffs)]
+    return {"batch_id": batch_id, "r2_prefix": prefix, "total_files": tiffs,
+            "directories": [{"directory_path": "scans", "processing_config": {"ocr": False,
+                             "describe": False, "pinax": False}, "files": files}]}
+
+
+def drain_due(services: Any, owner: str) -> float:
+    """Wait for the batch's next pass to come due, run one round, return its seconds."""
+    from chalicelib import scheduler
+
+    time.sleep(services.settings.alarm_delay_tiff_conversion_ms / 1000 + 0.01)
+    started = time.perf_counter()
+    scheduler.run_due_passes(services, owner)
+    return time.perf_counter() - started
+
+
+def run_size(size: int, fly_url: str, ingest_url: str) -> dict[str, Any]:
+    from chalice.test import Client
+
+    import app
+    from chalicelib import intake, secrets, store
+    from chalicelib.ddb_metrics import RequestCounter
+    from chalicelib.models import ensure_tables
+    from chalicelib.services import build_services, use_services
+    from chalicelib.settings import Settings
+
+    env = dict(BASE_ENV, FLY_API_HOSTNAME=fly_url, WORKER_URL=ingest_url)
+    os.environ.update(env)
+    secrets.forget_secrets()
+    settings = Settings.from_env(env)
+    services = build_services(settings)
+    ensure_tables(settings)
+    use_services(services)
+    counter = RequestCounter().attach(settings)
+    batch_id = f"bench_{size}"
+    result: dict[str, Any] = {"tasks": size}
+
+    intake.handle_body(services, json.dumps(message(batch_id, size)), "bench")
+    result["intake_requests"] = counter.total()
+    counter.take()
+
+    spawn_times = []
+    while True:
+        spawn_times.append(drain_due(services, "bench"))
+        batch = store.get_batch(batch_id)
+        if int(batch.tasks_in_flight) + int(batch.tasks_completed) >= size:
+            break
+    result["spawn_pass_s"] = spawn_times[0]
+    result["spawn_requests"] = counter.total()
+    counter.take()
+
+    steady = [drain_due(services, "bench") for _ in range(5)]
+    result["steady_pass_s"] = statistics.median(steady)
+    result["steady_pass_requests"] = counter.total() / len(steady)
+    counter.take()
+
+    tasks = [t for t in store.iter_tasks(batch_id)]
+    counter.take()
+    started = time.perf_counter()
+    with Client(app.app) as client:
+        for task in tasks:
+            body = {"task_id": task.task_id, "batch_id": batch_id, "status": "success",
+                    "output_r2_key": task.input_r2_key[:-4] + ".jpg", "output_file_name": "x.jpg",
+                    "output_file_size": 1, "performance": {"total_time_ms": 1}}
+            client.http.post(f"/callback/{batch_id}/{task.task_id}?attempt={int(task.attempts)}",
+                             headers={"Content-Type": "application/json"}, body=json.dumps(body))
+    result["callback_ms"] = (time.perf_counter() - started) * 1000 / size
+    result["callback_requests"] = counter.total() / size
+    counter.take()
+
+    while store.get_batch(batch_id).status != "DONE":
+        drain_due(services, "bench")
+    result["finalize_requests"] = counter.total() - 2  # less this loop's own status reads
+    total = result["intake_requests"] + result["spawn_requests"] + result["callback_requests"] * size \
+        + result["finalize_requests"]
+    result["requests_per_task"] = total / size
+    counter.detach()
+    use_services(None)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,5000", help="batch sizes, comma separated")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    from moto import mock_aws
+
+    from arke_local.fly_emulator import IDLE, WORKER_IMAGE, FlyEmulator
+    from arke_local.ingest_receiver import IngestReceiver
+
+    rows = []
+    with mock_aws():
+        fly = FlyEmulator(port=0, images={WORKER_IMAGE: IDLE}, create_rate=0, max_machines=10**6,
+                          proxy_callbacks=False).start()
+        ingest = IngestReceiver(port=0).start()
+        try:
+            for size in sizes:
+                rows.append(run_size(size, fly.url, ingest.url))
+        finally:
+            fly.stop()
+            ingest.stop()
+    base = rows[0]
+    print("\nOrchestrator benchmark (moto in-process, Fly emulator idle machines; baseline: "
+          f"the {base['tasks']}-task batch)\n")
+    header = ("tasks", "req/task", "req/callback", "steady pass ms", "x base", "spawn pass ms",
+              "x base", "callback ms")
+    print(" | ".join(header))
+    for r in rows:
+        print(" | ".join([
+            str(r["tasks"]), f"{r['requests_per_task']:.2f}", f"{r['callback_requests']:.2f}",
+            f"{r['steady_pass_s'] * 1000:.1f}", f"{r['steady_pass_s'] / base['steady_pass_s']:.2f}",
+            f"{r['spawn_pass_s'] * 1000:.0f}", f"{r['spawn_pass_s'] / base['spawn_pass_s']:.2f}",
+            f"{r['callback_ms']:.2f}",
+        ]))
+    print("\nDetail:", json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
