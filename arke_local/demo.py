@@ -9,6 +9,7 @@ the stack. Exit 0 when the batch is DONE and the only failures are the broken sa
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -59,6 +60,11 @@ def run_demo(count: int = 24, out_dir: Path = Path("out/demo"), keep_logs: bool 
     )
     stack = LocalStack(options)
     code = 1
+
+    def on_term(signum, _frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         stack.start()
         target = resolve(stage="local", api_url=stack.endpoints.api, endpoint_url=stack.endpoints.aws)
@@ -109,6 +115,10 @@ def run_demo(count: int = 24, out_dir: Path = Path("out/demo"), keep_logs: bool 
             )
     except StackError as exc:
         log(f"stack error: {exc}")
+    except KeyboardInterrupt:
+        log("interrupted")
+        code = 130
     finally:
         stack.stop()
+        signal.signal(signal.SIGTERM, previous)
     return code

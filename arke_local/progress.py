@@ -55,6 +55,8 @@ class Progress:
     def eta_s(self) -> float | None:
         rate = self.rate
         remaining = max(0, self.total - self.ended)
+        if self.total == 0:
+            return None
         if remaining == 0:
             return 0.0
         return remaining / rate if rate else None

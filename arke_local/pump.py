@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-module", default=os.environ.get("ARKE_PUMP_APP", "app"))
     parser.add_argument("--queue-name", default=os.environ.get("QUEUE_NAME", QUEUE_NAME))
     parser.add_argument(
-        "--tick-timeout-ms", type=int, default=int(os.environ.get("ARKE_PUMP_TICK_TIMEOUT_MS", "60000"))
+        "--tick-timeout-ms", type=int, default=int(os.environ.get("ARKE_PUMP_TICK_TIMEOUT_MS", "75000"))
     )
     parser.add_argument(
         "--wait-time-s", type=int, default=int(os.environ.get("ARKE_PUMP_WAIT_S", "2"))
@@ -279,8 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     pump.start()
     done.wait()
-    pump.stop(timeout_s=2.0)
-    return 0
+    pump.stop(timeout_s=0.5)
+    # A tick still inside the app (or its thread pools) must not hold the exit up: Lambda
+    # would freeze it too. Everything it wrote is already in DynamoDB or lost with it.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

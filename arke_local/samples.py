@@ -155,6 +155,14 @@ def write_raw_tiff(
     path.write_bytes(header + bytes(blob) + bytes(extra) + ifd)
 
 
+def _widen(raw: bytes) -> bytes:
+    """8-bit samples to 16-bit little-endian ones (v -> v * 257, i.e. the bytes v, v)."""
+    out = bytearray(len(raw) * 2)
+    out[0::2] = raw
+    out[1::2] = raw
+    return bytes(out)
+
+
 def write_sample(path: Path, kind: str, size: tuple[int, int], rng: random.Random) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == BROKEN:
@@ -171,11 +179,10 @@ def write_sample(path: Path, kind: str, size: tuple[int, int], rng: random.Rando
     elif kind == "grey":
         picture.convert("L").save(path, format="TIFF", compression="tiff_deflate")
     elif kind == "grey16":
-        grey = picture.convert("L")
-        data = b"".join(struct.pack("<H", v * 257) for v in grey.getdata())
+        data = _widen(picture.convert("L").tobytes())
         Image.frombytes("I;16", size, data).save(path, format="TIFF")
     elif kind == "rgb48":
-        data = b"".join(struct.pack("<3H", *(c * 257 for c in px)) for px in picture.getdata())
+        data = _widen(picture.tobytes())
         write_raw_tiff(path, w, h, data, samples=3, bits=16)
     elif kind == "cmyk":
         picture.convert("CMYK").save(path, format="TIFF")

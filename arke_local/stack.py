@@ -12,6 +12,7 @@ process it did not start.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import requests
 
-from arke_local.endpoints import HOST, LOCAL_STAGE, Endpoints, Ports, orchestrator_env
+from arke_local.endpoints import HOST, LOCAL_STAGE, Endpoints, Ports, orchestrator_env, port_is_free
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -130,20 +131,18 @@ class ProcessSupervisor:
         return [r for r in self.running if r.process.poll() is not None]
 
     def stop_all(self, grace_s: float = 5.0) -> None:
-        """SIGTERM every group, newest first; SIGKILL whatever is left after `grace_s`."""
+        """Newest first (the pump before the API, moto last): SIGTERM the group, wait up to
+        `grace_s` for all of it to go, SIGKILL what is left."""
         for running in reversed(self.running):
             _signal_group(running.pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for running in reversed(self.running):
+            deadline = time.monotonic() + grace_s
             with contextlib.suppress(subprocess.TimeoutExpired):
                 running.process.wait(max(0.05, deadline - time.monotonic()))
-        while time.monotonic() < deadline and any(_group_alive(r.pgid) for r in self.running):
-            time.sleep(0.05)
-        for running in self.running:
+            while time.monotonic() < deadline and _group_alive(running.pgid):
+                time.sleep(0.05)
             if _group_alive(running.pgid):
                 log(f"{running.component.name}: group {running.pgid} still alive, killing")
                 _signal_group(running.pgid, signal.SIGKILL)
-        for running in self.running:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 running.process.wait(2.0)
             if running.log_file:
@@ -262,6 +261,7 @@ class LocalStack:
         env = self.env()
         before, after = self.components()
         self.print_ports()
+        self.check_ports_free()
         try:
             for c in before:
                 self.supervisor.wait_ready(
@@ -275,6 +275,7 @@ class LocalStack:
             self.stop()
             raise
         self.started = True
+        atexit.register(self.stop)  # an interpreter exit without stop() leaves nothing behind
         log(f"up in {time.monotonic() - started_at:.1f} s")
         return self
 
@@ -288,6 +289,19 @@ class LocalStack:
             print(line, flush=True)
         if done.returncode != 0:
             raise StackError(f"infra failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+
+    def check_ports_free(self) -> None:
+        p = self.options.ports
+        wanted = {"moto": p.moto, "fly": p.fly if self.options.emulator else None,
+                  "api": p.api if self.options.api else None,
+                  "ingest": None if self.options.worker_url else p.ingest}
+        busy = [f"{name} {port}" for name, port in wanted.items()
+                if port is not None and not port_is_free(port, self.options.host)]
+        if busy:
+            raise StackError(
+                f"port(s) in use: {', '.join(busy)} (another stack running? "
+                "override with ARKE_MOTO_PORT, ARKE_FLY_PORT, ARKE_API_PORT, ARKE_INGEST_PORT)"
+            )
 
     def print_ports(self) -> None:
         e = self.endpoints
@@ -333,7 +347,8 @@ def run_foreground(options: StackOptions | None = None) -> int:
     try:
         stack.start()
         log("ready; Ctrl-C stops every process of the stack")
-        log(f"try: {BIN / 'arke-preprocess'} demo-batch, or: curl {stack.endpoints.api}/health")
+        log(f"try: arke-preprocess samples out/samples && arke-preprocess submit out/samples; "
+            f"curl {stack.endpoints.api}/health")
         while True:
             time.sleep(0.5)
             stack.check_alive()

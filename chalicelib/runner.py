@@ -20,6 +20,7 @@ from .logs import log
 from .models import Batch, Task
 from .phases import Discovery, FileEntry, Phase
 from .services import Services
+from .settings import SettingsError
 from .states import BatchStatus
 from .transitions import after_failure, phase_finished
 from .views import task_view_for_phase
@@ -82,6 +83,9 @@ class BatchPass:
     # -- spawning ----------------------------------------------------------------------
 
     def spawn(self, phase: Phase) -> None:
+        if not self.settings.orchestrator_url:
+            # A machine could never call back: fail the pass (it backs off, then ERRORs).
+            raise SettingsError("ORCHESTRATOR_URL is not set; machines could not call back")
         limit = min(phase.batch_size(self.settings), self.capacity)
         tasks = store.ready_tasks(self.batch_id, now_ms(), limit)
         if not tasks:

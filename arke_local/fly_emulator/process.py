@@ -47,17 +47,23 @@ def _rss(pid: int) -> int:
     return int(fields[1]) * _PAGE
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of `pid` and all its descendants, in bytes (0 once it is gone)."""
-    total, todo, seen = 0, [pid], set()
+def tree_rss(pid: int) -> dict[int, int]:
+    """Resident memory in bytes of `pid` and each of its descendants (empty once gone)."""
+    sizes: dict[int, int] = {}
+    todo = [pid]
     while todo:
         p = todo.pop()
-        if p in seen:
+        if p in sizes:
             continue
-        seen.add(p)
-        total += _rss(p)
+        sizes[p] = _rss(p)
         todo.extend(_children(p))
-    return total
+    return {p: size for p, size in sizes.items() if size > 0}
+
+
+def kill(pid: int) -> None:
+    """SIGKILL one process; one already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def signal_group(pgid: int, sig: int) -> None:

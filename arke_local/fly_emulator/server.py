@@ -14,6 +14,7 @@ import logging
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NoReturn
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from . import callbacks
@@ -102,6 +103,10 @@ class FlyEmulator:
         self._server = None
         log.info("%s stopped", P)
 
+    def pause(self, seconds: float) -> None:
+        """Sleep for an injected delay, cut short when the emulator stops."""
+        self._closing.wait(seconds)
+
     def __enter__(self) -> FlyEmulator:
         return self.start()
 
@@ -147,7 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("OPTIONS")
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
-        log.debug("%s http %s", P, format % args)
+        log.debug("%s http %s", P, re.sub(r"\?\S*", "?...", format % args))  # no query strings
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         log.debug("%s http %s %s -> %s", P, self.command, urlsplit(self.path).path, code)
@@ -261,11 +266,11 @@ class _Handler(BaseHTTPRequestHandler):
             log.info("%s fault: create timeout, machine %s (%s) created, answer held %.1fs%s",
                      P, machine["id"], machine["name"], fault.delay_s,
                      " (scripted)" if fault.scripted else "")
-            emulator._closing.wait(fault.delay_s)
+            emulator.pause(fault.delay_s)
             machine = emulator.supervisor.show(app, machine["id"])
         self._json(200, machine)
 
-    def _refuse(self, fault: CreateFault) -> None:
+    def _refuse(self, fault: CreateFault) -> NoReturn:
         how = "scripted" if fault.scripted else "random"
         stats = self.emulator.stats
         if fault.status == 429:
@@ -279,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
     def list_machines(self, app: str) -> None:
         self._authorize(app)
         include_deleted = parse_flag(self._param("include_deleted"), "include_deleted")
-        machines = self.emulator.supervisor.list(app, include_deleted, self._param("region"))
+        machines = self.emulator.supervisor.list_machines(app, include_deleted, self._param("region"))
         self._json(200, machines)
 
     def get_machine(self, app: str, machine_id: str) -> None:
@@ -368,7 +373,7 @@ class _Handler(BaseHTTPRequestHandler):
         if delay:
             stats.incr("callbacks_delayed")
             log.info("%s fault: callback of machine %s delayed %.1fs", P, machine.id, delay)
-            emulator._closing.wait(delay)
+            emulator.pause(delay)
         headers = list(self.headers.items())
         try:
             answer = callbacks.forward(target, self._body, headers)

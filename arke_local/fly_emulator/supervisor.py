@@ -53,7 +53,9 @@ class Supervisor:
         self._callback_base = callback_base  # the emulator's own URL, known once bound
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        self._machines: dict[str, Machine] = {}
+        self._machines: dict[str, Machine] = {}  # every machine, destroyed ones included
+        self._names: dict[str, set[str]] = {}  # app -> names of its machines not destroyed
+        self._alive: set[str] = set()  # ids of machines not destroyed
         self._closing = threading.Event()
 
     # ---- reads -------------------------------------------------------------------------
@@ -72,7 +74,7 @@ class Supervisor:
         with self._lock:
             return self._get(app, machine_id).to_api()
 
-    def list(self, app: str, include_deleted: bool = False, region: str | None = None) -> list[dict]:
+    def list_machines(self, app: str, include_deleted: bool = False, region: str | None = None) -> list[dict]:
         with self._lock:
             return [
                 m.to_api()
@@ -84,7 +86,7 @@ class Supervisor:
 
     def count_active(self) -> int:
         with self._lock:
-            return sum(1 for m in self._machines.values() if m.state is not S.DESTROYED)
+            return len(self._alive)
 
     # ---- create ------------------------------------------------------------------------
 
@@ -125,15 +127,14 @@ class Supervisor:
         with self._lock:
             if self._closing.is_set():
                 raise ApiError(503, "the emulator is shutting down")
-            alive = [m for m in self._machines.values() if m.state is not S.DESTROYED]
-            if len(alive) >= self._settings.max_machines:
+            if len(self._alive) >= self._settings.max_machines:
                 self._stats.incr("cap_rejections")
                 log.info("%s create refused: machine limit %d reached", P, self._settings.max_machines)
                 raise unprocessable(
                     f"failed to launch VM: machine limit reached ({self._settings.max_machines} "
                     "machines exist; destroy some first)"
                 )
-            names = {m.name for m in alive if m.app == app}
+            names = self._names.setdefault(app, set())
             name = req.name
             if name in names:
                 raise ApiError(
@@ -154,6 +155,8 @@ class Supervisor:
             )
             m.record(S.CREATED, "user")
             self._machines[machine_id] = m
+            self._alive.add(machine_id)
+            names.add(name)
             log.info(
                 "%s machine %s (%s) created in app %s: image %s, %s, memory %d MB, "
                 "auto_destroy %s, env keys %s",
@@ -178,6 +181,8 @@ class Supervisor:
         log.info("%s machine %s (%s) %s -> %s%s", P, m.id, m.name, old.value, target.value,
                  f" ({note})" if note else "")
         if target is S.DESTROYED:
+            self._alive.discard(m.id)
+            self._names[m.app].discard(m.name)
             self._stats.incr("machines_destroyed")
         self._changed.notify_all()
         return True
@@ -225,20 +230,29 @@ class Supervisor:
             self._exited(m, process.exit_code(returncode))
 
     def _watch(self, m: Machine, proc: subprocess.Popen) -> int:
-        """Wait for the process; kill its group (OOM) when its tree's RSS exceeds memory_mb."""
+        """Wait for the process. When the tree's RSS exceeds memory_mb, do what the kernel's
+        OOM killer does in a VM of that size: SIGKILL the biggest process. If that is the
+        main process, the machine dies with it (137, oom_killed); a child only dies alone."""
         limit = m.memory_mb * MiB
         while True:
             try:
                 return proc.wait(timeout=self._settings.memory_poll_s)
             except subprocess.TimeoutExpired:
                 pass
-            rss = process.tree_rss_bytes(proc.pid)
-            if rss > limit:
+            sizes = process.tree_rss(proc.pid)
+            total = sum(sizes.values())
+            if total <= limit:
+                continue
+            victim = max(sizes, key=sizes.__getitem__)
+            self._stats.incr("oom_kills")
+            log.info("%s machine %s (%s) out of memory: RSS %d MB > %d MB, killed %s pid %d",
+                     P, m.id, m.name, total // MiB, m.memory_mb,
+                     "main process" if victim == proc.pid else "child", victim)
+            if victim == proc.pid:
                 m.oom_killed = True
-                log.info("%s machine %s (%s) out of memory: RSS %d MB > %d MB, killed",
-                         P, m.id, m.name, rss // MiB, m.memory_mb)
                 process.signal_group(proc.pid, signal.SIGKILL)
                 return proc.wait()
+            process.kill(victim)
 
     def _exited(self, m: Machine, code: int | None) -> None:
         """The machine's process is gone (or never ran): stopped, then destroyed if asked."""
@@ -246,8 +260,6 @@ class Supervisor:
         if code is not None:
             m.exit_code = code
             self._stats.incr("machines_exited")
-            if m.oom_killed:
-                self._stats.incr("oom_kills")
             if code != 0 and not requested:
                 self._stats.incr("machines_exited_nonzero")
         exit_event = {

@@ -52,6 +52,14 @@ for _ in range(64):                # up to 1 GiB, 16 MiB at a time, every page t
 print("allocated everything; the limit was not enforced")
 """
 
+CHILD_HOG_SCRIPT = r"""
+import subprocess, sys
+child = subprocess.run([sys.executable, "-c", "import time\n"
+                        "chunks = [b'x' * (16 << 20) for _ in range(64)]\ntime.sleep(30)"])
+print("child ended with", child.returncode)
+sys.exit(0 if child.returncode == -9 else 5)
+"""
+
 SLEEP_SCRIPT = r"""
 import os, subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
@@ -155,6 +163,16 @@ def test_memory_limit_kills_a_process_beyond_guest_memory_mb(
     event = exit_event(done)
     assert event["exit_code"] == 137
     assert event["oom_killed"] is True
+    assert fly.stats()["oom_kills"] == 1
+
+
+def test_memory_limit_kills_the_biggest_process_like_the_oom_killer(
+        tmp_path, fly_emulator_factory, fly_emulator_client):
+    fly = fly_emulator_client(fly_emulator_factory(images=script(tmp_path, CHILD_HOG_SCRIPT)))
+    machine = fly.create(machine_body("child-hog", memory_mb=128)).json()
+    done = fly.machine_until(machine["id"], "destroyed", timeout=20)
+    event = exit_event(done)
+    assert (event["exit_code"], event["oom_killed"]) == (0, False)  # the parent survived
     assert fly.stats()["oom_kills"] == 1
 
 

@@ -1,0 +1,137 @@
+"""End to end: a mixed batch through the whole local stack, first cleanly, then again
+(new batch id) under the emulator's faults; both must reach the same end state."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+
+import pytest
+from PIL import Image
+
+from arke_local.progress import watch
+from arke_local.submission import new_batch_id, submit_folder
+
+pytestmark = pytest.mark.e2e
+
+DONE_TIMEOUT_S = 150
+TIFF_RE = re.compile(r"\.tiff?$", re.IGNORECASE)
+
+
+def _jpeg_key(r2_key: str) -> str:
+    return TIFF_RE.sub(".jpg", r2_key)
+
+
+def _run_batch(e2e, folder) -> tuple[str, dict, float]:
+    batch_id = new_batch_id()
+    started = time.monotonic()
+    message = submit_folder(e2e.target, folder, batch_id=batch_id)
+    out = io.StringIO()
+    code, answer = watch(e2e.api, batch_id, interval_s=0.5, timeout_s=DONE_TIMEOUT_S, out=out, tty=False)
+    took = time.monotonic() - started
+    assert code == 0, f"batch did not reach DONE: {answer}\n{out.getvalue()}\n{e2e.log_tails()}"
+    return batch_id, message, took
+
+
+def _assert_end_state(e2e, batch_id: str, message: dict, samples) -> None:
+    tiffs = [s for s in samples if s.is_tiff]
+    good = [s for s in tiffs if not s.expect_failure]
+    broken = [s for s in tiffs if s.expect_failure]
+    prefix = f"staging/{batch_id}/"
+
+    status = e2e.api.status(batch_id)
+    p = status["progress"]
+    assert status["status"] == "DONE"
+    assert (p["tasks_total"], p["tasks_completed"], p["tasks_failed"]) == (len(tiffs), len(good), len(broken))
+
+    # Every good TIFF has a decodable JPEG of the first page's size.
+    r2 = e2e.target.r2()
+    for s in good:
+        key = _jpeg_key(prefix + s.relpath)
+        obj = r2.get_object(Bucket=e2e.target.bucket, Key=key)
+        assert obj["ContentType"] == "image/jpeg", key
+        with Image.open(io.BytesIO(obj["Body"].read())) as im:
+            im.load()
+            assert im.format == "JPEG", key
+            assert im.size == (s.width, s.height), (key, s.kind)
+
+    # The corrupt one failed, with its error readable through the tasks route.
+    failed = e2e.api.tasks(batch_id, status="failed")
+    assert [t["input_r2_key"] for t in failed] == [prefix + s.relpath for s in broken]
+    assert all(t["last_error"] for t in failed), failed
+    completed = e2e.api.tasks(batch_id, status="completed")
+    assert len(completed) == len(good)
+
+    # Exactly one delivery to the ingest service, with every file in directory order.
+    deadline = time.monotonic() + 30
+    while e2e.received(batch_id)["count"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.25)
+    time.sleep(1.5)  # a second delivery would show up by now
+    received = e2e.received(batch_id)
+    assert received["count"] == 1, received
+    files = received["deliveries"][0]["body"]["files"]
+
+    originals = [(d, f) for d in message["directories"] for f in d["files"]]
+    assert len(files) == len(originals) == len(samples)
+    broken_keys = {prefix + s.relpath for s in broken}
+    for got, (directory, orig) in zip(files, originals, strict=True):
+        assert got["processing_config"] == directory["processing_config"]
+        is_tiff = TIFF_RE.search(orig["file_name"]) is not None
+        if not is_tiff or orig["r2_key"] in broken_keys:
+            expected = dict(orig, processing_config=directory["processing_config"])
+            assert got == expected, got
+            continue
+        jpeg_key = _jpeg_key(orig["r2_key"])
+        head = r2.head_object(Bucket=e2e.target.bucket, Key=jpeg_key)
+        assert got["r2_key"] == jpeg_key
+        assert got["logical_path"] == _jpeg_key(orig["logical_path"])
+        assert got["file_name"] == _jpeg_key(orig["file_name"])
+        assert got["file_size"] == head["ContentLength"]
+        assert got["content_type"] == "image/jpeg"
+        assert got["source_file"] == orig["file_name"]
+        assert got["preprocessor_tags"] == ["TiffConverter"]
+        assert "cid" not in got
+
+
+def test_e2e_mixed_batch_reaches_done(e2e_local_stack, e2e_sample_batch, record_property):
+    folder, samples = e2e_sample_batch
+    before = e2e_local_stack.emulator_stats()
+    batch_id, message, took = _run_batch(e2e_local_stack, folder)
+    _assert_end_state(e2e_local_stack, batch_id, message, samples)
+    after = e2e_local_stack.emulator_stats()
+    machines = after["machines_started"] - before["machines_started"]
+    record_property("done_after_s", round(took, 1))
+    print(f"\n[e2e] clean batch {batch_id}: {len(samples)} files, DONE {took:.1f} s after submit, "
+          f"{machines} machines")
+
+
+def test_e2e_same_batch_under_faults_reaches_the_same_end(e2e_local_stack, e2e_sample_batch, record_property):
+    e2e = e2e_local_stack
+    folder, samples = e2e_sample_batch
+    before = e2e.emulator_stats()
+    # Scripts make each kind certain; the rates add more at random (seeded).
+    e2e.set_faults(
+        seed=7,
+        script=[429, 429, 503],
+        rate_429=0.2,
+        callback_script=["crash", "duplicate", "crash", "duplicate"],
+        crash_before_callback_rate=0.05,
+        duplicate_callback_rate=0.2,
+    )
+    try:
+        batch_id, message, took = _run_batch(e2e, folder)
+    finally:
+        e2e.clear_faults()
+    _assert_end_state(e2e, batch_id, message, samples)
+    after = e2e.emulator_stats()
+    delta = {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], int)}
+    assert delta["injected_429"] >= 2
+    assert delta["injected_5xx"] >= 1
+    assert delta["crashes_before_callback"] >= 2
+    assert delta["duplicate_callbacks"] >= 2
+    record_property("done_after_s", round(took, 1))
+    kinds = {k: delta[k] for k in ("injected_429", "rate_limited_429", "injected_5xx",
+                                   "crashes_before_callback", "duplicate_callbacks", "machines_started")}
+    print(f"\n[e2e] faulted batch {batch_id}: DONE {took:.1f} s after submit; injected {kinds}")
+

@@ -1,0 +1,102 @@
+"""The supervisor: every process group it started is gone after stop, stubborn ones too;
+the stack's environment follows docs/interfaces.md; the CLI parses as documented."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from arke_local.cli import build_parser
+from arke_local.endpoints import Ports
+from arke_local.stack import Component, LocalStack, ProcessSupervisor, StackOptions, _group_alive
+
+SPAWNS_A_GRANDCHILD = (
+    "import subprocess, sys, time; "
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+    "print('up', flush=True); time.sleep(60)"
+)
+IGNORES_SIGTERM = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print('up', flush=True); time.sleep(60)"
+)
+
+
+def _wait_for_line(path, text, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+def test_stop_leaves_no_process_behind(tmp_path):
+    sup = ProcessSupervisor(log_dir=tmp_path)
+    env = dict(os.environ)
+    a = sup.start(Component("tree", [sys.executable, "-c", SPAWNS_A_GRANDCHILD]), env, tmp_path)
+    b = sup.start(Component("stubborn", [sys.executable, "-c", IGNORES_SIGTERM]), env, tmp_path)
+    _wait_for_line(tmp_path / "tree.log", "up")
+    _wait_for_line(tmp_path / "stubborn.log", "up")
+    groups = [a.pgid, b.pgid]
+    assert all(_group_alive(g) for g in groups)
+    started = time.monotonic()
+    sup.stop_all(grace_s=1.0)
+    assert time.monotonic() - started < 8
+    assert not any(_group_alive(g) for g in groups)
+    assert sup.running == []
+
+
+def test_stack_environment_names():
+    ports = Ports(moto=15000, fly=14280, api=18000, ingest=14290)
+    stack = LocalStack(StackOptions(ports=ports, extra_env={"FLY_CREATE_RATE": "20"}))
+    env = stack.env()
+    assert env["STAGE"] == "local"
+    assert env["AWS_ENDPOINT_URL"] == env["R2_ENDPOINT_URL"] == "http://127.0.0.1:15000"
+    assert env["FLY_API_HOSTNAME"] == "http://127.0.0.1:14280"
+    assert env["ORCHESTRATOR_URL"] == "http://127.0.0.1:18000"
+    assert env["WORKER_URL"] == "http://127.0.0.1:14290"
+    assert env["FLY_EMULATOR_PORT"] == "14280"
+    assert env["FLY_CREATE_RATE"] == "20"
+    assert env["R2_BUCKET"] == "arke-staging" and env["SSM_PREFIX"] == "/arke-preprocess/local/"
+    names = [c.name for group in stack.components() for c in group]
+    assert names == ["moto", "ingest", "fly", "api", "pump"]
+
+
+def test_worker_url_replaces_the_receiver():
+    stack = LocalStack(StackOptions(ports=Ports(), worker_url="http://127.0.0.1:9999"))
+    assert stack.env()["WORKER_URL"] == "http://127.0.0.1:9999"
+    assert "ingest" not in [c.name for group in stack.components() for c in group]
+
+
+def test_ports_from_env():
+    ports = Ports.from_env({"ARKE_API_PORT": "8100", "ARKE_MOTO_PORT": "5100"})
+    assert (ports.api, ports.moto, ports.fly, ports.ingest) == (8100, 5100, 4280, 4290)
+
+
+def test_cli_parses_options_before_and_after_the_command():
+    parser = build_parser()
+    a = parser.parse_args(["--api-url", "http://x", "tasks", "b1", "--failed"])
+    b = parser.parse_args(["tasks", "b1", "--api-url", "http://x", "--failed"])
+    assert a.api_url == b.api_url == "http://x" and a.failed and b.failed
+    c = parser.parse_args(["submit", "dir", "--no-watch", "--manifest", "always"])
+    assert c.folder == "dir" and c.no_watch and c.manifest == "always" and c.api_url is None
+    assert parser.parse_args(["local", "up"]).action == "up"
+
+
+def test_a_busy_port_is_refused_before_anything_starts():
+    import socket
+
+    import pytest
+
+    from arke_local.stack import StackError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        free = Ports.free()
+        stack = LocalStack(StackOptions(ports=Ports(moto=busy, fly=free.fly, api=free.api, ingest=free.ingest)))
+        with pytest.raises(StackError, match=f"moto {busy}"):
+            stack.start()
+        assert stack.supervisor.running == []

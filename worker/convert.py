@@ -1,0 +1,69 @@
+"""One conversion, TIFF file -> JPEG file, with the limits applied: render the first page
+(worker.render), encode it (worker.encode), in a forked child bounded in time
+(worker.isolation). Knows nothing of R2 or callbacks."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from worker.isolation import run_isolated
+from worker.settings import Limits
+
+
+@dataclass
+class ConversionReport:
+    width: int
+    height: int
+    mode: str
+    pages: int
+    source: str
+    decoder: str
+    encoder: str
+    output_bytes: int
+    render_ms: int
+    encode_ms: int
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        extra = "; ".join(self.notes)
+        return (
+            f"{self.width}x{self.height} {self.mode} from {self.source} "
+            f"(page 1 of {self.pages}, decoder {self.decoder}, encoder {self.encoder}), "
+            f"{self.output_bytes} bytes, render {self.render_ms} ms, encode {self.encode_ms} ms"
+            + (f"; {extra}" if extra else "")
+        )
+
+
+def convert_in_process(in_path: str, out_path: str, limits: Limits) -> ConversionReport:
+    from worker.encode import encode_jpeg
+    from worker.render import render_first_page
+
+    started = time.monotonic()
+    rendering = render_first_page(in_path, limits.max_pixels)
+    image = rendering.image
+    rendering.image = None
+    width, height, mode = image.width, image.height, image.mode
+    rendered = time.monotonic()
+    encoder = encode_jpeg(image, out_path, limits.quality)
+    del image
+    done = time.monotonic()
+    return ConversionReport(
+        width=width,
+        height=height,
+        mode=mode,
+        pages=rendering.pages,
+        source=rendering.source,
+        decoder=rendering.decoder,
+        encoder=encoder,
+        output_bytes=os.path.getsize(out_path),
+        render_ms=round((rendered - started) * 1000),
+        encode_ms=round((done - rendered) * 1000),
+        notes=rendering.notes,
+    )
+
+
+def convert_file(in_path: str, out_path: str, limits: Limits) -> ConversionReport:
+    """Convert with the wall-clock limit; raises a ConversionError subclass on failure."""
+    return run_isolated(convert_in_process, (str(in_path), str(out_path), limits), limits.timeout_s)

@@ -1,0 +1,152 @@
+"""Runs one function in a forked child with a wall-clock limit.
+
+Why: a decoder can hang or crash on a hostile file, and the out-of-memory killer can
+take the process; the parent must survive all three to send the error callback. The
+child's result (or its `WorkerError`) comes back pickled through a pipe. Never use this
+for anything that needs the parent's threads (the child has none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+from worker.exceptions import (
+    ConversionCrashedError,
+    ConversionError,
+    ConversionTimeoutError,
+    WorkerError,
+)
+
+
+def run_isolated(fn: Callable, args: tuple, timeout_s: float):
+    if not hasattr(os, "fork") or os.environ.get("WORKER_ISOLATE", "1") == "0":
+        return fn(*args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_end)
+        _child(fn, args, write_end)
+    os.close(write_end)
+    try:
+        payload = _collect(read_end, pid, timeout_s)
+    finally:
+        os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    if not payload:
+        raise ConversionCrashedError(_death(status))
+    kind, value = pickle.loads(payload)
+    if kind == "error":
+        raise value
+    return value
+
+
+def _child(fn, args, write_end: int) -> None:
+    code = 0
+    try:
+        captured = _capture_stderr()
+        try:
+            result = ("ok", fn(*args))
+        except ConversionError as exc:
+            result = ("error", _with_detail(exc, _read_captured(captured)))
+        except WorkerError as exc:
+            result = ("error", exc)
+        except MemoryError:
+            result = ("error", ConversionError("not enough memory to convert the image"))
+        except BaseException as exc:  # a bug of ours, not the file's: say what it was
+            result = ("error", ConversionError(f"internal error: {type(exc).__name__}: {exc}"))
+        try:
+            data = pickle.dumps(result)
+        except Exception as exc:
+            data = pickle.dumps(("error", ConversionError(f"internal error: {exc}")))
+        view = memoryview(data)
+        while view:
+            written = os.write(write_end, view)
+            view = view[written:]
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        code = 70
+    finally:
+        os._exit(code)
+
+
+def _capture_stderr():
+    """Decoders (libtiff, tifffile, Pillow's warnings) talk on stderr; keep their words
+    for the error message instead of letting them spill into the output."""
+    import tempfile
+    import warnings
+
+    warnings.simplefilter("ignore")
+    try:
+        capture = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the child)
+        os.dup2(capture.fileno(), 2)
+        return capture
+    except OSError:
+        return None
+
+
+def _read_captured(capture) -> list[str]:
+    if capture is None:
+        return []
+    try:
+        capture.seek(0)
+        text = capture.read(64 * 1024).decode("utf-8", "replace")
+    except OSError:
+        return []
+    lines = [line.strip() for line in text.splitlines()]
+    return [line for line in lines if line and not line.startswith(("warnings.warn", "File "))]
+
+
+def _with_detail(exc: ConversionError, lines: list[str]) -> ConversionError:
+    """Add the decoder's own first complaint to a vague message."""
+    if not lines:
+        return exc
+    detail = lines[0]
+    detail = detail.split(">", 1)[1].strip() if detail.startswith("<tifffile.") else detail
+    message = str(exc)
+    if detail in message:
+        return exc
+    new = type(exc)(f"{message} ({detail[:200]})")
+    return new
+
+
+def _collect(read_end: int, pid: int, timeout_s: float) -> bytes:
+    deadline = time.monotonic() + timeout_s
+    chunks: list[bytes] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise ConversionTimeoutError(
+                f"conversion timed out after {timeout_s:g} s (WORKER_CONVERT_TIMEOUT_S)"
+            )
+        ready, _, _ = select.select([read_end], [], [], min(remaining, 1.0))
+        if not ready:
+            continue
+        chunk = os.read(read_end, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _death(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        hint = " (out of memory?)" if sig == signal.SIGKILL else ""
+        return f"conversion process was killed by {name}{hint}"
+    return f"conversion process exited with code {os.WEXITSTATUS(status)} without a result"

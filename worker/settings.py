@@ -1,0 +1,139 @@
+"""The worker's configuration, read once from the environment into typed objects.
+
+Contract variables (contracts §3) are required; everything else is optional with a
+default, so the worker runs with exactly the seed's environment. Secrets are kept out
+of `repr` so they can never reach a log line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from worker.exceptions import ConfigError
+
+REQUIRED = (
+    "TASK_ID",
+    "BATCH_ID",
+    "INPUT_R2_KEY",
+    "R2_ACCOUNT_ID",
+    "R2_ACCESS_KEY_ID",
+    "R2_SECRET_ACCESS_KEY",
+    "R2_BUCKET",
+    "CALLBACK_URL",
+)
+
+# Bytes of memory per pixel the conversion needs at its peak (Pillow holds RGB as 4
+# bytes a pixel; the JPEG encoder's coefficient buffer takes 3 more once Pillow's image
+# is gone), plus a fixed allowance for the interpreter, libraries and buffers.
+BYTES_PER_PIXEL = 4.5
+FIXED_OVERHEAD = 128 * 1024 * 1024
+DEFAULT_TIMEOUT_S = 300.0
+JPEG_QUALITY = 95
+
+
+def memory_limit_bytes() -> int:
+    """The memory this process may use: the cgroup limit if there is one, else RAM."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 50:
+            return int(text)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1024 * 1024 * 1024
+
+
+def default_max_pixels(memory: int | None = None) -> int:
+    memory = memory_limit_bytes() if memory is None else memory
+    return max(1_000_000, int((memory - FIXED_OVERHEAD) / BYTES_PER_PIXEL))
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind=float):
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one conversion: pixels (memory) and wall-clock seconds."""
+
+    max_pixels: int
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    quality: int = JPEG_QUALITY
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Limits:
+        env = os.environ if env is None else env
+        return cls(
+            max_pixels=_number(env, "WORKER_MAX_PIXELS", 0, int) or default_max_pixels(),
+            timeout_s=_number(env, "WORKER_CONVERT_TIMEOUT_S", DEFAULT_TIMEOUT_S),
+        )
+
+
+@dataclass(frozen=True)
+class ContractSettings:
+    """One task's environment (contracts §3) plus the optional extras."""
+
+    task_id: str
+    batch_id: str
+    input_r2_key: str
+    r2_account_id: str
+    r2_access_key_id: str = field(repr=False)
+    r2_secret_access_key: str = field(repr=False)
+    r2_bucket: str
+    callback_url: str
+    callback_token: str | None = field(default=None, repr=False)
+    r2_endpoint_url: str | None = None
+    callback_attempts: int = 6
+    callback_backoff_s: float = 1.0
+    callback_timeout_s: float = 15.0
+    workdir: str | None = None
+    part_size: int = 16 * 1024 * 1024
+
+    @property
+    def endpoint_url(self) -> str:
+        if self.r2_endpoint_url:
+            return self.r2_endpoint_url
+        return f"https://{self.r2_account_id}.r2.cloudflarestorage.com"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ContractSettings:
+        env = os.environ if env is None else env
+        missing = [name for name in REQUIRED if not env.get(name, "").strip()]
+        if missing:
+            raise ConfigError("Missing environment variables: " + ", ".join(missing))
+        return cls(
+            task_id=env["TASK_ID"].strip(),
+            batch_id=env["BATCH_ID"].strip(),
+            input_r2_key=env["INPUT_R2_KEY"],
+            r2_account_id=env["R2_ACCOUNT_ID"].strip(),
+            r2_access_key_id=env["R2_ACCESS_KEY_ID"].strip(),
+            r2_secret_access_key=env["R2_SECRET_ACCESS_KEY"].strip(),
+            r2_bucket=env["R2_BUCKET"].strip(),
+            callback_url=env["CALLBACK_URL"].strip(),
+            callback_token=env.get("CALLBACK_TOKEN", "").strip() or None,
+            r2_endpoint_url=env.get("R2_ENDPOINT_URL", "").strip() or None,
+            callback_attempts=_number(env, "WORKER_CALLBACK_ATTEMPTS", 6, int),
+            callback_backoff_s=_number(env, "WORKER_CALLBACK_BACKOFF_S", 1.0),
+            callback_timeout_s=_number(env, "WORKER_CALLBACK_TIMEOUT_S", 15.0),
+            workdir=env.get("WORKER_TMPDIR", "").strip() or None,
+            part_size=int(_number(env, "WORKER_PART_SIZE_MB", 16.0) * 1024 * 1024),
+        )
