@@ -221,7 +221,7 @@ class LocalStack:
         before = [
             Component(
                 "moto",
-                [py, "-m", "moto.server", "-H", self.options.host, "-p", str(self.options.ports.moto)],
+                [py, "-m", "arke_local.moto_server", "-H", self.options.host, "-p", str(self.options.ports.moto)],
                 ready_url=f"{e.aws}/moto-api/",
                 quiet=True,
             )

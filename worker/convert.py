@@ -37,10 +37,28 @@ class ConversionReport:
 
 
 def convert_in_process(in_path: str, out_path: str, limits: Limits) -> ConversionReport:
-    from worker.encode import encode_jpeg
-    from worker.render import render_first_page
+    from worker.encode import encode_jpeg, memory_budget
+    from worker.render import render_first_page, sniff
+    from worker.stripwise import convert_stripwise, plan
 
     started = time.monotonic()
+    sniff(in_path)
+    big = plan(in_path, memory_budget())
+    if big is not None:  # a plain scan too large to decode whole: strip by strip
+        encoder = convert_stripwise(in_path, out_path, big, limits.max_pixels, limits.quality)
+        done = time.monotonic()
+        return ConversionReport(
+            width=big.width,
+            height=big.height,
+            mode=big.mode,
+            pages=big.pages,
+            source=big.source,
+            decoder="tifffile (strip by strip)",
+            encoder=encoder,
+            output_bytes=os.path.getsize(out_path),
+            render_ms=0,
+            encode_ms=round((done - started) * 1000),
+        )
     rendering = render_first_page(in_path, limits.max_pixels)
     image = rendering.image
     rendering.image = None

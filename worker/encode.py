@@ -4,10 +4,20 @@ Chosen by measurement (docs/worker.md): mozjpeg through libvips (pyvips-binary) 
 sharp's settings minus its slowest one (`optimize_scans`): 4:2:0 chroma, quant table 3,
 trellis quantisation, overshoot deringing, progressive, optimised Huffman codes. The
 pixels stay Pillow's: the image is written to a raw, strip-organised TIFF next to the
-output and closed, so the decoded image and the encoder's coefficient buffer are never
-in memory together; libvips then reads that file strip by strip. Without pyvips the
-encoder falls back to Pillow (libjpeg-turbo: optimize + progressive). The JPEG carries no
-ICC profile: its pixels are sRGB, which is what untagged JPEG means (docs/worker.md).
+output and closed, so the decoded image and the encoder's buffers are never in memory
+together; libvips then reads that file strip by strip.
+
+mozjpeg's multi-pass mode holds two coefficient buffers for the whole image (about 6
+bytes a pixel in 4:2:0 colour, 4 in grey). When that would break the memory budget
+(WORKER_MEMORY_BUDGET_MB, default 600), the image is encoded in one streaming pass
+instead (baseline, no trellis) and then, if its ~4 bytes a pixel fit, losslessly
+re-optimised by mozjpeg (mozjpeg-lossless-optimization: optimal Huffman codes,
+progressive scans): some 20% more bytes than the multi-pass path; past that, the
+streaming pass alone (some 50% more).
+
+Without pyvips the encoder falls back to Pillow (libjpeg-turbo: optimize + progressive).
+The JPEG carries no ICC profile: its pixels are sRGB, which is what an untagged JPEG
+means (docs/worker.md).
 """
 
 from __future__ import annotations
@@ -18,6 +28,18 @@ from pathlib import Path
 from worker.exceptions import ConversionError, UnsupportedTiffError
 
 JPEG_MAX_SIDE = 65500
+MIB = 1024 * 1024
+# Bytes a pixel of mozjpeg's two whole-image coefficient buffers, and what the process
+# holds besides (interpreter, Pillow, libvips).
+MOZJPEG_FULL_BYTES_PER_PIXEL = {"RGB": 6.1, "L": 4.1}
+# ... and of the lossless re-optimisation's coefficient buffers (measured: 100 MP RGB
+# peaks near 500 MB with the JPEGs it reads and writes).
+LOSSLESS_BYTES_PER_PIXEL = {"RGB": 4.2, "L": 2.8}
+PROCESS_BASELINE = 48 * MIB
+DEFAULT_BUDGET_MB = 600
+
+# One pass, nothing held for the whole image: the large-image path.
+STREAMING_OPTIONS = dict(subsample_mode="on", quant_table=3, optimize_coding=False)
 
 MOZJPEG_OPTIONS = dict(
     subsample_mode="on",  # 4:2:0 as sharp; ignored for greyscale
@@ -47,8 +69,33 @@ def _load_pyvips():
     return _pyvips or None
 
 
-def encoder_name() -> str:
-    return "mozjpeg (libvips)" if _load_pyvips() else "libjpeg-turbo (Pillow)"
+def memory_budget() -> int:
+    raw = os.environ.get("WORKER_MEMORY_BUDGET_MB", "").strip()
+    try:
+        return int(float(raw) * MIB) if raw else DEFAULT_BUDGET_MB * MIB
+    except ValueError:
+        return DEFAULT_BUDGET_MB * MIB
+
+
+def fits_multipass(width: int, height: int, mode: str, budget: int | None = None) -> bool:
+    """Whether mozjpeg's multi-pass encoder stays within the memory budget."""
+    budget = memory_budget() if budget is None else budget
+    need = width * height * MOZJPEG_FULL_BYTES_PER_PIXEL[mode] + PROCESS_BASELINE
+    return need <= budget
+
+
+def check_jpeg_size(width: int, height: int) -> None:
+    if max(width, height) > JPEG_MAX_SIDE:
+        raise UnsupportedTiffError(
+            f"unsupported TIFF: {width} x {height} is larger than a JPEG can be "
+            f"({JPEG_MAX_SIDE} pixels a side)"
+        )
+
+
+def valid_dpi(dpi) -> tuple[float, float] | None:
+    if dpi and len(dpi) >= 2 and all(isinstance(d, int | float) and d > 0 for d in dpi[:2]):
+        return (float(dpi[0]), float(dpi[1]))
+    return None
 
 
 def encode_jpeg(image, out_path: str | os.PathLike, quality: int = 95) -> str:
@@ -58,14 +105,8 @@ def encode_jpeg(image, out_path: str | os.PathLike, quality: int = 95) -> str:
     """
     if image.mode not in ("L", "RGB"):
         raise ValueError(f"encode_jpeg wants L or RGB, got {image.mode}")
-    if max(image.size) > JPEG_MAX_SIDE:
-        raise UnsupportedTiffError(
-            f"unsupported TIFF: {image.width} x {image.height} is larger than a JPEG can be "
-            f"({JPEG_MAX_SIDE} pixels a side)"
-        )
-    dpi = image.info.get("dpi")
-    if not (dpi and len(dpi) >= 2 and all(isinstance(d, int | float) and d > 0 for d in dpi[:2])):
-        dpi = None
+    check_jpeg_size(image.width, image.height)
+    dpi = valid_dpi(image.info.get("dpi"))
     pyvips = _load_pyvips()
     if not pyvips:
         save_options = {"dpi": dpi} if dpi else {}
@@ -78,14 +119,57 @@ def encode_jpeg(image, out_path: str | os.PathLike, quality: int = 95) -> str:
     try:
         image.save(raw_path, "TIFF", compression="raw", **({"dpi": dpi} if dpi else {}))
         image.close()
+        return encode_raw_tiff(raw_path, out_path, quality, dpi)
+    finally:
+        raw_path.unlink(missing_ok=True)
+
+
+def encode_raw_tiff(raw_path: Path, out_path: Path, quality: int, dpi) -> str:
+    """Encode an 8-bit L or RGB strip TIFF (read strip by strip) with mozjpeg, by the
+    best of three paths that fits the memory budget; deletes `raw_path` when done."""
+    pyvips = _load_pyvips()
+    if not pyvips:
+        raise ConversionError("libvips is not available for large images")
+    budget = memory_budget()
+    try:
         vimage = pyvips.Image.new_from_file(str(raw_path), access="sequential")
+        width, height = vimage.width, vimage.height
+        mode = "RGB" if vimage.bands >= 3 else "L"
         # No metadata but the resolution (an EXIF block of ~190 bytes, only with a dpi).
         keep = "exif" if dpi else "none"
-        vimage.jpegsave(str(out_path), Q=quality, keep=keep, **MOZJPEG_OPTIONS)
+        if fits_multipass(width, height, mode, budget):
+            vimage.jpegsave(str(out_path), Q=quality, keep=keep, **MOZJPEG_OPTIONS)
+            return "mozjpeg (libvips)"
+        vimage.jpegsave(str(out_path), Q=quality, keep=keep, **STREAMING_OPTIONS)
         del vimage
+        raw_path.unlink(missing_ok=True)
+        if not fits_lossless(width, height, mode, out_path.stat().st_size, budget):
+            return "mozjpeg (libvips, streaming, baseline)"
+        _optimize_losslessly(out_path)
+        return "mozjpeg (libvips, streaming) + lossless optimisation"
     except pyvips.Error as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else "libvips error"
         raise ConversionError(f"JPEG encoding failed: {message}") from None
     finally:
         raw_path.unlink(missing_ok=True)
-    return "mozjpeg (libvips)"
+
+
+def fits_lossless(width: int, height: int, mode: str, jpeg_bytes: int, budget: int) -> bool:
+    """Whether the lossless re-optimisation (coefficients of the whole image, the JPEG
+    read and the JPEG written) stays within the budget."""
+    need = width * height * LOSSLESS_BYTES_PER_PIXEL[mode] + 2.2 * jpeg_bytes + PROCESS_BASELINE
+    return need <= budget
+
+
+def _optimize_losslessly(path: Path) -> None:
+    import mozjpeg_lossless_optimization
+
+    data = path.read_bytes()
+    try:
+        optimized = mozjpeg_lossless_optimization.optimize(
+            data, copy=mozjpeg_lossless_optimization.COPY_MARKERS.ALL
+        )
+    except Exception as exc:
+        raise ConversionError(f"JPEG optimisation failed: {exc}") from None
+    del data
+    path.write_bytes(optimized)

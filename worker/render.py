@@ -42,6 +42,10 @@ _PILLOW_MODES = {
     "I;16", "I;16L", "I;16B", "I;16N",
 }  # fmt: skip
 
+# Compressions Pillow's libtiff decodes; a failure with one of these is the file's fault.
+# none, CCITT RLE/G3/G4, LZW, old/new JPEG, Adobe Deflate, PackBits, Deflate, LZMA, Zstd
+_PILLOW_COMPRESSIONS = {1, 2, 3, 4, 5, 6, 7, 8, 32773, 32946, 34925, 50000}
+
 # TIFF Orientation -> Pillow transpose (as ImageOps.exif_transpose).
 _ORIENTATION = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
                 6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}  # fmt: skip
@@ -92,6 +96,7 @@ def render_first_page(path: str | os.PathLike, max_pixels: int) -> Rendering:
         if im.mode not in _PILLOW_MODES or sample_format - {1} or planar_wide:
             im.close()
             return _render_with_tifffile(path, max_pixels, pillow_error=None)
+        _check_memory(im.width * im.height, im.mode, int(tags.get(274, 1) or 1))
         compression = _compression_name(im)
         source = f"{im.mode} {max(bits)}-bit {compression}"
         icc = im.info.get("icc_profile")
@@ -101,7 +106,10 @@ def render_first_page(path: str | os.PathLike, max_pixels: int) -> Rendering:
         try:
             im.load()
         except Exception as exc:
-            raise _decode_error(exc) from None
+            if tags.get(259, 1) in _PILLOW_COMPRESSIONS:
+                raise _decode_error(exc) from None
+            im.close()  # a codec Pillow's libtiff may lack (WebP, JPEG XL...): tifffile
+            return _render_with_tifffile(path, max_pixels, pillow_error=exc)
         # Recent Pillow applies the Orientation tag on load and then drops it; older
         # Pillow leaves both to us.
         orientation = int(im.tag_v2.get(274, 1) or 1)
@@ -145,6 +153,27 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         raise ImageTooLargeError(
             f"image too large: {width} x {height} = {width * height / 1e6:.1f} megapixels, "
             f"the limit is {max_pixels / 1e6:.1f} megapixels (WORKER_MAX_PIXELS)"
+        )
+
+
+_PILLOW_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 4, "PA": 4, "I;16": 7, "I;16L": 7, "I;16B": 7,
+                 "I;16N": 7}  # fmt: skip
+
+
+def _check_memory(pixels: int, mode: str, orientation: int) -> None:
+    """Refuse up front what Pillow cannot decode whole in this machine's memory (the
+    out-of-memory killer would otherwise end the conversion half-way)."""
+    from worker.settings import memory_limit_bytes
+
+    need = pixels * _PILLOW_BYTES.get(mode, 4)
+    if mode not in ("1", "L", "RGB") or orientation != 1:
+        need *= 2  # a converted or rotated copy exists for a moment
+    need += 64 * 1024 * 1024
+    memory = memory_limit_bytes()
+    if need > memory:
+        raise ImageTooLargeError(
+            f"image too large: decoding this {mode} image of {pixels / 1e6:.1f} megapixels "
+            f"needs about {need >> 20} MB, the machine has {memory >> 20} MB"
         )
 
 

@@ -24,17 +24,23 @@ REQUIRED = (
     "CALLBACK_URL",
 )
 
-# Bytes of memory per pixel the conversion needs at its peak (Pillow holds RGB as 4
-# bytes a pixel; the JPEG encoder's coefficient buffer takes 3 more once Pillow's image
-# is gone), plus a fixed allowance for the interpreter, libraries and buffers.
-BYTES_PER_PIXEL = 4.5
+# Bytes of memory per pixel a large conversion needs at its peak (plain scans are
+# decoded strip by strip and the encoder picks a path within WORKER_MEMORY_BUDGET_MB;
+# Pillow's whole-image decoding of other kinds takes 4 bytes a pixel for RGB), plus a
+# fixed allowance for the interpreter, libraries and buffers. A 1024 MB machine takes
+# plain scans up to ~260 MP.
+BYTES_PER_PIXEL = 3.4
 FIXED_OVERHEAD = 128 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 300.0
 JPEG_QUALITY = 95
 
 
 def memory_limit_bytes() -> int:
-    """The memory this process may use: the cgroup limit if there is one, else RAM."""
+    """The memory this process may use: Fly's FLY_VM_MEMORY_MB (also set by the local
+    emulator), else the cgroup limit, else RAM."""
+    fly = os.environ.get("FLY_VM_MEMORY_MB", "").strip()
+    if fly.isdigit() and int(fly) > 0:
+        return int(fly) * 1024 * 1024
     for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
             with open(path) as f:

@@ -83,7 +83,7 @@ class E2EStack:
         return "\n".join(out)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def e2e_local_stack(tmp_path_factory):
     """The whole local stack (moto, infra, Fly emulator, chalice local, pump, ingest
     receiver) on free loopback ports; stopped, with every process group, at the end."""

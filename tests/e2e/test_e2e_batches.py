@@ -1,9 +1,11 @@
 """End to end: a mixed batch through the whole local stack, first cleanly, then again
-(new batch id) under the emulator's faults; both must reach the same end state."""
+(new batch id) under the emulator's faults; both must reach the same end state. And a
+message intake cannot use is retried by the pump, then dead-lettered by the queue."""
 
 from __future__ import annotations
 
 import io
+import json
 import re
 import time
 
@@ -94,16 +96,37 @@ def _assert_end_state(e2e, batch_id: str, message: dict, samples) -> None:
         assert "cid" not in got
 
 
-def test_e2e_mixed_batch_reaches_done(e2e_local_stack, e2e_sample_batch, record_property):
+def test_e2e_mixed_batch_reaches_done(e2e_local_stack, e2e_sample_batch, record_property, tmp_path, capsys):
     folder, samples = e2e_sample_batch
     before = e2e_local_stack.emulator_stats()
     batch_id, message, took = _run_batch(e2e_local_stack, folder)
     _assert_end_state(e2e_local_stack, batch_id, message, samples)
+    _assert_cli_reads_the_batch(e2e_local_stack, batch_id, samples, tmp_path, capsys)
     after = e2e_local_stack.emulator_stats()
     machines = after["machines_started"] - before["machines_started"]
     record_property("done_after_s", round(took, 1))
     print(f"\n[e2e] clean batch {batch_id}: {len(samples)} files, DONE {took:.1f} s after submit, "
           f"{machines} machines")
+
+
+def _assert_cli_reads_the_batch(e2e, batch_id, samples, tmp_path, capsys) -> None:
+    """status, tasks, fetch and received, through the CLI, against this stack."""
+    from arke_local import cli
+
+    where = ["--api-url", e2e.stack.endpoints.api, "--endpoint-url", e2e.stack.endpoints.aws]
+    capsys.readouterr()
+    assert cli.main([*where, "status", batch_id]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "DONE"
+    assert cli.main([*where, "tasks", batch_id, "--failed"]) == 0
+    out = capsys.readouterr().out
+    assert "corrupt-00.tif" in out and "error:" in out and "1 task(s) with status failed" in out
+    assert cli.main([*where, "fetch", batch_id, str(tmp_path / "jpeg")]) == 0
+    good = [s for s in samples if s.is_tiff and not s.expect_failure]
+    assert len(list((tmp_path / "jpeg").rglob("*.jpg"))) == len(good)
+    capsys.readouterr()
+    assert cli.main(["received", batch_id, "--receiver-url", e2e.ingest_url]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 1
+    assert cli.main([*where, "status", "batch_unknown"]) == 1
 
 
 def test_e2e_same_batch_under_faults_reaches_the_same_end(e2e_local_stack, e2e_sample_batch, record_property):
@@ -135,3 +158,18 @@ def test_e2e_same_batch_under_faults_reaches_the_same_end(e2e_local_stack, e2e_s
                                    "crashes_before_callback", "duplicate_callbacks", "machines_started")}
     print(f"\n[e2e] faulted batch {batch_id}: DONE {took:.1f} s after submit; injected {kinds}")
 
+
+def test_e2e_poison_message_lands_in_the_dead_letter_queue(e2e_local_stack):
+    sqs = e2e_local_stack.target.aws("sqs")
+    queue_url = sqs.get_queue_url(QueueName="arke-preprocess-jobs")["QueueUrl"]
+    dlq_url = sqs.get_queue_url(QueueName="preprocess-dlq")["QueueUrl"]
+    body = json.dumps({"not": "a batch", "marker": time.time()})
+    sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+    deadline = time.monotonic() + 60
+    moved = []
+    while time.monotonic() < deadline and not moved:
+        got = sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=2, AttributeNames=["All"])
+        moved = [m for m in got.get("Messages", []) if m["Body"] == body]
+    assert moved, "the poison message never reached the dead-letter queue\n" + e2e_local_stack.log_tails()
+    assert int(moved[0]["Attributes"]["ApproximateReceiveCount"]) >= 3
+    sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=moved[0]["ReceiptHandle"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import boto3
 import pytest
@@ -24,13 +25,23 @@ def moto_endpoint():
 
 @pytest.fixture
 def aws_env(moto_endpoint, monkeypatch):
+    """This test's moto, through the environment as the stack passes it. Afterwards the
+    environment is restored (the infra command sets names in it) and the orchestrator's
+    models forget their connection to this moto, so no later test in the process sees it."""
+    from chalicelib import models
+
+    saved = dict(os.environ)
     requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    return moto_endpoint
+    yield moto_endpoint
+    os.environ.clear()
+    os.environ.update(saved)
+    for model in models.MODELS:
+        model._connection = None
 
 
 def _client(service, endpoint):

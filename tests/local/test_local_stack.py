@@ -4,12 +4,22 @@ the stack's environment follows docs/interfaces.md; the CLI parses as documented
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 
+import pytest
+
 from arke_local.cli import build_parser
 from arke_local.endpoints import Ports
-from arke_local.stack import Component, LocalStack, ProcessSupervisor, StackOptions, _group_alive
+from arke_local.stack import (
+    Component,
+    LocalStack,
+    ProcessSupervisor,
+    StackError,
+    StackOptions,
+    _group_alive,
+)
 
 SPAWNS_A_GRANDCHILD = (
     "import subprocess, sys, time; "
@@ -85,12 +95,6 @@ def test_cli_parses_options_before_and_after_the_command():
 
 
 def test_a_busy_port_is_refused_before_anything_starts():
-    import socket
-
-    import pytest
-
-    from arke_local.stack import StackError
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()

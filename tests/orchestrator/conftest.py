@@ -4,8 +4,12 @@ Chalice's test client for the routes, and a helper that plays the machines' call
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
+import threading
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +18,7 @@ import boto3
 import pytest
 from chalice.test import Client
 from moto import mock_aws
+from moto.core.botocore_stubber import BotocoreStubber
 
 from chalicelib import scheduler, secrets
 from chalicelib.models import ensure_tables
@@ -67,8 +72,28 @@ def env(fly: FlyStub, ingest: IngestStub, monkeypatch: pytest.MonkeyPatch) -> di
     return values
 
 
+# In-process moto is not thread-safe (its TransactWriteItems deep-copies a table while
+# another thread may be writing to it). DynamoDB answers each request atomically, so one
+# lock around moto's request processing models the service faithfully while our own
+# threads still interleave between requests.
+_MOTO_LOCK = threading.RLock()
+_moto_process = BotocoreStubber.process_request
+
+
+def _atomic_process_request(self: BotocoreStubber, request: Any) -> Any:
+    with _MOTO_LOCK:
+        return _moto_process(self, request)
+
+
+# The account endpoint of R2 (contracts §3): moto serves it as S3, so a test exercises
+# the orchestrator's real endpoint choice rather than an override.
+R2_ACCOUNT_ENDPOINT = "https://acct.r2.cloudflarestorage.com"
+
+
 @pytest.fixture
-def aws(env: dict[str, str]) -> Iterator[None]:
+def aws(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(BotocoreStubber, "process_request", _atomic_process_request)
+    monkeypatch.setenv("MOTO_S3_CUSTOM_ENDPOINTS", R2_ACCOUNT_ENDPOINT)
     with mock_aws():
         yield
 
@@ -167,3 +192,61 @@ def post_callback(client: Client, request: dict[str, Any], body: dict[str, Any] 
     return client.http.post(path or route, headers={"Content-Type": "application/json"},
                             body=json.dumps(payload))
 
+
+
+class _CurrentStdout:
+    """Whatever sys.stdout is at the time of writing (pytest swaps it per phase)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+@pytest.fixture
+def logs(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
+    """capsys, with the orchestrator's log handler writing to the captured stdout (it holds
+    the stdout of import time otherwise)."""
+    handler = logging.getLogger("arke").handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    previous = handler.setStream(_CurrentStdout())  # type: ignore[arg-type]
+    yield capsys
+    handler.setStream(previous)
+
+
+def drive(services: Services, until: Callable[[], Any], timeout: float = 10.0,
+          owner: str = "test-tick") -> Any:
+    """Run tick rounds until `until()` is truthy (returns its value); fail after `timeout` s."""
+    end = time.monotonic() + timeout
+    while True:
+        value = until()
+        if value:
+            return value
+        assert time.monotonic() < end, "condition not reached in time"
+        run_pass(services, owner)
+
+
+def get_status(client: Client, batch_id: str = "batch_abc") -> dict[str, Any]:
+    response = client.http.get(f"/status/{batch_id}")
+    assert response.status_code == 200, response.body
+    return response.json_body
+
+
+def list_tasks(client: Client, batch_id: str = "batch_abc", status: str | None = None,
+               limit: int = 500) -> list[dict[str, Any]]:
+    """Every task of a batch through the tasks route, following `next` tokens."""
+    tasks: list[dict[str, Any]] = []
+    token = None
+    while True:
+        query = f"limit={limit}" + (f"&status={status}" if status else "") + (f"&next={token}" if token else "")
+        response = client.http.get(f"/status/{batch_id}/tasks?{query}")
+        assert response.status_code == 200, response.body
+        tasks += response.json_body["tasks"]
+        token = response.json_body["next"]
+        if not token:
+            return tasks
+
+
+def error_body(env: dict[str, Any], error: str) -> dict[str, Any]:
+    return {"task_id": env["TASK_ID"], "batch_id": env["BATCH_ID"], "status": "error", "error": error}

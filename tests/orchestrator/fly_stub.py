@@ -37,7 +37,10 @@ class FlyStub:
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a "timeout" answer): nothing to tell it
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length", 0))
@@ -47,7 +50,8 @@ class FlyStub:
                     stub._counter += 1
                     machine_id = f"m{stub._counter:05d}"
                     stub.requests.append({"path": self.path, "body": body, "answer": answer,
-                                          "auth": self.headers.get("Authorization"), "id": machine_id})
+                                          "auth": self.headers.get("Authorization"), "id": machine_id,
+                                          "at": time.monotonic()})
                 if answer == "timeout":
                     time.sleep(stub.timeout_s)
                     answer = 200
@@ -65,7 +69,7 @@ class FlyStub:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     def start(self) -> FlyStub:
         self._thread.start()

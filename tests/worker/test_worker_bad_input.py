@@ -173,3 +173,11 @@ def test_cli_timeout_and_success(tmp_path):
 def test_cli_usage(tmp_path):
     result = run_cli("convert", "only-one-arg")
     assert result.returncode == 2 and "usage" in result.stderr
+
+
+def test_too_large_for_the_machine_memory(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLY_VM_MEMORY_MB", "64")
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((1000, 1000, 3), np.uint8), photometric="rgb",
+                     extratags=[(274, "H", 1, 6, True)])  # fmt: skip
+    check(tmp_path, buf.getvalue(), ImageTooLargeError, "the machine has 64 MB")

@@ -76,6 +76,13 @@ def test_rgb8_written_by_pillow(tmp_path, convert, compression):
     assert_shows(out, RGB)
 
 
+@pytest.mark.parametrize("compression", ["zstd", "webp", "jpeg2000"])
+def test_codecs_beyond_pillow(tmp_path, convert, compression):
+    out, _ = convert(write(tmp_path, f"codec-{compression}", RGB, photometric="rgb",
+                           compression=compression))  # fmt: skip
+    assert_shows(out, RGB, tol=8)
+
+
 def test_jpeg_compressed_tiles_ycbcr(tmp_path, convert):
     path = write(tmp_path, "jpeg-tiles", RGB, compression="jpeg", photometric="rgb", tile=(32, 32))
     out, _ = convert(path)
@@ -296,6 +303,27 @@ def test_pillow_fallback_encoder(tmp_path, convert, monkeypatch):
     assert_shows(out, RGB)
 
 
+def test_streaming_encoder_for_images_over_the_memory_budget(tmp_path, convert, monkeypatch):
+    import worker.encode as encode
+
+    monkeypatch.setattr(encode, "fits_multipass", lambda *args: False)
+    out, report = convert(pil_write(tmp_path, "big", Image.fromarray(RGB), dpi=(300, 300)))
+    assert "streaming" in report.encoder
+    assert_shows(out, RGB)
+    with Image.open(tmp_path / "big.jpg") as im:
+        assert im.info.get("progressive") or im.info.get("progression")
+        assert tuple(round(d) for d in im.info.get("dpi", (0, 0))) == (300, 300)
+
+
+def test_memory_budget_decides_the_path():
+    from worker.encode import fits_multipass
+
+    mib = 1024 * 1024
+    assert fits_multipass(6000, 4000, "RGB", 600 * mib)  # 24 MP: full mozjpeg
+    assert not fits_multipass(12200, 8200, "RGB", 600 * mib)  # 100 MP: streaming
+    assert fits_multipass(12200, 8200, "RGB", 1000 * mib)
+
+
 def test_encoder_is_mozjpeg(tmp_path, convert):
     _, report = convert(write(tmp_path, "moz", RGB, photometric="rgb"))
     assert report.encoder.startswith("mozjpeg")
@@ -313,3 +341,43 @@ def test_output_is_untagged_srgb(tmp_path, convert):
 
 def _unused(io_module=io):  # keep the import for readers of the fixtures
     return io_module
+
+
+@pytest.mark.parametrize("layout", ["strips", "tiles"])
+@pytest.mark.parametrize("photometric", ["rgb", "minisblack"])
+def test_strip_by_strip_path_for_large_plain_scans(
+    tmp_path, convert, monkeypatch, layout, photometric
+):
+    monkeypatch.setenv("WORKER_MEMORY_BUDGET_MB", "1")  # every image counts as large
+    source = RGB if photometric == "rgb" else GREY
+    kw = {"tile": (16, 16)} if layout == "tiles" else {"rowsperstrip": 5}
+    path = write(tmp_path, f"plain-{layout}-{photometric}", source, photometric=photometric,
+                 compression="lzw", resolution=(300, 300), resolutionunit="INCH", **kw)  # fmt: skip
+    out, report = convert(path)
+    assert report.decoder.startswith("tifffile (strip by strip)")
+    assert "baseline" in report.encoder
+    assert_shows(out, source)
+    with Image.open(tmp_path / f"plain-{layout}-{photometric}.jpg") as im:
+        assert tuple(round(d) for d in im.info.get("dpi", (0, 0))) == (300, 300)
+
+
+def test_strip_by_strip_path_leaves_unusual_files_to_pillow(tmp_path, convert, monkeypatch):
+    monkeypatch.setenv("WORKER_MEMORY_BUDGET_MB", "1")
+    path = write(tmp_path, "oriented", RGB, photometric="rgb", extratags=[(274, "H", 1, 3, True)])
+    out, report = convert(path)
+    assert report.decoder == "pillow"
+    assert_shows(out, tm.orient(RGB, 3))
+
+
+def test_cmyk_with_embedded_profile_uses_it(tmp_path, convert):
+    from worker.render import DEFAULT_CMYK_PROFILE
+
+    cmyk = np.zeros((tm.H, tm.W, 4), np.uint8)
+    cmyk[tm.H // 2 :, :, 3] = 255
+    image = Image.fromarray(cmyk, "CMYK")
+    path = pil_write(tmp_path, "cmyk-icc", image,
+                     tiffinfo={34675: DEFAULT_CMYK_PROFILE.read_bytes()})  # fmt: skip
+    out, report = convert(path)
+    assert any("through 'Artifex" in n for n in report.notes), report.notes  # embedded, not default
+    q = quadrant_means(out)
+    assert q[0].min() > 235 and q[2].max() < 70

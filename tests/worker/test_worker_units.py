@@ -59,8 +59,8 @@ def test_limits():
     assert Limits.from_env({"WORKER_CONVERT_TIMEOUT_S": "7.5"}).timeout_s == 7.5
     with pytest.raises(ConfigError):
         Limits.from_env({"WORKER_MAX_PIXELS": "many"})
-    # sized to the machine: a 1024 MB Fly machine takes a 100 MP scan, not a 250 MP one
-    assert 150_000_000 < default_max_pixels(1024 * 1024 * 1024) < 250_000_000
+    # sized to the machine: a 1024 MB Fly machine takes a 250 MP scan, not a 300 MP one
+    assert 250_000_000 < default_max_pixels(1024 * 1024 * 1024) < 300_000_000
 
 
 def test_redaction():

@@ -1,0 +1,88 @@
+"""Runs one conversion as a child process and measures it: wall time, and peak RSS of
+the whole process tree, sampled every 10 ms with psutil (the sum over the tree, so pages
+a forked child shares with its parent count twice: conservative for our worker).
+wait4's max RSS is not used: a child forked from this large Python process starts
+with the parent's RSS before it execs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = REPO / "bench" / ".cache"
+SHARP_DIR = CACHE / "sharp"
+SHARP_VERSION = "0.33.5"
+SHARP_SCRIPT = Path(__file__).with_name("sharp_convert.js")
+
+
+@dataclass
+class Run:
+    ok: bool
+    seconds: float
+    peak_rss_mb: float
+    error: str = ""
+
+
+def ensure_sharp() -> Path:
+    module = SHARP_DIR / "node_modules" / "sharp"
+    package = module / "package.json"
+    if not package.exists() or f'"version": "{SHARP_VERSION}"' not in package.read_text():
+        print(f"installing sharp {SHARP_VERSION} into {SHARP_DIR} ...", flush=True)
+        SHARP_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(SHARP_DIR),
+             f"sharp@{SHARP_VERSION}"],
+            check=True,
+        )  # fmt: skip
+    return module
+
+
+def sharp_command(module: Path, src: Path, dst: Path) -> tuple[list[str], dict]:
+    return ["node", str(SHARP_SCRIPT), str(src), str(dst)], {"SHARP_MODULE": str(module)}
+
+
+def worker_command(src: Path, dst: Path) -> tuple[list[str], dict]:
+    return [sys.executable, "-m", "worker", "convert", str(src), str(dst)], {
+        "WORKER_MAX_PIXELS": "400000000"
+    }
+
+
+def measure(command: list[str], extra_env: dict, timeout: float = 900) -> Run:
+    import psutil
+
+    env = {**os.environ, **extra_env}
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)  # fmt: skip
+    watched = psutil.Process(process.pid)
+    peak = 0
+    while True:
+        pid, status, _ = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        peak = max(peak, _tree_rss(watched))
+        if time.perf_counter() - started > timeout:
+            process.kill()
+        time.sleep(0.01)
+    seconds = time.perf_counter() - started
+    process.returncode = code = os.waitstatus_to_exitcode(status)
+    stderr = process.stderr.read().decode(errors="replace").strip()
+    process.stderr.close()
+    return Run(code == 0, seconds, peak / 2**20, stderr.splitlines()[-1] if stderr else "")
+
+
+def _tree_rss(watched) -> int:
+    import psutil
+
+    total = 0
+    with contextlib.suppress(psutil.Error):
+        for p in (watched, *watched.children(recursive=True)):
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+    return total

@@ -1,0 +1,41 @@
+"""Per-task, per-attempt callback tokens: HMAC-SHA256 over (batch id, task id, attempt).
+
+Each machine gets the token of its own attempt in `CALLBACK_TOKEN` and sends it back as
+`Authorization: Bearer ...`. A token opens exactly one callback route for one attempt, so
+a leaked token cannot complete another task, and one from an earlier attempt cannot speak
+for a later one. Comparison is constant-time. The key (`CALLBACK_SIGNING_KEY`) comes from
+SSM like every other secret and never leaves the orchestrator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+
+def callback_token(key: str, batch_id: str, task_id: str, attempt: int) -> str:
+    message = f"{batch_id}\n{task_id}\n{attempt}".encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def valid_callback_token(key: str, batch_id: str, task_id: str, attempt: int, presented: str | None) -> bool:
+    if not presented:
+        return False
+    return hmac.compare_digest(callback_token(key, batch_id, task_id, attempt), presented)
+
+
+def same_secret(expected: str, presented: str | None) -> bool:
+    """Constant-time equality for shared secrets (the admin token)."""
+    if not presented or not expected:
+        return False
+    return hmac.compare_digest(expected.encode(), presented.encode())
