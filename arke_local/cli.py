@@ -69,9 +69,10 @@ def cmd_infra(args) -> int:
         # The orchestrator's models read the endpoint and credentials from the environment.
         from arke_local.endpoints import LOCAL_AWS_CREDENTIALS
 
-        os.environ.setdefault("AWS_ENDPOINT_URL", target.aws_endpoint or "")
-        for k, v in LOCAL_AWS_CREDENTIALS.items():
-            os.environ.setdefault(k, v)
+        # (Real credentials, if any are set, are never sent to the local endpoint.)
+        os.environ["AWS_ENDPOINT_URL"] = target.aws_endpoint or ""
+        os.environ.update(LOCAL_AWS_CREDENTIALS)
+        os.environ.pop("AWS_PROFILE", None)
         os.environ.setdefault("AWS_DEFAULT_REGION", target.region)
         os.environ.setdefault("STAGE", target.stage)
     elif target.aws_endpoint:

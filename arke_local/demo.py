@@ -65,6 +65,7 @@ def run_demo(count: int = 24, out_dir: Path = Path("out/demo"), keep_logs: bool 
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_term)
+    previous_int = signal.signal(signal.SIGINT, on_term)
     try:
         stack.start()
         target = resolve(stage="local", api_url=stack.endpoints.api, endpoint_url=stack.endpoints.aws)
@@ -121,4 +122,5 @@ def run_demo(count: int = 24, out_dir: Path = Path("out/demo"), keep_logs: bool 
     finally:
         stack.stop()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     return code

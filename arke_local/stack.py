@@ -86,7 +86,7 @@ class ProcessSupervisor:
             base = self.log_dir or (cwd / ".cache" / "local-stack")
             base.mkdir(parents=True, exist_ok=True)
             log_path = base / f"{component.name}.log"
-            out = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+            out = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         process = subprocess.Popen(
             component.argv,
             cwd=str(cwd),
@@ -343,6 +343,8 @@ def run_foreground(options: StackOptions | None = None) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_term)
+    # Also when started with SIGINT ignored (a background job of a non-interactive shell).
+    previous_int = signal.signal(signal.SIGINT, on_term)
     code = 0
     try:
         stack.start()
@@ -360,4 +362,5 @@ def run_foreground(options: StackOptions | None = None) -> int:
     finally:
         stack.stop()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     return code

@@ -43,7 +43,8 @@ def convert_in_process(in_path: str, out_path: str, limits: Limits) -> Conversio
 
     started = time.monotonic()
     sniff(in_path)
-    big = plan(in_path, memory_budget())
+    budget = memory_budget()
+    big = plan(in_path, budget) if _may_be_large(in_path, budget) else None
     if big is not None:  # a plain scan too large to decode whole: strip by strip
         encoder = convert_stripwise(in_path, out_path, big, limits.max_pixels, limits.quality)
         done = time.monotonic()
@@ -80,6 +81,19 @@ def convert_in_process(in_path: str, out_path: str, limits: Limits) -> Conversio
         encode_ms=round((done - rendered) * 1000),
         notes=rendering.notes,
     )
+
+
+def _may_be_large(path: str, budget: int) -> bool:
+    """Cheap header look (Pillow) so small files never pay for importing tifffile."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as probe:
+            pixels = probe.width * probe.height
+    except Exception:
+        return True  # Pillow cannot tell: let the strip-wise planner look
+    return pixels * 4 + 64 * 1024 * 1024 > budget
 
 
 def convert_file(in_path: str, out_path: str, limits: Limits) -> ConversionReport:

@@ -145,7 +145,8 @@ def encode_raw_tiff(raw_path: Path, out_path: Path, quality: int, dpi) -> str:
         raw_path.unlink(missing_ok=True)
         if not fits_lossless(width, height, mode, out_path.stat().st_size, budget):
             return "mozjpeg (libvips, streaming, baseline)"
-        _optimize_losslessly(out_path)
+        if not _optimize_losslessly(out_path):
+            return "mozjpeg (libvips, streaming, baseline)"
         return "mozjpeg (libvips, streaming) + lossless optimisation"
     except pyvips.Error as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else "libvips error"
@@ -161,8 +162,11 @@ def fits_lossless(width: int, height: int, mode: str, jpeg_bytes: int, budget: i
     return need <= budget
 
 
-def _optimize_losslessly(path: Path) -> None:
-    import mozjpeg_lossless_optimization
+def _optimize_losslessly(path: Path) -> bool:
+    try:
+        import mozjpeg_lossless_optimization
+    except ImportError:  # a worker requirement; without it the baseline JPEG stands
+        return False
 
     data = path.read_bytes()
     try:
@@ -173,3 +177,4 @@ def _optimize_losslessly(path: Path) -> None:
         raise ConversionError(f"JPEG optimisation failed: {exc}") from None
     del data
     path.write_bytes(optimized)
+    return True

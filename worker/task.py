@@ -3,7 +3,8 @@
 download (R2) -> convert (forked, time-bounded) -> upload (R2) -> callback. Every failure
 on the way becomes the error callback's `error` text; only an undeliverable callback or
 an unusable environment ends without one. Exit codes: 0 success, 1 the task failed and
-that was reported, 2 bad environment, 3 the callback could not be delivered.
+that was reported, 2 bad environment (reported by an error callback when CALLBACK_URL is
+there), 3 the callback could not be delivered.
 """
 
 from __future__ import annotations
@@ -61,8 +62,28 @@ def run_from_env(env=None) -> int:
     except ConfigError as exc:
         log = TaskLog(env.get("BATCH_ID", "-"), env.get("TASK_ID", "-"))
         log.error(f"cannot start: {exc}")
-        return EXIT_BAD_ENV
+        return _report_bad_environment(env, str(exc), log)
     return run_task(settings, limits)
+
+
+def _report_bad_environment(env, message: str, log: TaskLog) -> int:
+    """Tell the orchestrator now rather than leave it to time the task out, when the
+    environment at least says where to call back."""
+    url = env.get("CALLBACK_URL", "").strip()
+    if not url:
+        return EXIT_BAD_ENV
+    body = {
+        "task_id": env.get("TASK_ID", "").strip(),
+        "batch_id": env.get("BATCH_ID", "").strip(),
+        "status": "error",
+        "error": f"Invalid worker environment: {message}",
+    }
+    try:
+        deliver(url, body, token=env.get("CALLBACK_TOKEN", "").strip() or None, attempts=3,
+                backoff_s=1.0, timeout_s=15.0, log=log)  # fmt: skip
+    except CallbackDeliveryError as exc:
+        log.error(f"exiting without a callback: {exc}")
+    return EXIT_BAD_ENV
 
 
 def run_task(settings: ContractSettings, limits: Limits) -> int:

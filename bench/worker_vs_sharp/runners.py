@@ -1,5 +1,5 @@
 """Runs one conversion as a child process and measures it: wall time, and peak RSS of
-the whole process tree, sampled every 10 ms with psutil (the sum over the tree, so pages
+the whole process tree, sampled every 10 ms from /proc (the sum over the tree, so pages
 a forked child shares with its parent count twice: conservative for our worker).
 wait4's max RSS is not used: a child forked from this large Python process starts
 with the parent's RSS before it execs."""
@@ -54,19 +54,16 @@ def worker_command(src: Path, dst: Path) -> tuple[list[str], dict]:
 
 
 def measure(command: list[str], extra_env: dict, timeout: float = 900) -> Run:
-    import psutil
-
     env = {**os.environ, **extra_env}
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)  # fmt: skip
-    watched = psutil.Process(process.pid)
     peak = 0
     while True:
         pid, status, _ = os.wait4(process.pid, os.WNOHANG)
         if pid:
             break
-        peak = max(peak, _tree_rss(watched))
+        peak = max(peak, _tree_rss(process.pid))
         if time.perf_counter() - started > timeout:
             process.kill()
         time.sleep(0.01)
@@ -77,12 +74,22 @@ def measure(command: list[str], extra_env: dict, timeout: float = 900) -> Run:
     return Run(code == 0, seconds, peak / 2**20, stderr.splitlines()[-1] if stderr else "")
 
 
-def _tree_rss(watched) -> int:
-    import psutil
-
-    total = 0
-    with contextlib.suppress(psutil.Error):
-        for p in (watched, *watched.children(recursive=True)):
-            with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
+def _tree_rss(pid: int) -> int:
+    """Sum of VmRSS over `pid` and its descendants, from /proc (Linux)."""
+    total, stack, seen = 0, [pid], set()
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        with contextlib.suppress(OSError, ValueError), open(f"/proc/{current}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{current}/task"):
+                path = f"/proc/{current}/task/{task}/children"
+                with contextlib.suppress(OSError, ValueError), open(path) as f:
+                    stack.extend(int(c) for c in f.read().split())
     return total

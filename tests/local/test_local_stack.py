@@ -3,15 +3,17 @@ the stack's environment follows docs/interfaces.md; the CLI parses as documented
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from arke_local.cli import build_parser
-from arke_local.endpoints import Ports
+from arke_local.endpoints import Ports, orchestrator_env
 from arke_local.stack import (
     Component,
     LocalStack,
@@ -104,3 +106,14 @@ def test_a_busy_port_is_refused_before_anything_starts():
         with pytest.raises(StackError, match=f"moto {busy}"):
             stack.start()
         assert stack.supervisor.running == []
+
+
+def test_chalice_local_stage_does_not_override_the_stack_environment():
+    """`chalice local` puts the stage's environment_variables over the process's own, so a
+    name the stack sets (ports, endpoints, credentials) must not be pinned in config.json:
+    it would break every stack on other ports (tests, the demo beside `make up`)."""
+    config = json.loads((Path(__file__).resolve().parents[2] / ".chalice" / "config.json").read_text())
+    local = config["stages"]["local"]
+    pinned = set(local.get("environment_variables", {})) | set(config.get("environment_variables", {}))
+    controlled = set(orchestrator_env(LocalStack().endpoints)) - {"STAGE"}
+    assert not pinned & controlled, f"set by the stack, not in .chalice/config.json: {sorted(pinned & controlled)}"

@@ -7,7 +7,6 @@ import contextlib
 import http.server
 import json
 import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -15,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).parent))  # for tiffmaker
+sys.path.insert(0, str(Path(__file__).parent))  # for worker_helpers, worker_tiffmaker
+
+from worker_helpers import BUCKET  # noqa: E402
 
 
 @pytest.fixture
@@ -38,23 +38,7 @@ def convert(tmp_path):
     return run
 
 
-def run_cli(
-    *args: str, env: dict | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        cwd=REPO,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 # --- R2 stand-in -----------------------------------------------------------------------
-
-BUCKET = "arke-staging"
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,9 @@ import io
 import numpy as np
 import pytest
 import tifffile
-import tiffmaker as tm
-from conftest import run_cli
+import worker_tiffmaker as tm
 from PIL import Image
+from worker_helpers import run_cli
 
 from worker.convert import convert_file
 from worker.exceptions import (

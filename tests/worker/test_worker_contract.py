@@ -10,9 +10,9 @@ import sys
 
 import pytest
 import tifffile
-import tiffmaker as tm
-from conftest import BUCKET, REPO
+import worker_tiffmaker as tm
 from PIL import Image
+from worker_helpers import BUCKET, REPO
 
 
 def put_tiff(s3, key: str, data: bytes | None = None) -> bytes:
@@ -151,6 +151,20 @@ def test_missing_environment(receiver):
     assert result.returncode == 2
     assert "Missing environment variables" in result.stdout
     assert receiver.requests == []
+
+
+def test_incomplete_environment_is_reported_by_callback(worker_env, receiver):
+    env = worker_env("staging/x.tif")
+    del env["R2_SECRET_ACCESS_KEY"], env["R2_BUCKET"]
+    result = run_worker(env)
+    assert result.returncode == 2
+    assert receiver.requests[-1]["body"] == {
+        "task_id": "batch_t_tiff_1",
+        "batch_id": "batch_t",
+        "status": "error",
+        "error": "Invalid worker environment: Missing environment variables: "
+        "R2_SECRET_ACCESS_KEY, R2_BUCKET",
+    }
 
 
 def test_unreachable_r2_reports_download_failure(worker_env, receiver):

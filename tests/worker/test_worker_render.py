@@ -1,6 +1,6 @@
 """Every kind of TIFF the issue lists, converted and compared with what a viewer shows
 (dimensions, orientation via the quadrants, colour per quadrant), computed
-independently in tiffmaker."""
+independently in worker_tiffmaker."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import io
 import numpy as np
 import pytest
 import tifffile
-import tiffmaker as tm
+import worker_tiffmaker as tm
 from PIL import Image
 
 TOL = 5  # JPEG q95 error on flat quadrants, measured away from the edges
