@@ -10,7 +10,6 @@ STAMP := $(VENV)/.installed-stamp
 
 $(STAMP): requirements.txt requirements-dev.txt worker/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)

@@ -19,7 +19,7 @@ from arke_local.target import Target, TargetError, resolve
 
 
 def log(message: str) -> None:
-    print(f"[CLI] {message}", flush=True)
+    print(f"[CLI] {message}", file=sys.stderr, flush=True)  # stdout is for data (JSON, ids)
 
 
 def _target(args) -> Target:
@@ -315,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `arke-preprocess status B | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

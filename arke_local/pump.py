@@ -37,6 +37,15 @@ def log(message: str) -> None:
     print(f"[Pump] {message}", flush=True)
 
 
+def _where(exc: BaseException) -> str:
+    """Where an exception was raised, for a one-line log: `(at file.py:12 in func)`."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f"(at {os.path.basename(last.filename)}:{last.lineno} in {last.name})"
+
+
 class LambdaContext:
     """The parts of Lambda's context object the orchestrator reads."""
 
@@ -97,7 +106,7 @@ class EventPump:
         sqs=None,
         queue_url: str | None = None,
         queue_name: str = QUEUE_NAME,
-        function_prefix: str = "arke-preprocess-local",
+        function_prefix: str = "arke-preprocessing-orchestrator-local",
         intake_timeout_ms: int = 60_000,
         tick_timeout_ms: int = 60_000,
         tick_min_interval_s: float = 1.0,
@@ -163,9 +172,8 @@ class EventPump:
             took = (time.monotonic() - started) * 1000
             log(
                 f"intake message {mid} failed (receive {receives}, {took:.0f} ms): "
-                f"{type(exc).__name__}: {exc}; left on the queue for redrive"
+                f"{type(exc).__name__}: {exc} {_where(exc)}; left on the queue for redrive"
             )
-            traceback.print_exc(file=sys.stdout)
             if self.retry_visibility_s is not None:
                 try:
                     self.sqs.change_message_visibility(
@@ -197,8 +205,7 @@ class EventPump:
             self.tick(scheduled_event(f"{self.function_prefix}-tick"), context)
         except Exception as exc:
             self.stats["tick_failed"] += 1
-            log(f"tick {context.aws_request_id} failed: {type(exc).__name__}: {exc}")
-            traceback.print_exc(file=sys.stdout)
+            log(f"tick {context.aws_request_id} failed: {type(exc).__name__}: {exc} {_where(exc)}")
         else:
             self.stats["ticks"] += 1
             took = time.monotonic() - started

@@ -79,14 +79,14 @@ class ProcessSupervisor:
         self.log_dir = log_dir
         self.running: list[Running] = []
 
-    def start(self, component: Component, env: dict[str, str], cwd: Path) -> Running:
+    def start(self, component: Component, env: dict[str, str], cwd: Path, append: bool = False) -> Running:
         log_path = None
         out = None
         if self.log_dir is not None or component.quiet:
             base = self.log_dir or (cwd / ".cache" / "local-stack")
             base.mkdir(parents=True, exist_ok=True)
             log_path = base / f"{component.name}.log"
-            out = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+            out = open(log_path, "ab" if append else "wb")  # noqa: SIM115 - closed in stop()
         process = subprocess.Popen(
             component.argv,
             cwd=str(cwd),
@@ -126,6 +126,34 @@ class ProcessSupervisor:
             return ""
         text = running.log_path.read_text(errors="replace").splitlines()[-lines:]
         return "\n--- last lines of " + str(running.log_path) + " ---\n" + "\n".join(text)
+
+    def find(self, name: str) -> Running:
+        for running in self.running:
+            if running.component.name == name:
+                return running
+        raise KeyError(f"no running component named {name!r}")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL, wait_s: float = 5.0) -> int | None:
+        """Signal the whole group of component `name` (SIGKILL by default: no clean-up runs),
+        wait for its leader, forget it. Returns the leader's exit code (None if it outlived
+        `wait_s`, then the group is SIGKILLed)."""
+        running = self.find(name)
+        _signal_group(running.pgid, sig)
+        try:
+            running.process.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(running.pgid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                running.process.wait(2.0)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and _group_alive(running.pgid):
+            time.sleep(0.02)
+        _signal_group(running.pgid, signal.SIGKILL)  # stragglers of the group
+        if running.log_file:
+            running.log_file.close()
+        self.running.remove(running)
+        log(f"{name} killed with signal {sig} ({running.process.returncode})")
+        return running.process.returncode
 
     def exited(self) -> list[Running]:
         return [r for r in self.running if r.process.poll() is not None]
@@ -194,6 +222,7 @@ class LocalStack:
         self.endpoints = Endpoints(self.options.ports, self.options.host, worker_url)
         self.supervisor = ProcessSupervisor(self.options.log_dir)
         self.started = False
+        self._env: dict[str, str] | None = None
 
     # --- environment ---------------------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -258,7 +287,7 @@ class LocalStack:
     # --- lifecycle -----------------------------------------------------------------
     def start(self) -> LocalStack:
         started_at = time.monotonic()
-        env = self.env()
+        env = self._env = self.env()
         before, after = self.components()
         self.print_ports()
         self.check_ports_free()
@@ -285,7 +314,7 @@ class LocalStack:
         done = subprocess.run(
             cmd, cwd=str(self.options.project_dir), env=env, capture_output=True, text=True, timeout=120
         )
-        for line in done.stdout.splitlines():
+        for line in (done.stdout + done.stderr).splitlines():
             print(line, flush=True)
         if done.returncode != 0:
             raise StackError(f"infra failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
@@ -313,6 +342,28 @@ class LocalStack:
             log(f"ingest (WORKER_URL)            {self.options.worker_url}  [receiver not started]")
         else:
             log(f"ingest receiver (WORKER_URL)   {e.ingest}  [ARKE_INGEST_PORT={p.ingest}]")
+
+    def kill_component(self, name: str, sig: int = signal.SIGKILL) -> int | None:
+        """Kill one component's process group (e.g. the pump, mid-pass, as a Lambda timeout or
+        a crash would); the rest of the stack runs on. Its exit code, as `kill` reports it."""
+        return self.supervisor.kill(name, sig)
+
+    def start_component(self, name: str) -> Running:
+        """Start component `name` again, with the stack's environment; its log is appended."""
+        if any(r.component.name == name for r in self.supervisor.running):
+            raise StackError(f"{name} is already running")
+        component = next((c for c in sum(self.components(), []) if c.name == name), None)
+        if component is None:
+            raise KeyError(f"the stack has no component named {name!r}")
+        env = self._env if self._env is not None else self.env()
+        running = self.supervisor.start(component, env, self.options.project_dir, append=True)
+        self.supervisor.wait_ready(running, self.options.ready_timeout_s)
+        return running
+
+    def restart_component(self, name: str, sig: int = signal.SIGKILL) -> Running:
+        """`kill_component` then `start_component`."""
+        self.kill_component(name, sig)
+        return self.start_component(name)
 
     def stop(self) -> None:
         if self.supervisor.running:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ PROCESSING_CONFIG = {"ocr": False, "describe": False, "pinax": False}
 
 
 def log(message: str) -> None:
-    print(f"[CLI] {message}", flush=True)
+    print(f"[CLI] {message}", file=sys.stderr, flush=True)  # stdout is for data
 
 
 @dataclass(frozen=True)

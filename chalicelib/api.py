@@ -53,7 +53,7 @@ def tasks(batch_id: str, query: dict[str, str]) -> Answer:
     if wanted is not None and wanted not in TASK_STATUSES:
         return error(400, f"status must be one of {', '.join(TASK_STATUSES)}")
     raw_limit = query.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or len(raw_limit) > 4 or not 1 <= int(raw_limit) <= MAX_PAGE:
         return error(400, f"limit must be an integer from 1 to {MAX_PAGE}")
     if store.get_batch(batch_id) is None:
         return error(404, f"batch {batch_id} not found")

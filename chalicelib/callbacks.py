@@ -23,6 +23,7 @@ from .services import Services
 from .transitions import Move, on_callback
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_ATTEMPT_DIGITS = 6  # no task runs a million attempts; longer is garbage, not a number to store
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def parse_callback(batch_id: str, task_id: str, raw: bytes | None, attempt: str 
         raise InvalidCallbackError("an error callback needs a non-empty 'error' text")
     if attempt is None or attempt == "":
         return body, None
-    if not attempt.isdigit() or int(attempt) < 1:
+    if not (attempt.isascii() and attempt.isdigit()) or len(attempt) > MAX_ATTEMPT_DIGITS or int(attempt) < 1:
         raise InvalidCallbackError("attempt must be a positive integer")
     return body, int(attempt)
 

@@ -145,10 +145,9 @@ def configure_models(settings: Settings) -> None:
     configuration (`AWS_ENDPOINT_URL`), so the local stack needs no branch here."""
     names = {Batch: settings.batches_table, Task: settings.tasks_table, File: settings.files_table}
     for model, name in names.items():
-        if model.Meta.table_name != name or getattr(model.Meta, "region", None) != settings.region:
-            model.Meta.table_name = name
-            model.Meta.region = settings.region
-            model._connection = None
+        model.Meta.table_name = name
+        model.Meta.region = settings.region
+        model._connection = None  # a new endpoint (AWS_ENDPOINT_URL) needs a new client
 
 
 def ensure_tables(settings: Settings, wait: bool = True) -> None:

@@ -270,6 +270,8 @@ def iter_tasks(batch_id: str) -> Iterator[Task]:
 def tasks_page(batch_id: str, status: str | None, limit: int, token: str | None) -> tuple[list[Task], str | None]:
     """One page of a batch's tasks, by status through the status index when asked."""
     start = _decode_token(token) if token else None
+    if start is not None:
+        _check_start_key(start, batch_id, status)
     if status:
         result = Task.status_index.query(batch_id, Task.status_key.startswith(f"{status}#"),
                                          limit=limit, last_evaluated_key=start)
@@ -292,6 +294,18 @@ def _decode_token(token: str) -> dict[str, Any]:
     if not isinstance(key, dict):
         raise ValueError("invalid next token")
     return key
+
+
+def _check_start_key(key: dict[str, Any], batch_id: str, status: str | None) -> None:
+    """A token is only ever one this route issued for this batch and status: anything else
+    would reach DynamoDB as a malformed ExclusiveStartKey (a 500, not a 400)."""
+    names = {"batch_id", "task_id"} | ({"status_key"} if status else set())
+    values = {name: value.get("S") if isinstance(value, dict) and set(value) == {"S"} else None
+              for name, value in key.items()}
+    if (set(values) != names or not all(isinstance(v, str) and v for v in values.values())
+            or values["batch_id"] != batch_id
+            or (status and values["status_key"] != _status_key(status, values["task_id"]))):
+        raise ValueError("invalid next token")
 
 
 def _in_flight(task_id: str, attempt: int) -> Any:

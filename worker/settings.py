@@ -23,6 +23,8 @@ REQUIRED = (
     "R2_BUCKET",
     "CALLBACK_URL",
 )
+# With presigned URLs for both transfers, the machine needs no R2 account or keys.
+REQUIRED_PRESIGNED = ("TASK_ID", "BATCH_ID", "INPUT_R2_KEY", "CALLBACK_URL", "INPUT_URL", "OUTPUT_URL")
 
 # Bytes of memory per pixel a large conversion needs at its peak (plain scans are
 # decoded strip by strip and the encoder picks a path within WORKER_MEMORY_BUDGET_MB;
@@ -106,6 +108,8 @@ class ContractSettings:
     r2_secret_access_key: str = field(repr=False)
     r2_bucket: str
     callback_url: str
+    input_url: str | None = field(default=None, repr=False)
+    output_url: str | None = field(default=None, repr=False)
     callback_token: str | None = field(default=None, repr=False)
     r2_endpoint_url: str | None = None
     callback_attempts: int = 6
@@ -123,18 +127,22 @@ class ContractSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ContractSettings:
         env = os.environ if env is None else env
-        missing = [name for name in REQUIRED if not env.get(name, "").strip()]
+        presigned = bool(env.get("INPUT_URL", "").strip() and env.get("OUTPUT_URL", "").strip())
+        required = REQUIRED_PRESIGNED if presigned else REQUIRED
+        missing = [name for name in required if not env.get(name, "").strip()]
         if missing:
             raise ConfigError("Missing environment variables: " + ", ".join(missing))
         return cls(
             task_id=env["TASK_ID"].strip(),
             batch_id=env["BATCH_ID"].strip(),
             input_r2_key=env["INPUT_R2_KEY"],
-            r2_account_id=env["R2_ACCOUNT_ID"].strip(),
-            r2_access_key_id=env["R2_ACCESS_KEY_ID"].strip(),
-            r2_secret_access_key=env["R2_SECRET_ACCESS_KEY"].strip(),
-            r2_bucket=env["R2_BUCKET"].strip(),
+            r2_account_id=env.get("R2_ACCOUNT_ID", "").strip(),
+            r2_access_key_id=env.get("R2_ACCESS_KEY_ID", "").strip(),
+            r2_secret_access_key=env.get("R2_SECRET_ACCESS_KEY", "").strip(),
+            r2_bucket=env.get("R2_BUCKET", "").strip(),
             callback_url=env["CALLBACK_URL"].strip(),
+            input_url=env.get("INPUT_URL", "").strip() if presigned else None,
+            output_url=env.get("OUTPUT_URL", "").strip() if presigned else None,
             callback_token=env.get("CALLBACK_TOKEN", "").strip() or None,
             r2_endpoint_url=env.get("R2_ENDPOINT_URL", "").strip() or None,
             callback_attempts=_number(env, "WORKER_CALLBACK_ATTEMPTS", 6, int),

@@ -86,12 +86,23 @@ def _report_bad_environment(env, message: str, log: TaskLog) -> int:
     return EXIT_BAD_ENV
 
 
-def run_task(settings: ContractSettings, limits: Limits) -> int:
-    from worker.convert import convert_file
+def _storage(settings: ContractSettings):  # noqa: ANN202 - R2 or PresignedTransfer
+    """Presigned URLs when the orchestrator gave them (no keys on the machine), else the
+    seed's way: boto3 with the R2 account keys."""
+    if settings.input_url and settings.output_url:
+        from worker.presigned import PresignedTransfer
+
+        return PresignedTransfer(settings.input_url, settings.output_url)
     from worker.r2 import R2
 
-    secrets = (settings.r2_access_key_id, settings.r2_secret_access_key,
-               settings.r2_account_id, settings.callback_token or "")  # fmt: skip
+    return R2(settings, settings.part_size)
+
+
+def run_task(settings: ContractSettings, limits: Limits) -> int:
+    from worker.convert import convert_file
+
+    secrets = (settings.r2_access_key_id, settings.r2_secret_access_key, settings.r2_account_id,
+               settings.callback_token or "", settings.input_url or "", settings.output_url or "")  # fmt: skip
     log = TaskLog(settings.batch_id, settings.task_id, secrets)
     started = time.monotonic()
     output_key = jpeg_key(settings.input_r2_key)
@@ -102,7 +113,7 @@ def run_task(settings: ContractSettings, limits: Limits) -> int:
     timings = {"download": 0, "conversion": 0, "upload": 0}
     try:
         step = time.monotonic()
-        r2 = R2(settings, settings.part_size)
+        r2 = _storage(settings)
         r2.download(settings.input_r2_key, tiff_path)
         timings["download"] = _ms(time.monotonic() - step)
         log.info(f"downloaded {os.path.getsize(tiff_path)} bytes in {timings['download']} ms")

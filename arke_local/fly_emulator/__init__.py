@@ -12,10 +12,11 @@ See docs/fly-emulator.md.
 from .faults import FaultSettings
 from .machines import MachineState
 from .server import FlyEmulator
-from .settings import IDLE, WORKER_IMAGE, EmulatorSettings, ImageCommand
+from .settings import IDLE, SYNTHETIC, WORKER_IMAGE, EmulatorSettings, ImageCommand
 
 __all__ = [
     "IDLE",
+    "SYNTHETIC",
     "WORKER_IMAGE",
     "EmulatorSettings",
     "FaultSettings",

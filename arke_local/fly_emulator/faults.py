@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 ENV_PREFIX = "FLY_EMULATOR_FAULT_"
 CREATE_TIMEOUT = "timeout"
-CALLBACK_ANSWERS = ("forward", "crash", "duplicate")
+CALLBACK_ANSWERS = ("forward", "crash", "duplicate", "late")
 
 
 @dataclass
@@ -32,10 +32,12 @@ class FaultSettings:
     crash_before_callback_rate: float = 0.0  # callback dropped, machine killed
     duplicate_callback_rate: float = 0.0  # callback forwarded twice
     callback_delay_s: float = 0.0  # every forwarded callback is held this long
+    late_callback_rate: float = 0.0  # share of callbacks held back late_callback_delay_s ...
+    late_callback_delay_s: float = 30.0  # ... (set it above the orchestrator's task timeout)
     seed: int | None = None
     # Forced answers for the next creates, in order: 200, 429, a 5xx status, or "timeout".
     script: list = field(default_factory=list)
-    # Forced handling of the next callbacks, in order: "forward", "crash", "duplicate".
+    # Forced handling of the next callbacks, in order: "forward", "crash", "duplicate", "late".
     callback_script: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -174,7 +176,7 @@ class FaultInjector:
             return NO_FAULT
 
     def callback_fault(self) -> str:
-        """How to handle the next callback: "forward", "crash" or "duplicate"."""
+        """How to handle the next callback: "forward", "crash", "duplicate" or "late"."""
         with self._lock:
             if self._callback_script:
                 return self._callback_script.popleft()
@@ -183,6 +185,8 @@ class FaultInjector:
                 return "crash"
             if s.duplicate_callback_rate and self._rng.random() < s.duplicate_callback_rate:
                 return "duplicate"
+            if s.late_callback_rate and self._rng.random() < s.late_callback_rate:
+                return "late"
             return "forward"
 
     @property
@@ -192,3 +196,7 @@ class FaultInjector:
     @property
     def callback_delay_s(self) -> float:
         return self.settings.callback_delay_s
+
+    @property
+    def late_callback_delay_s(self) -> float:
+        return self.settings.late_callback_delay_s

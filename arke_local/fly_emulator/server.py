@@ -369,6 +369,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._json(502, {"error": "machine crashed before its callback (injected)"})
             return
+        if action == "late":
+            # Held past the orchestrator's task timeout: forwarded even if the machine has been
+            # destroyed meanwhile (the request was already on the wire).
+            late = emulator.faults.late_callback_delay_s
+            stats.incr("late_callbacks")
+            log.info("%s fault: callback of machine %s (%s) held back %.1fs (late callback)",
+                     P, machine.id, machine.name, late)
+            emulator.pause(late)
         delay = emulator.faults.callback_delay_s
         if delay:
             stats.incr("callbacks_delayed")

@@ -18,19 +18,22 @@ from .faults import FaultSettings
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_IMAGE = "registry.fly.io/arke-tiff-worker:latest"
 IDLE = "idle"  # image-map value: the machine has no process and stays started until stopped
+SYNTHETIC = "synthetic"  # image-map value: the emulator plays the worker in a thread (synthetic.py)
 DEFAULT_PASS_ENV = ("PATH", "LANG", "LC_ALL", "TMPDIR")
 
 
 @dataclass(frozen=True)
 class ImageCommand:
-    """What a machine of one image runs: `argv` in `cwd`, or nothing at all when idle."""
+    """What a machine of one image runs: `argv` in `cwd`, the synthetic worker (a thread of
+    the emulator), or nothing at all when idle."""
 
     argv: tuple[str, ...] = ()
     cwd: str | None = None
+    synthetic: bool = False
 
     @property
     def idle(self) -> bool:
-        return not self.argv
+        return not self.argv and not self.synthetic
 
 
 def default_images() -> dict[str, ImageCommand]:
@@ -39,13 +42,15 @@ def default_images() -> dict[str, ImageCommand]:
 
 def parse_images(raw: Mapping[str, object]) -> dict[str, ImageCommand]:
     """Image map from its JSON form. Each value is one of: a list of strings (argv, run in the
-    repo root), `{"argv": [...], "cwd": "..."}`, `"idle"`, or an `ImageCommand`."""
+    repo root), `{"argv": [...], "cwd": "..."}`, `"idle"`, `"synthetic"`, or an `ImageCommand`."""
     images: dict[str, ImageCommand] = {}
     for image, spec in raw.items():
         if isinstance(spec, ImageCommand):
             images[image] = spec
         elif spec == IDLE:
             images[image] = ImageCommand()
+        elif spec == SYNTHETIC:
+            images[image] = ImageCommand(synthetic=True)
         elif isinstance(spec, list | tuple) and spec and all(isinstance(a, str) for a in spec):
             images[image] = ImageCommand(tuple(spec), str(REPO_ROOT))
         elif isinstance(spec, dict) and set(spec) <= {"argv", "cwd"} and spec.get("argv"):
@@ -55,7 +60,8 @@ def parse_images(raw: Mapping[str, object]) -> dict[str, ImageCommand]:
             images[image] = ImageCommand(tuple(argv), spec.get("cwd") or str(REPO_ROOT))
         else:
             raise ValueError(
-                f"image {image!r}: expected an argv list, {{'argv': [...], 'cwd': ...}} or 'idle'"
+                f"image {image!r}: expected an argv list, {{'argv': [...], 'cwd': ...}}, 'idle' "
+                "or 'synthetic'"
             )
     return images
 
@@ -77,6 +83,7 @@ class EmulatorSettings:
     memory_poll_s: float = 0.05  # RSS watchdog period
     stop_timeout_s: float = 5.0  # SIGTERM -> SIGKILL when the stop request names none
     proxy_callbacks: bool = True
+    synthetic_work_s: float = 0.2  # how long a synthetic machine "converts" before its output
     faults: FaultSettings = field(default_factory=FaultSettings)
 
     def __post_init__(self) -> None:
@@ -122,6 +129,8 @@ class EmulatorSettings:
             kw["max_machines"] = int(v)
         if (v := get("PROXY_CALLBACKS")) is not None:
             kw["proxy_callbacks"] = _flag(v)
+        if (v := get("SYNTHETIC_WORK_S")) is not None:
+            kw["synthetic_work_s"] = float(v)
         kw["faults"] = FaultSettings.from_env(env)
         return cls(**kw)
 

@@ -28,6 +28,9 @@ COUNTERS = (
     "callbacks_delayed",
     "crashes_before_callback",
     "duplicate_callbacks",
+    "late_callbacks",
+    "synthetic_outputs",  # outputs a synthetic machine stored
+    "synthetic_upload_errors",
 )
 
 

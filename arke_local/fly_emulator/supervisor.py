@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from . import process
+from . import process, synthetic
 from .errors import ApiError, not_found, precondition_failed, unprocessable
 from .faults import FaultInjector
 from .machines import (
@@ -161,7 +161,8 @@ class Supervisor:
                 "%s machine %s (%s) created in app %s: image %s, %s, memory %d MB, "
                 "auto_destroy %s, env keys %s",
                 P, m.id, m.name, app, req.image,
-                "idle" if command.idle else "command " + " ".join(command.argv),
+                "idle" if command.idle else "synthetic" if command.synthetic
+                else "command " + " ".join(command.argv),
                 memory_mb, m.auto_destroy, ",".join(sorted(req.env)) or "-",
             )
             m.runner = threading.Thread(target=self._run, args=(m,), name=f"machine-{m.id}",
@@ -210,6 +211,9 @@ class Supervisor:
             with self._lock:
                 self._exited(m, 0)
             return
+        if m.command.synthetic:
+            self._run_synthetic(m)
+            return
         try:
             proc = process.spawn(m.command.argv, m.command.cwd, m.env)
         except OSError as exc:
@@ -228,6 +232,43 @@ class Supervisor:
         process.signal_group(proc.pid, signal.SIGKILL)  # whatever the main process left behind
         with self._lock:
             self._exited(m, process.exit_code(returncode))
+
+    def _run_synthetic(self, m: Machine) -> None:
+        """The emulator plays the worker in a second thread; this one waits for it to end, or
+        for the machine to be stopped, destroyed or crashed (then the job is cancelled and
+        whatever it has not sent yet is never sent)."""
+        cancelled = threading.Event()
+        result: list[int] = []
+
+        def job() -> None:
+            try:
+                result.append(synthetic.run_job(m.env, cancelled, self._settings.synthetic_work_s,
+                                                m.id, self._stats.incr))
+            except synthetic.JobCancelled:
+                pass
+            except Exception:  # noqa: BLE001 - a bug in the job is a crashed machine, not ours
+                log.exception("%s synthetic machine %s (%s) failed", P, m.id, m.name)
+                result.append(1)
+            finally:
+                m.wake.set()
+
+        with self._lock:
+            if self._leaving(m):
+                self._exited(m, None)
+                return
+            self._move(m, S.STARTED, "flyd", note="synthetic worker")
+        self._stats.incr("machines_started")
+        threading.Thread(target=job, name=f"synthetic-{m.id}", daemon=True).start()
+        m.wake.wait()
+        with self._lock:
+            cancelled.set()
+            if result and not m.crash_injected:
+                code = result[0]
+            elif m.crash_injected:
+                code = 137  # SIGKILLed, as the crash fault does to a process
+            else:
+                code = 0  # stopped or destroyed on request
+            self._exited(m, code)
 
     def _watch(self, m: Machine, proc: subprocess.Popen) -> int:
         """Wait for the process. When the tree's RSS exceeds memory_mb, do what the kernel's
@@ -360,6 +401,8 @@ class Supervisor:
         log.info("%s fault: crash before callback, killing machine %s (%s)", P, m.id, m.name)
         if proc is not None:
             process.signal_group(proc.pid, signal.SIGKILL)
+        elif m.command.synthetic:
+            m.wake.set()
 
     # ---- shutdown -----------------------------------------------------------------------
 

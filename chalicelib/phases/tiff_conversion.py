@@ -126,7 +126,7 @@ def _performance(raw: object) -> dict[str, int] | None:
         raise InvalidCallbackError("performance must be an object")
     perf: dict[str, int] = {}
     for name, value in raw.items():
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 2**63:
             raise InvalidCallbackError(f"performance.{name} must be a non-negative number")
         perf[str(name)] = int(value)
     return perf

@@ -118,8 +118,9 @@ def _assert_cli_reads_the_batch(e2e, batch_id, samples, tmp_path, capsys) -> Non
     assert cli.main([*where, "status", batch_id]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "DONE"
     assert cli.main([*where, "tasks", batch_id, "--failed"]) == 0
-    out = capsys.readouterr().out
-    assert "corrupt-00.tif" in out and "error:" in out and "1 task(s) with status failed" in out
+    got = capsys.readouterr()
+    assert "corrupt-00.tif" in got.out and "error:" in got.out
+    assert "1 task(s) with status failed" in got.err
     assert cli.main([*where, "fetch", batch_id, str(tmp_path / "jpeg")]) == 0
     good = [s for s in samples if s.is_tiff and not s.expect_failure]
     assert len(list((tmp_path / "jpeg").rglob("*.jpg"))) == len(good)
@@ -173,3 +174,24 @@ def test_e2e_poison_message_lands_in_the_dead_letter_queue(e2e_local_stack):
     assert moved, "the poison message never reached the dead-letter queue\n" + e2e_local_stack.log_tails()
     assert int(moved[0]["Attributes"]["ApproximateReceiveCount"]) >= 3
     sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=moved[0]["ReceiptHandle"])
+
+
+def test_e2e_batch_sent_as_a_manifest(e2e_local_stack, tmp_path):
+    """The large-batch path: the file list in R2 (`manifest_r2_key`), not in the message."""
+    from arke_local.samples import generate_batch
+
+    e2e = e2e_local_stack
+    samples = generate_batch(tmp_path, 4, seed=99, broken=0, max_side=120)
+    batch_id = new_batch_id()
+    message = submit_folder(e2e.target, tmp_path, batch_id=batch_id, manifest="always")
+    assert "directories" not in message and message["manifest_r2_key"].endswith("/_manifest.json")
+    code, answer = watch(e2e.api, batch_id, interval_s=0.5, timeout_s=DONE_TIMEOUT_S, out=io.StringIO(), tty=False)
+    assert code == 0, f"{answer}\n{e2e.log_tails()}"
+    p = answer["progress"]
+    assert (p["tasks_total"], p["tasks_completed"], p["tasks_failed"]) == (4, 4, 0)
+    deadline = time.monotonic() + 30
+    while e2e.received(batch_id)["count"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.25)
+    files = e2e.received(batch_id)["deliveries"][0]["body"]["files"]
+    assert len(files) == len(samples)
+    assert sum(1 for f in files if f.get("preprocessor_tags") == ["TiffConverter"]) == 4

@@ -108,6 +108,7 @@ def test_cli_infra_command_against_moto(aws_env, capsys):
     from arke_local import cli
 
     assert cli.main(["infra", "--stage", "local", "--endpoint-url", aws_env, "--no-tables"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
     assert "[Infra] queue arke-preprocess-jobs" in out
     assert "testing" not in out and "local-fly-token" not in out  # no secret values in logs

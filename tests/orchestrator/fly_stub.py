@@ -7,6 +7,7 @@ The full emulator (arke_local.fly_emulator) is used by the end-to-end tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -37,10 +38,9 @@ class FlyStub:
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)
                 self.end_headers()
-                try:
+                # the client may have given up (a "timeout" answer): nothing to tell it then
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a "timeout" answer): nothing to tell it
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length", 0))

@@ -1,0 +1,118 @@
+"""Fixtures of the chaos suite: the e2e tests' local stack (same fixture code, same handle),
+started with knobs that make faults cheap to recover from (short timeouts, short leases,
+short tick invocations) and with synthetic machines (the emulator plays the worker), plus
+the helpers a chaos test needs: kill the pump, read the tables and the queues."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from arke_local.client import OrchestratorClient
+from arke_local.endpoints import DLQ_NAME, QUEUE_NAME, Ports
+from arke_local.fly_emulator import SYNTHETIC, WORKER_IMAGE
+from arke_local.stack import LocalStack, StackOptions
+from arke_local.target import resolve
+from tests.e2e.conftest import E2E_ENV, REPO_ROOT, E2EStack
+
+# Orchestrator knobs (chalicelib.settings) and emulator knobs (FLY_EMULATOR_*), over E2E_ENV.
+TASK_TIMEOUT_MS = 6000
+FLY_REQUEST_TIMEOUT_MS = 1500
+CHAOS_ENV = {
+    **E2E_ENV,
+    "FLY_CREATE_RATE": "30",
+    "FLY_CREATE_BURST": "30",
+    "FLY_EMULATOR_CREATE_RATE": "30",
+    "FLY_EMULATOR_CREATE_BURST": "30",
+    "FLY_EMULATOR_MAX_MACHINES": "400",
+    "FLY_EMULATOR_IMAGES": json.dumps({WORKER_IMAGE: SYNTHETIC}),
+    "FLY_EMULATOR_SYNTHETIC_WORK_S": "0.3",
+    "MAX_MACHINES_IN_FLIGHT": "100",
+    "ALARM_DELAY_TIFF_CONVERSION": "500",
+    "ALARM_DELAY_ERROR_RETRY": "2000",
+    "MAX_RETRY_ATTEMPTS": "5",
+    "TASK_TIMEOUT_TIFF_CONVERSION": str(TASK_TIMEOUT_MS),
+    "FLY_REQUEST_TIMEOUT_MS": str(FLY_REQUEST_TIMEOUT_MS),
+    "LEASE_MS": "3000",  # a killed pump's lease is free again 3 s later
+    # The pump's tick invocations last 8 s, of which the last 2 s are margin: short
+    # invocations, so a kill loses little and a restart resumes quickly.
+    "ARKE_PUMP_TICK_TIMEOUT_MS": "8000",
+    "TICK_MARGIN_MS": "2000",
+    "ARKE_PUMP_WAIT_S": "1",
+    "ARKE_PUMP_RETRY_VISIBILITY_S": "1",
+}
+
+
+@dataclass
+class ChaosStack(E2EStack):
+    pump_kills: int = 0
+
+    def kill_pump(self) -> None:
+        """SIGKILL the event pump's process group (intake and tick, mid-pass) and start a new
+        one, as Lambda would after a crash or a timeout."""
+        self.stack.kill_component("pump")
+        self.pump_kills += 1
+        self.stack.start_component("pump")
+
+    def sqs(self):
+        return self.target.aws("sqs")
+
+    def queue_url(self, name: str = QUEUE_NAME) -> str:
+        return self.sqs().get_queue_url(QueueName=name)["QueueUrl"]
+
+    def send(self, body: str) -> str:
+        return self.sqs().send_message(QueueUrl=self.queue_url(), MessageBody=body)["MessageId"]
+
+    def dead_letters(self, wait_s: float = 30) -> list[dict]:
+        """Every message in the dead-letter queue, read within `wait_s` (left there: the
+        messages become visible again after the default visibility timeout)."""
+        sqs = self.sqs()
+        url = self.queue_url(DLQ_NAME)
+        got: dict[str, dict] = {}
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            resp = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                       VisibilityTimeout=60, AttributeNames=["All"])
+            messages = resp.get("Messages", [])
+            for m in messages:
+                got[m["MessageId"]] = m
+            if not messages and got:
+                break
+        return list(got.values())
+
+    def table_items(self, table: str, batch_id: str) -> list[dict]:
+        """Every item of `table` under the hash key `batch_id` (a query, paginated)."""
+        ddb = self.target.aws("dynamodb")
+        items: list[dict] = []
+        kw: dict = {"TableName": table, "KeyConditionExpression": "batch_id = :b",
+                    "ExpressionAttributeValues": {":b": {"S": batch_id}}, "ConsistentRead": True}
+        while True:
+            resp = ddb.query(**kw)
+            items.extend(resp["Items"])
+            if "LastEvaluatedKey" not in resp:
+                return items
+            kw["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+@pytest.fixture(scope="module")
+def chaos_stack(tmp_path_factory):
+    """The whole local stack on free ports with CHAOS_ENV (the e2e fixture's recipe)."""
+    log_dir = tmp_path_factory.mktemp("chaos-logs")
+    extra = dict(CHAOS_ENV)
+    # By hand: CHAOS_ENV_<NAME>=value overrides one knob, e.g. CHAOS_ENV_MAX_MACHINES_IN_FLIGHT=50.
+    extra.update({k[len("CHAOS_ENV_"):]: v for k, v in os.environ.items() if k.startswith("CHAOS_ENV_")})
+    stack = LocalStack(StackOptions(ports=Ports.free(), log_dir=log_dir, extra_env=extra,
+                                    project_dir=REPO_ROOT))
+    started = time.monotonic()
+    stack.start()
+    print(f"\n[chaos] stack up in {time.monotonic() - started:.1f} s; logs in {log_dir}")
+    target = resolve(stage="local", api_url=stack.endpoints.api, endpoint_url=stack.endpoints.aws, environ={})
+    handle = ChaosStack(stack, target, OrchestratorClient(stack.endpoints.api), log_dir)
+    try:
+        yield handle
+    finally:
+        stack.stop()
