@@ -25,6 +25,10 @@ def _query() -> dict[str, str]:
     return dict(app.current_request.query_params or {})
 
 
+def _headers() -> dict[str, str]:
+    return {k.lower(): v for k, v in (app.current_request.headers or {}).items()}
+
+
 def _is_preflight() -> bool:
     return app.current_request.method == "OPTIONS"
 
@@ -40,7 +44,7 @@ def root_preflight() -> Response:
 
 @app.route("/health", methods=["GET", "OPTIONS"])
 def health() -> Response:
-    return _preflight() if _is_preflight() else _answer(api.health())
+    return _preflight() if _is_preflight() else _answer(api.health(get_services()))
 
 
 @app.route("/status/{batch_id}", methods=["GET", "OPTIONS"])
@@ -58,12 +62,17 @@ def callback(batch_id: str, task_id: str) -> Response:
     if _is_preflight():
         return _preflight()
     raw = app.current_request.raw_body
-    return _answer(api.callback(get_services(), batch_id, task_id, raw, _query()))
+    return _answer(api.callback(get_services(), batch_id, task_id, raw, _query(), _headers()))
 
 
-@app.route("/admin/reset/{batch_id}", methods=["POST", "OPTIONS"])
-def reset(batch_id: str) -> Response:
-    return _preflight() if _is_preflight() else _answer(api.reset(get_services(), batch_id))
+@app.route("/admin/{action}/{batch_id}", methods=["POST", "OPTIONS"])
+def admin(action: str, batch_id: str) -> Response:
+    """reset, retry and redeliver; anything else is 404 like an unknown route."""
+    if action not in ("reset", "retry", "redeliver"):
+        return _answer(api.error(404, f"no admin action {action}"))
+    if _is_preflight():
+        return _preflight()
+    return _answer(api.admin_action(get_services(), action, batch_id, _headers()))
 
 
 @app.route("/test", methods=["POST", "OPTIONS"])

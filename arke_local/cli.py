@@ -1,7 +1,7 @@
 """`arke-preprocess`: the command line of the orchestrator and its local stack.
 
 Commands: `local up`, `infra`, `submit DIR`, `watch BATCH`, `status BATCH`,
-`tasks BATCH`, `reset BATCH`, `fetch BATCH DIR`, `received [BATCH]`, `samples DIR`,
+`tasks BATCH`, `reset BATCH`, `retry BATCH`, `redeliver BATCH`, `fetch BATCH DIR`, `received [BATCH]`, `samples DIR`,
 `demo`. The local stack is the default target; `--stage`, `--api-url`,
 `--endpoint-url` and the usual AWS environment point it at a deployed stage.
 Each command is a thin call into the module that does the work.
@@ -36,7 +36,8 @@ def _target(args) -> Target:
 def _client(args):
     from arke_local.client import OrchestratorClient
 
-    return OrchestratorClient(_target(args).require_api())
+    target = _target(args)
+    return OrchestratorClient(target.require_api(), admin_token=target.admin_token)
 
 
 def _print_json(data) -> None:
@@ -166,11 +167,12 @@ def cmd_tasks(args) -> int:
     return 0
 
 
-def cmd_reset(args) -> int:
+def cmd_admin(args) -> int:
+    """reset, retry (re-run failed tasks) and redeliver (the final callback)."""
     from arke_local.client import ApiError
 
     try:
-        _print_json(_client(args).reset(args.batch_id))
+        _print_json(_client(args).admin(args.action, args.batch_id))
     except ApiError as exc:
         log(str(exc))
         return 1
@@ -278,9 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_tasks)
 
-    p = sub.add_parser("reset", parents=[common], help="POST /admin/reset/{batch}")
-    p.add_argument("batch_id")
-    p.set_defaults(func=cmd_reset)
+    for action, text in (("reset", "stop a batch for good"), ("retry", "re-run a batch's failed tasks"),
+                         ("redeliver", "re-send a batch's final callback")):
+        p = sub.add_parser(action, parents=[common], help=f"POST /admin/{action}/{{batch}}: {text}")
+        p.add_argument("batch_id")
+        p.set_defaults(func=cmd_admin, action=action)
 
     p = sub.add_parser("fetch", parents=[common], help="download a batch's JPEGs")
     p.add_argument("batch_id")

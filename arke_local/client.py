@@ -19,10 +19,12 @@ class ApiError(RuntimeError):
 
 
 class OrchestratorClient:
-    def __init__(self, base_url: str, timeout_s: float = 10.0, session: requests.Session | None = None):
+    def __init__(self, base_url: str, timeout_s: float = 10.0, session: requests.Session | None = None,
+                 admin_token: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.session = session or requests.Session()
+        self._admin_token = admin_token
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -59,8 +61,13 @@ class OrchestratorClient:
             if not token:
                 return out
 
+    def admin(self, action: str, batch_id: str) -> dict:
+        """POST /admin/{reset|retry|redeliver}/{batch} with the admin token."""
+        headers = {"Authorization": f"Bearer {self._admin_token}"} if self._admin_token else {}
+        return self._call("POST", f"/admin/{action}/{quote(batch_id, safe='')}", headers=headers)
+
     def reset(self, batch_id: str) -> dict:
-        return self._call("POST", f"/admin/reset/{quote(batch_id, safe='')}")
+        return self.admin("reset", batch_id)
 
     def test(self, message: dict) -> dict:
         return self._call("POST", "/test", json=message)

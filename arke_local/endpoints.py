@@ -22,11 +22,14 @@ LOCAL_AWS_CREDENTIALS = {
     "AWS_SECURITY_TOKEN": "testing",
     "AWS_SESSION_TOKEN": "testing",
 }
+# Dummy values for the local stage only (they open nothing outside this machine).
 LOCAL_SECRETS = {
     "FLY_API_TOKEN": "local-fly-token",
     "R2_ACCOUNT_ID": "local",
     "R2_ACCESS_KEY_ID": "testing",
     "R2_SECRET_ACCESS_KEY": "testing",
+    "CALLBACK_SIGNING_KEY": "local-callback-signing-key",
+    "ADMIN_TOKEN": "local-admin-token",
 }
 
 QUEUE_NAME = "arke-preprocess-jobs"

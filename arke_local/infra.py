@@ -21,7 +21,8 @@ from botocore.exceptions import ClientError
 
 from arke_local.endpoints import DLQ_NAME, LOCAL_SECRETS, LOCAL_STAGE, QUEUE_NAME, R2_BUCKET, REGION
 
-SECRET_NAMES = ("FLY_API_TOKEN", "R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")
+SECRET_NAMES = ("FLY_API_TOKEN", "R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY",
+                "CALLBACK_SIGNING_KEY", "ADMIN_TOKEN")
 
 
 class InfraError(RuntimeError):

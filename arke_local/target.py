@@ -1,7 +1,8 @@
 """Which stage the CLI talks to: the local stack by default, or a deployed stage.
 
 Local: the API, moto and the R2 stand-in on loopback (ports from ARKE_*_PORT), with the
-stack's dummy credentials. Another stage: `--api-url`, the usual AWS environment (and
+stack's dummy credentials (and its dummy admin token). The admin routes of a deployed stage
+need ADMIN_TOKEN in the environment. Another stage: `--api-url`, the usual AWS environment (and
 `--endpoint-url`) for SQS, and R2's own endpoint and keys from the environment.
 Builds clients; sends nothing by itself.
 """
@@ -9,7 +10,7 @@ Builds clients; sends nothing by itself.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import boto3
 from botocore.config import Config
@@ -43,6 +44,7 @@ class Target:
     queue_name: str = QUEUE_NAME
     dlq_name: str = DLQ_NAME
     region: str = REGION
+    admin_token: str | None = field(default=None, repr=False)
 
     @property
     def is_local(self) -> bool:
@@ -109,6 +111,7 @@ def resolve(
             queue_name=queue_name,
             dlq_name=dlq_name,
             region=env.get("AWS_DEFAULT_REGION") or REGION,
+            admin_token=env.get("ADMIN_TOKEN") or LOCAL_SECRETS["ADMIN_TOKEN"],
         )
     r2 = r2_endpoint_url or env.get("R2_ENDPOINT_URL")
     if not r2 and env.get("R2_ACCOUNT_ID"):
@@ -124,4 +127,5 @@ def resolve(
         queue_name=queue_name,
         dlq_name=dlq_name,
         region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or REGION,
+        admin_token=env.get("ADMIN_TOKEN"),
     )

@@ -6,11 +6,18 @@ the answers, including every error's shape, are decided in one place.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from . import admin, callbacks, intake, store
+from . import admin, callbacks, intake, signing, store
 from .clock import iso, now_ms
-from .errors import InvalidCallbackError, InvalidMessageError, NotFoundError
+from .errors import (
+    ConflictError,
+    InvalidCallbackError,
+    InvalidMessageError,
+    NotFoundError,
+    UnauthorizedError,
+)
 from .ids import id_problem
 from .logs import log
 from .messages import parse_body
@@ -31,8 +38,10 @@ def error(status: int, message: str) -> Answer:
     return status, {"error": message}
 
 
-def health() -> Answer:
-    return 200, {"status": "ok", "service": SERVICE, "timestamp": iso(now_ms())}
+def health(services: Services) -> Answer:
+    """contracts §4, plus whether unsigned callbacks are accepted (a weaker mode to notice)."""
+    return 200, {"status": "ok", "service": SERVICE, "timestamp": iso(now_ms()),
+                 "unsigned_callbacks_accepted": services.settings.accept_unsigned_callbacks}
 
 
 def status(batch_id: str) -> Answer:
@@ -65,12 +74,16 @@ def tasks(batch_id: str, query: dict[str, str]) -> Answer:
 
 
 def callback(services: Services, batch_id: str, task_id: str, raw: bytes | None,
-             query: dict[str, str]) -> Answer:
+             query: dict[str, str], headers: Mapping[str, str]) -> Answer:
     if raw is not None and len(raw) > callbacks.MAX_BODY_BYTES:
         log("[Callback]", "rejected", batch_id=batch_id, task_id=task_id, reason="body over 1 MB")
         return error(413, "callback body is larger than 1 MB")
     try:
-        result = callbacks.handle_callback(services, batch_id, task_id, raw, query.get("attempt"))
+        result = callbacks.handle_callback(services, batch_id, task_id, raw, query.get("attempt"),
+                                           headers.get("authorization"))
+    except UnauthorizedError as exc:
+        log("[Callback]", "unauthorized", batch_id=batch_id[:128], task_id=task_id[:128], reason=str(exc))
+        return error(401, str(exc))
     except InvalidCallbackError as exc:
         log("[Callback]", "rejected", batch_id=batch_id[:128], task_id=task_id[:128], reason=str(exc))
         return error(400, str(exc))
@@ -83,15 +96,37 @@ def callback(services: Services, batch_id: str, task_id: str, raw: bytes | None,
     return 200, body
 
 
-def reset(services: Services, batch_id: str) -> Answer:
+def admin_denied(services: Services, headers: Mapping[str, str]) -> Answer | None:
+    """Admin routes need the admin token: `Authorization: Bearer <ADMIN_TOKEN>` or
+    `X-Admin-Token`. 401 without one, 403 with a wrong one (constant-time comparison)."""
+    presented = signing.bearer(headers.get("authorization")) or headers.get("x-admin-token") or None
+    if presented is None:
+        return error(401, "admin routes need Authorization: Bearer <ADMIN_TOKEN>")
+    if not signing.same_secret(services.secrets().get("ADMIN_TOKEN", ""), presented):
+        log("[HTTP]", "admin_forbidden")
+        return error(403, "that is not the admin token")
+    return None
+
+
+def admin_action(services: Services, action: str, batch_id: str, headers: Mapping[str, str]) -> Answer:
+    """POST /admin/{reset,retry,redeliver}/{batchId}."""
+    denied = admin_denied(services, headers)
+    if denied:
+        return denied
     problem = id_problem(batch_id, "batchId")
     if problem:
         return error(400, problem)
     try:
-        done = admin.reset_batch(services, batch_id)
+        if action == "reset":
+            return 200, {"ok": True, "message": "Batch reset", **admin.reset_batch(services, batch_id)}
+        if action == "retry":
+            return 200, {"ok": True, "message": "Failed tasks retried", **admin.retry_batch(services, batch_id)}
+        return 200, {"ok": True, "message": "Final callback redelivery started",
+                     **admin.redeliver_batch(services, batch_id)}
     except NotFoundError as exc:
         return error(404, str(exc))
-    return 200, {"ok": True, "message": "Batch reset", **done}
+    except ConflictError as exc:
+        return error(409, str(exc))
 
 
 def test_batch(services: Services, raw: bytes | None) -> Answer:

@@ -1,6 +1,7 @@
 """A machine's callback (contracts §3) applied to its task: O(1), exactly once.
 
-The happy path is one TransactWriteItems and no read: the task's phase comes from its id,
+A callback must carry its attempt's token (signing.py), checked before its body is read.
+The happy path is then one TransactWriteItems and no read: the task's phase comes from its id,
 the attempt from the callback URL's `?attempt=`, and the transaction's condition (task
 still processing that attempt) decides whether the callback counts. Only when it does not
 is the task read, to tell a duplicate or late callback (200, nothing counted) from an
@@ -13,10 +14,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import store
+from . import signing, store
 from .backoff import jittered_ms
 from .clock import now_ms
-from .errors import InvalidCallbackError, NotFoundError
+from .errors import InvalidCallbackError, NotFoundError, UnauthorizedError
 from .ids import id_problem
 from .logs import log
 from .services import Services
@@ -33,11 +34,20 @@ class CallbackResult:
     detail: str = ""
 
 
-def parse_callback(batch_id: str, task_id: str, raw: bytes | None, attempt: str | None) -> tuple[dict[str, Any], int | None]:
+def parse_route(batch_id: str, task_id: str, attempt: str | None) -> int | None:
+    """The path's ids and the `?attempt=` of the callback URL, checked before anything."""
     for value, what in ((batch_id, "batchId"), (task_id, "taskId")):
         problem = id_problem(value, what)
         if problem:
             raise InvalidCallbackError(problem)
+    if attempt is None or attempt == "":
+        return None
+    if not (attempt.isascii() and attempt.isdigit()) or len(attempt) > MAX_ATTEMPT_DIGITS or int(attempt) < 1:
+        raise InvalidCallbackError("attempt must be a positive integer")
+    return int(attempt)
+
+
+def parse_body(batch_id: str, task_id: str, raw: bytes | None) -> dict[str, Any]:
     if raw is None or not raw.strip():
         raise InvalidCallbackError("callback body is empty")
     try:
@@ -52,16 +62,28 @@ def parse_callback(batch_id: str, task_id: str, raw: bytes | None, attempt: str 
         raise InvalidCallbackError("status must be 'success' or 'error'")
     if body["status"] == "error" and (not isinstance(body.get("error"), str) or not body["error"]):
         raise InvalidCallbackError("an error callback needs a non-empty 'error' text")
-    if attempt is None or attempt == "":
-        return body, None
-    if not (attempt.isascii() and attempt.isdigit()) or len(attempt) > MAX_ATTEMPT_DIGITS or int(attempt) < 1:
-        raise InvalidCallbackError("attempt must be a positive integer")
-    return body, int(attempt)
+    return body
+
+
+def authorize(services: Services, batch_id: str, task_id: str, attempt: int | None,
+              authorization: str | None) -> None:
+    """The bearer token must be this attempt's (signing.py). Without one, only the
+    compatibility setting for the seed's worker lets a callback through."""
+    presented = signing.bearer(authorization)
+    if presented is None and services.settings.accept_unsigned_callbacks:
+        return
+    key = services.secrets().get("CALLBACK_SIGNING_KEY")
+    if presented is None:
+        raise UnauthorizedError("callback needs Authorization: Bearer <CALLBACK_TOKEN>")
+    if not key or attempt is None or not signing.valid_callback_token(key, batch_id, task_id, attempt, presented):
+        raise UnauthorizedError("callback token does not match this task and attempt")
 
 
 def handle_callback(services: Services, batch_id: str, task_id: str, raw: bytes | None,
-                    attempt_param: str | None) -> CallbackResult:
-    body, attempt = parse_callback(batch_id, task_id, raw, attempt_param)
+                    attempt_param: str | None, authorization: str | None = None) -> CallbackResult:
+    attempt = parse_route(batch_id, task_id, attempt_param)
+    authorize(services, batch_id, task_id, attempt, authorization)
+    body = parse_body(batch_id, task_id, raw)
     phase = services.registry.for_task(task_id)
     if phase is None:
         raise NotFoundError(_missing(batch_id, task_id))

@@ -19,6 +19,18 @@ class NotFoundError(LookupError):
     """An unknown batch or task (HTTP 404)."""
 
 
+class UnauthorizedError(PermissionError):
+    """No credential, or a callback token that does not match (HTTP 401)."""
+
+
+class ForbiddenError(PermissionError):
+    """A credential that is not the admin's (HTTP 403)."""
+
+
+class ConflictError(RuntimeError):
+    """The batch is not in a state the action applies to (HTTP 409)."""
+
+
 class FlyError(RuntimeError):
     """A machine creation that failed. `status` is the HTTP status, or None for no answer."""
 

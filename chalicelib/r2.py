@@ -6,7 +6,7 @@ The endpoint is the account's (`https://{R2_ACCOUNT_ID}.r2.cloudflarestorage.com
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import boto3
 from botocore.config import Config
@@ -31,8 +31,23 @@ def client(settings: Settings, secrets: Mapping[str, str]):  # noqa: ANN201 - bo
         aws_access_key_id=secrets.get("R2_ACCESS_KEY_ID") or None,
         aws_secret_access_key=secrets.get("R2_SECRET_ACCESS_KEY") or None,
         region_name="auto" if not settings.r2_endpoint_url else settings.region,
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                      retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30),
     )
+
+
+def presigner(settings: Settings, secrets: Mapping[str, str]) -> Callable[[str, str, int], str]:
+    """Signs URLs locally (no request): GET for an input, PUT (image/jpeg) for an output."""
+    s3 = client(settings, secrets)
+
+    def presign(method: str, key: str, expires_s: int) -> str:
+        params = {"Bucket": settings.r2_bucket, "Key": key}
+        if method == "put":
+            params["ContentType"] = "image/jpeg"
+        operation = {"get": "get_object", "put": "put_object"}[method]
+        return s3.generate_presigned_url(operation, Params=params, ExpiresIn=max(1, expires_s))
+
+    return presign
 
 
 def read_manifest(settings: Settings, secrets: Mapping[str, str], key: str) -> bytes:

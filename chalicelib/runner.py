@@ -12,13 +12,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import ingest, store
+from . import ingest, signing, store
 from .backoff import exponential_ms, jittered_ms
 from .clock import now_ms
 from .errors import DeliveryError, FlyError, FlyRateLimitedError
 from .logs import log
 from .models import Batch, Task
-from .phases import Discovery, FileEntry, Phase
+from .phases import Discovery, FileEntry, MachineContext, Phase
 from .services import Services
 from .settings import SettingsError
 from .states import BatchStatus
@@ -56,11 +56,27 @@ class BatchPass:
         if self.batch.status == BatchStatus.FINALIZING.value:
             return self.deliver()
         phase = self.services.registry.get(self.batch.status)
+        if self.too_many_failed():
+            return None
         if phase_finished(int(self.batch.tasks_total), int(self.batch.tasks_completed), int(self.batch.tasks_failed)):
             return self.advance(phase)
         self.time_out(phase)
         self.spawn(phase)
         return now_ms() + phase.alarm_delay_ms(self.settings)
+
+    def too_many_failed(self) -> bool:
+        """MAX_FAILED_FRACTION (Step Functions' tolerated failure percentage): past it the
+        batch stops spawning and ends in ERROR, saying how many failed."""
+        total, failed = int(self.batch.tasks_total or 0), int(self.batch.tasks_failed or 0)
+        limit = self.settings.max_failed_fraction
+        if limit >= 1.0 or total == 0 or failed <= limit * total:
+            return False
+        error = (f"{failed} of {total} tasks failed in {self.batch.status}, more than "
+                 f"MAX_FAILED_FRACTION={limit:g} allows")
+        store.fail_batch(self.batch_id, error, now_ms())
+        log("[Batch]", "batch_error", batch_id=self.batch_id, reason="too_many_failed",
+            failed=failed, total=total)
+        return True
 
     # -- timeouts ----------------------------------------------------------------------
 
@@ -83,9 +99,12 @@ class BatchPass:
     # -- spawning ----------------------------------------------------------------------
 
     def spawn(self, phase: Phase) -> None:
+        # A machine that could never call back is not worth starting: fail the pass instead
+        # (it backs off, then ends in ERROR with this reason).
         if not self.settings.orchestrator_url:
-            # A machine could never call back: fail the pass (it backs off, then ERRORs).
             raise SettingsError("ORCHESTRATOR_URL is not set; machines could not call back")
+        if not self.settings.accept_unsigned_callbacks and not self.services.secrets().get("CALLBACK_SIGNING_KEY"):
+            raise SettingsError("CALLBACK_SIGNING_KEY is not set; machines' callbacks would be refused")
         limit = min(phase.batch_size(self.settings), self.capacity)
         tasks = store.ready_tasks(self.batch_id, now_ms(), limit)
         if not tasks:
@@ -94,6 +113,18 @@ class BatchPass:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spawn") as pool:
             results = list(pool.map(lambda t: self.spawn_one(phase, t), tasks))
         self.report.capacity_used = sum(1 for r in results if r in ("spawned", "failed"))
+
+    def machine_context(self, task_id: str, attempt: int) -> MachineContext:
+        settings, services = self.settings, self.services
+        secrets = services.secrets()
+        key = secrets.get("CALLBACK_SIGNING_KEY")
+        return MachineContext(
+            settings=settings,
+            secrets=secrets,
+            callback_url=f"{settings.orchestrator_url}/callback/{self.batch_id}/{task_id}?attempt={attempt}",
+            callback_token=signing.callback_token(key, self.batch_id, task_id, attempt) if key else None,
+            presign=None if settings.machine_r2_credentials else services.presign(),
+        )
 
     def spawn_one(self, phase: Phase, task: Task) -> str:
         services = self.services
@@ -104,10 +135,8 @@ class BatchPass:
         attempt = store.claim_task(self.settings, task, phase.name, deadline, now)
         if attempt is None:
             return "lost"
-        callback_url = (f"{self.settings.orchestrator_url}/callback/{self.batch_id}/{task.task_id}"
-                        f"?attempt={attempt}")
-        request = phase.machine_request(self.batch_id, task_view_for_phase(task), attempt, self.settings,
-                                        services.secrets(), callback_url)
+        request = phase.machine_request(self.batch_id, task_view_for_phase(task), attempt,
+                                        self.machine_context(task.task_id, attempt))
         try:
             machine = services.fly().create_machine(request)
         except FlyRateLimitedError as exc:

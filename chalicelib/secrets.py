@@ -21,6 +21,8 @@ SECRET_NAMES = (
     "R2_ACCOUNT_ID",
     "R2_ACCESS_KEY_ID",
     "R2_SECRET_ACCESS_KEY",
+    "CALLBACK_SIGNING_KEY",
+    "ADMIN_TOKEN",
 )
 
 _lock = threading.Lock()

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 
 import requests
 
+from . import r2
 from .fly import FlyClient
 from .models import configure_models
 from .phases import PhaseRegistry, default_registry
+from .phases.base import Presign
 from .ratelimit import RetryAfterGate, TokenBucket
 from .secrets import load_secrets, secret
 from .settings import Settings, get_settings
@@ -24,9 +26,15 @@ class Services:
     gate: RetryAfterGate = field(default_factory=RetryAfterGate)
     http: requests.Session = field(default_factory=requests.Session)
     _fly: FlyClient | None = None
+    _presign: Presign | None = None
 
     def secrets(self) -> dict[str, str]:
         return load_secrets(self.settings)
+
+    def presign(self) -> Presign:
+        if self._presign is None:
+            self._presign = r2.presigner(self.settings, self.secrets())
+        return self._presign
 
     def fly(self) -> FlyClient:
         if self._fly is None:

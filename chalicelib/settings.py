@@ -43,8 +43,26 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false")
+
+
 def _str(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(name, "").strip() or default
+
+
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default, 0.0)
+    if value > 1.0:
+        raise SettingsError(f"{name} must be between 0 and 1")
+    return value
 
 
 @dataclass(frozen=True)
@@ -79,6 +97,10 @@ class Settings:
     max_retry_attempts: int = 5
     task_timeout_tiff_conversion_ms: int = 300000
     delivery_timeout_ms: int = 30000
+    max_failed_fraction: float = 1.0
+    accept_unsigned_callbacks: bool = False
+    machine_r2_credentials: bool = False
+    presign_margin_ms: int = 600000
     tick_margin_ms: int = 10000
     lease_ms: int = 60000
 
@@ -125,6 +147,10 @@ class Settings:
             max_retry_attempts=_int(env, "MAX_RETRY_ATTEMPTS", cls.max_retry_attempts, 1),
             task_timeout_tiff_conversion_ms=_int(env, "TASK_TIMEOUT_TIFF_CONVERSION", cls.task_timeout_tiff_conversion_ms, 100),
             delivery_timeout_ms=_int(env, "DELIVERY_TIMEOUT_MS", cls.delivery_timeout_ms, 100),
+            max_failed_fraction=_fraction(env, "MAX_FAILED_FRACTION", cls.max_failed_fraction),
+            accept_unsigned_callbacks=_bool(env, "ACCEPT_UNSIGNED_CALLBACKS", False),
+            machine_r2_credentials=_bool(env, "MACHINE_R2_CREDENTIALS", False),
+            presign_margin_ms=_int(env, "PRESIGN_MARGIN_MS", cls.presign_margin_ms, 0),
             tick_margin_ms=_int(env, "TICK_MARGIN_MS", cls.tick_margin_ms, 0),
             lease_ms=_int(env, "LEASE_MS", cls.lease_ms, 1000),
             env=dict(env),

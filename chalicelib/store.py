@@ -436,3 +436,50 @@ def close_open_tasks(settings: Settings, batch_id: str, error: str, now: int) ->
             raise
         closed += len(page)
         machines += [t.machine_id for t in running if t.machine_id]
+
+
+def reopen_failed_tasks(settings: Settings, batch_id: str, phase: str, now: int) -> int:
+    """Failed tasks of `phase` -> pending with fresh attempts (admin retry), the failed
+    counter moving in the same transactions. Only while the batch has ended, so no pass
+    sees the counters half-way."""
+    reopened = 0
+    pending = TaskStatus.PENDING.value
+    while True:
+        page = list(Task.status_index.query(
+            batch_id, Task.status_key.startswith(f"{TaskStatus.FAILED.value}#"),
+            filter_condition=Task.phase == phase, limit=MAX_TRANSACT_ITEMS - 1, consistent_read=True))
+        if not page:
+            return reopened
+        try:
+            with _transact(settings) as tx:
+                for task in page:
+                    tx.update(Task(batch_id, task.task_id),
+                              actions=[Task.status.set(pending), Task.status_key.set(_status_key(pending, task.task_id)),
+                                       Task.attempts.set(0), Task.open_due.set(pending_due(now)),
+                                       Task.ended_at.remove(), Task.machine_id.remove(),
+                                       Task.machine_name.remove(), Task.updated_at.set(now)],
+                              condition=(Task.status == TaskStatus.FAILED.value) & (Task.attempts == task.attempts))
+                tx.update(Batch(batch_id), actions=[Batch.tasks_failed.add(-len(page)), Batch.updated_at.set(now)],
+                          condition=Batch.status.is_in(BatchStatus.DONE.value, BatchStatus.ERROR.value))
+        except TransactWriteError as exc:
+            if _lost_race(exc):
+                return reopened  # another retry took them, or the batch started again
+            raise
+        reopened += len(page)
+
+
+def reopen_batch(batch_id: str, status: str, now: int, expect: tuple[str, ...]) -> bool:
+    """An ended batch back to work (`status`: a phase, or FINALIZING to redeliver)."""
+    try:
+        Batch(batch_id).update(
+            actions=[Batch.status.set(status), Batch.active.set(ACTIVE), Batch.due_at.set(now),
+                     Batch.updated_at.set(now), Batch.error.remove(), Batch.completed_at.remove(),
+                     Batch.delivered_at.remove(), Batch.delivery_error.remove(),
+                     Batch.delivery_attempts.set(0), Batch.pass_errors.set(0)],
+            condition=Batch.status.is_in(*expect),
+        )
+    except UpdateError as exc:
+        if _lost_race(exc):
+            return False
+        raise
+    return True

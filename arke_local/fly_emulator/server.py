@@ -42,6 +42,7 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
     (re.compile(rf"^{_APP}/{_ID}/stop$"), {"POST": "stop_machine"}),
     (re.compile(r"^/_emulator/faults$"), {"GET": "get_faults", "POST": "set_faults"}),
     (re.compile(r"^/_emulator/stats$"), {"GET": "get_stats"}),
+    (re.compile(r"^/_emulator/injections$"), {"GET": "get_injections"}),
     (re.compile(rf"^/_emulator/callback/{_ID}$"), {"POST": "proxy_callback"}),
 ]
 
@@ -263,6 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
         stats.incr("creates_accepted")
         if fault.timeout:
             stats.incr("injected_create_timeouts")
+            stats.injected("create_timeout", machine["id"], machine["name"])
             log.info("%s fault: create timeout, machine %s (%s) created, answer held %.1fs%s",
                      P, machine["id"], machine["name"], fault.delay_s,
                      " (scripted)" if fault.scripted else "")
@@ -349,6 +351,9 @@ class _Handler(BaseHTTPRequestHandler):
         data["machines_active"] = self.emulator.supervisor.count_active()
         self._json(200, data)
 
+    def get_injections(self) -> None:
+        self._json(200, self.emulator.stats.injections())
+
     # ---- callback proxy ------------------------------------------------------------------
 
     def proxy_callback(self, machine_id: str) -> None:
@@ -365,6 +370,7 @@ class _Handler(BaseHTTPRequestHandler):
         action = emulator.faults.callback_fault()
         if action == "crash":
             stats.incr("crashes_before_callback")
+            stats.injected("crash_before_callback", machine.id, machine.name)
             emulator.supervisor.crash(machine)
             self.close_connection = True
             self._json(502, {"error": "machine crashed before its callback (injected)"})
@@ -374,6 +380,7 @@ class _Handler(BaseHTTPRequestHandler):
             # destroyed meanwhile (the request was already on the wire).
             late = emulator.faults.late_callback_delay_s
             stats.incr("late_callbacks")
+            stats.injected("late_callback", machine.id, machine.name)
             log.info("%s fault: callback of machine %s (%s) held back %.1fs (late callback)",
                      P, machine.id, machine.name, late)
             emulator.pause(late)
@@ -395,6 +402,7 @@ class _Handler(BaseHTTPRequestHandler):
                  P, machine.id, machine.name, where, answer.status)
         if action == "duplicate":
             stats.incr("duplicate_callbacks")
+            stats.injected("duplicate_callback", machine.id, machine.name)
             try:
                 again = callbacks.forward(target, self._body, headers)
                 stats.incr("callbacks_forwarded")

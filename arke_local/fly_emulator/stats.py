@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 
 # Every counter, so that a reader sees zeros rather than missing keys.
 COUNTERS = (
@@ -34,10 +35,25 @@ COUNTERS = (
 )
 
 
+MAX_INJECTIONS = 100_000  # the newest are kept
+
+
 class Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter({name: 0 for name in COUNTERS})
+        self._injections: deque[dict] = deque(maxlen=MAX_INJECTIONS)
+
+    def injected(self, kind: str, machine_id: str, name: str) -> None:
+        """Note a fault that hit one machine (`GET /_emulator/injections`), so a test can
+        tell which tasks it should find retried."""
+        with self._lock:
+            self._injections.append({"kind": kind, "machine_id": machine_id, "name": name,
+                                     "at": round(time.time(), 3)})
+
+    def injections(self) -> list[dict]:
+        with self._lock:
+            return list(self._injections)
 
     def incr(self, name: str, by: int = 1) -> None:
         if name not in COUNTERS:

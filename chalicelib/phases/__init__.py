@@ -6,10 +6,10 @@ to the phase that one names, or to final delivery when it names none.
 
 from __future__ import annotations
 
-from .base import Discovery, FileEntry, Phase, TaskSpec, TaskView, task_id_for
+from .base import Discovery, FileEntry, MachineContext, Phase, TaskSpec, TaskView, task_id_for
 from .tiff_conversion import TiffConversion
 
-__all__ = ["Discovery", "FileEntry", "Phase", "PhaseRegistry", "TaskSpec", "TaskView",
+__all__ = ["Discovery", "FileEntry", "MachineContext", "Phase", "PhaseRegistry", "TaskSpec", "TaskView",
            "default_registry", "task_id_for"]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,20 @@ class TaskView:
     output_r2_key: str | None = None
     output_file_name: str | None = None
     output_file_size: int | None = None
+
+
+Presign = Callable[[str, str, int], str]  # (method "get" | "put", key, expires_s) -> URL
+
+
+@dataclass(frozen=True)
+class MachineContext:
+    """What a phase may put in a machine's request besides the task itself."""
+
+    settings: Settings
+    secrets: Mapping[str, str] = field(repr=False)
+    callback_url: str
+    callback_token: str | None = field(default=None, repr=False)
+    presign: Presign | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -105,8 +119,7 @@ class Phase(ABC):
         """The phase's tasks for a batch; deterministic, so a retried discovery is a no-op."""
 
     @abstractmethod
-    def machine_env(self, batch_id: str, task: TaskView, attempt: int, settings: Settings,
-                    secrets: Mapping[str, str], callback_url: str) -> dict[str, str]:
+    def machine_env(self, batch_id: str, task: TaskView, attempt: int, ctx: MachineContext) -> dict[str, str]:
         """The environment of the machine that runs one attempt of `task`."""
 
     @abstractmethod
@@ -118,15 +131,14 @@ class Phase(ABC):
         """How this phase's result changes a file's entry in the final callback."""
         return entry
 
-    def machine_request(self, batch_id: str, task: TaskView, attempt: int, settings: Settings,
-                        secrets: Mapping[str, str], callback_url: str) -> dict[str, Any]:
+    def machine_request(self, batch_id: str, task: TaskView, attempt: int, ctx: MachineContext) -> dict[str, Any]:
         """The CreateMachineRequest of contracts §2."""
         return {
             "name": self.machine_name(task.task_id, attempt),
-            "region": settings.fly_region,
+            "region": ctx.settings.fly_region,
             "config": {
-                "image": settings.fly_worker_image,
-                "env": self.machine_env(batch_id, task, attempt, settings, secrets, callback_url),
+                "image": ctx.settings.fly_worker_image,
+                "env": self.machine_env(batch_id, task, attempt, ctx),
                 "auto_destroy": True,
                 "restart": {"policy": "no"},
                 "guest": {"memory_mb": 1024, "cpus": 2, "cpu_kind": "shared"},

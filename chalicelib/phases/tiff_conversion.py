@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import InvalidCallbackError
 from ..settings import Settings
 from ..transitions import Outcome
-from .base import Discovery, FileEntry, Phase, TaskSpec, TaskView
+from .base import Discovery, FileEntry, MachineContext, Phase, TaskSpec, TaskView
 
 NAME = "TIFF_CONVERSION"
 TIFF_SUFFIX = re.compile(r"\.tiff?$", re.IGNORECASE)
@@ -70,21 +70,33 @@ class TiffConversion(Phase):
             specs.setdefault(task_id, TaskSpec(task_id, key, file.position))
         return list(specs.values())
 
-    def machine_env(self, batch_id: str, task: TaskView, attempt: int, settings: Settings,
-                    secrets: Mapping[str, str], callback_url: str) -> dict[str, str]:
+    def machine_env(self, batch_id: str, task: TaskView, attempt: int, ctx: MachineContext) -> dict[str, str]:
+        """contracts §3. By default the machine gets presigned URLs for its one input and
+        its one output instead of the R2 account's keys; MACHINE_R2_CREDENTIALS=true (or no
+        way to presign) gives it the seed's keys, for the seed's own worker."""
+        settings = ctx.settings
         env = {
             "TASK_ID": task.task_id,
             "BATCH_ID": batch_id,
             "INPUT_R2_KEY": task.input_r2_key,
-            "R2_ACCOUNT_ID": secrets.get("R2_ACCOUNT_ID", ""),
-            "R2_ACCESS_KEY_ID": secrets.get("R2_ACCESS_KEY_ID", ""),
-            "R2_SECRET_ACCESS_KEY": secrets.get("R2_SECRET_ACCESS_KEY", ""),
             "R2_BUCKET": settings.r2_bucket,
-            "CALLBACK_URL": callback_url,
+            "CALLBACK_URL": ctx.callback_url,
             "ATTEMPT": str(attempt),
         }
-        if settings.r2_endpoint_url:
-            env["R2_ENDPOINT_URL"] = settings.r2_endpoint_url
+        if ctx.callback_token:
+            env["CALLBACK_TOKEN"] = ctx.callback_token
+        if settings.machine_r2_credentials or ctx.presign is None:
+            env.update(
+                R2_ACCOUNT_ID=ctx.secrets.get("R2_ACCOUNT_ID", ""),
+                R2_ACCESS_KEY_ID=ctx.secrets.get("R2_ACCESS_KEY_ID", ""),
+                R2_SECRET_ACCESS_KEY=ctx.secrets.get("R2_SECRET_ACCESS_KEY", ""),
+            )
+            if settings.r2_endpoint_url:
+                env["R2_ENDPOINT_URL"] = settings.r2_endpoint_url
+        else:
+            expires_s = (self.task_timeout_ms(settings) + settings.presign_margin_ms) // 1000
+            env["INPUT_URL"] = ctx.presign("get", task.input_r2_key, expires_s)
+            env["OUTPUT_URL"] = ctx.presign("put", jpeg_name(task.input_r2_key), expires_s)
         return env
 
     def interpret_callback(self, body: Mapping[str, Any]) -> Outcome:

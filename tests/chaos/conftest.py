@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass
 
 import pytest
+import requests
 
 from arke_local.client import OrchestratorClient
-from arke_local.endpoints import DLQ_NAME, QUEUE_NAME, Ports
+from arke_local.endpoints import DLQ_NAME, LOCAL_SECRETS, QUEUE_NAME, Ports
 from arke_local.fly_emulator import SYNTHETIC, WORKER_IMAGE
 from arke_local.stack import LocalStack, StackOptions
 from arke_local.target import resolve
@@ -50,13 +51,42 @@ CHAOS_ENV = {
 @dataclass
 class ChaosStack(E2EStack):
     pump_kills: int = 0
+    pump_kills_mid_pass: int = 0
 
-    def kill_pump(self) -> None:
-        """SIGKILL the event pump's process group (intake and tick, mid-pass) and start a new
-        one, as Lambda would after a crash or a timeout."""
+    def kill_pump(self, activity_wait_s: float = 5.0) -> bool:
+        """SIGKILL the event pump's process group (intake and tick) and start a new one, as
+        Lambda would after a crash or a timeout. Aims at a pass in progress: waits (up to
+        `activity_wait_s`) for a new line of the tiff phase in the pump's log and kills right
+        after it. True when it saw one (the kill hit a pass mid-way)."""
+        log_path = self.log_dir / "pump.log"
+        seen = log_path.stat().st_size if log_path.exists() else 0
+        mid_pass = False
+        deadline = time.monotonic() + activity_wait_s
+        while time.monotonic() < deadline:
+            with open(log_path, "rb") as f:
+                f.seek(seen)
+                fresh = f.read()
+            if b"[TiffConversion]" in fresh:
+                mid_pass = True
+                break
+            time.sleep(0.02)
         self.stack.kill_component("pump")
         self.pump_kills += 1
+        self.pump_kills_mid_pass += mid_pass
         self.stack.start_component("pump")
+        return mid_pass
+
+    def injections(self) -> list[dict]:
+        """The faults that hit a machine: [{"kind", "machine_id", "name", "at"}, ...]."""
+        return requests.get(f"{self.fly_url}/_emulator/injections", timeout=10).json()
+
+    def machines(self, app: str = "arke-tiff-worker") -> list[dict]:
+        """Every machine of `app` the emulator created, destroyed ones included."""
+        resp = requests.get(f"{self.fly_url}/v1/apps/{app}/machines",
+                            params={"include_deleted": "true"}, timeout=30,
+                            headers={"Authorization": f"Bearer {LOCAL_SECRETS['FLY_API_TOKEN']}"})
+        resp.raise_for_status()
+        return resp.json()
 
     def sqs(self):
         return self.target.aws("sqs")

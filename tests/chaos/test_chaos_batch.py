@@ -14,9 +14,9 @@ import io
 import json
 import os
 import re
-import threading
 import time
 from collections import Counter
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from PIL import Image
@@ -174,6 +174,23 @@ def test_chaos_batch_reaches_done_exactly_once(chaos_stack, tmp_path):
     assert POISON in bodies, bodies
     assert body not in bodies
 
+    # A machine that crashed or called back late left its task to be retried: the task's
+    # final attempt is later than that machine's (the late callback changed nothing).
+    attempts_of = {_attr(t, "task_id"): _attr(t, "attempts") for t in tasks}
+    machines = {m["id"]: m for m in chaos.machines()}
+    hit = Counter()
+    for injection in chaos.injections():
+        machine = machines.get(injection["machine_id"])
+        env = (machine or {}).get("config", {}).get("env", {})
+        if env.get("BATCH_ID") != batch_id:
+            continue
+        hit[injection["kind"]] += 1
+        if injection["kind"] in ("crash_before_callback", "late_callback"):
+            attempt = int(parse_qs(urlsplit(env["CALLBACK_URL"]).query)["attempt"][0])
+            assert attempts_of[env["TASK_ID"]] > attempt, (injection, env["TASK_ID"], attempts_of[env["TASK_ID"]])
+    assert hit["late_callback"] == injected["late_callbacks"], hit
+    assert hit["crash_before_callback"] == injected["crashes_before_callback"], hit
+
     # Every kind of fault really happened.
     for kind in ("injected_429", "injected_5xx", "injected_create_timeouts",
                  "crashes_before_callback", "duplicate_callbacks", "late_callbacks"):
@@ -190,6 +207,7 @@ def test_chaos_batch_reaches_done_exactly_once(chaos_stack, tmp_path):
         "sum_attempts": attempts,
         "pump_kills": chaos.pump_kills,
         "pump_kills_at_s": kill_times,
+        "pump_kills_mid_pass": chaos.pump_kills_mid_pass,
         "done_after_s": round(done_after, 1),
         "deliveries": received["count"],
         "poison_dead_lettered": True,
@@ -200,7 +218,7 @@ def test_chaos_batch_reaches_done_exactly_once(chaos_stack, tmp_path):
     out.write_text(json.dumps(figures, indent=2))
     print(f"\n[chaos] {TASKS} tasks DONE in {done_after:.1f} s: completed {len(completed)}, "
           f"failed {len(failed)}, retries {attempts - TASKS}, pump kills {chaos.pump_kills} "
-          f"(at {kill_times} s), 429 injected {injected['injected_429']} + bucket "
+          f"(at {kill_times} s, {chaos.pump_kills_mid_pass} mid-pass), 429 injected {injected['injected_429']} + bucket "
           f"{injected['rate_limited_429']}, 5xx {injected['injected_5xx']}, create timeouts "
           f"{injected['injected_create_timeouts']}, crashes {injected['crashes_before_callback']}, "
           f"duplicate callbacks {injected['duplicate_callbacks']}, late callbacks "

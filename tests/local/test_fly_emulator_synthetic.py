@@ -173,6 +173,9 @@ def test_synthetic_machine_crash_sends_nothing(
     stats = fly.stats()
     assert stats["crashes_before_callback"] == 1
     assert stats["machines_exited_nonzero"] == 1
+    [injection] = fly.admin("GET", "injections").json()
+    assert (injection["kind"], injection["machine_id"], injection["name"]) == (
+        "crash_before_callback", machine_id, "m")
 
 
 def test_late_callback_is_forwarded_after_the_delay_even_once_the_machine_is_destroyed(
@@ -193,6 +196,7 @@ def test_late_callback_is_forwarded_after_the_delay_even_once_the_machine_is_des
     assert time.monotonic() - started >= 1.5
     assert callback.headers["Authorization"] == "Bearer t"
     assert fly.stats()["late_callbacks"] == 1
+    assert [i["kind"] for i in fly.admin("GET", "injections").json()] == ["late_callback"]
 
 
 def test_late_callback_rate_is_a_knob(fly_emulator_factory, fly_emulator_client):

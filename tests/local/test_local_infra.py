@@ -88,7 +88,8 @@ def test_other_stage_takes_secrets_only_from_the_environment(aws_env):
     environ = {"FLY_API_TOKEN": "from-env", "R2_ACCOUNT_ID": "acct"}
     report = infra.create_all(cfg, with_secrets=True, environ=environ)
     assert report.secrets_put == ["FLY_API_TOKEN", "R2_ACCOUNT_ID"]
-    assert report.secrets_missing == ["R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY"]
+    assert report.secrets_missing == ["R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "CALLBACK_SIGNING_KEY",
+                                      "ADMIN_TOKEN"]
     assert report.bucket is None
     ssm = _client("ssm", aws_env)
     got = ssm.get_parameter(Name="/arke-preprocess/dev/FLY_API_TOKEN", WithDecryption=True)

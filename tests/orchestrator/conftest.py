@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import botocore.session
@@ -21,7 +21,7 @@ from chalice.test import Client
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 
-from chalicelib import scheduler, secrets
+from chalicelib import scheduler, secrets, signing
 from chalicelib.models import ensure_tables
 from chalicelib.services import Services, build_services, use_services
 from chalicelib.settings import Settings
@@ -36,6 +36,8 @@ BASE_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "ORCHESTRATOR_URL": "https://orchestrator.test",
     "FLY_API_TOKEN": "fly-test-token",
+    "CALLBACK_SIGNING_KEY": "callback-signing-test-key",
+    "ADMIN_TOKEN": "admin-test-token",
     "R2_ACCOUNT_ID": "acct",
     "R2_ACCESS_KEY_ID": "r2-key-id",
     "R2_SECRET_ACCESS_KEY": "r2-secret",
@@ -203,8 +205,31 @@ def post_callback(client: Client, request: dict[str, Any], body: dict[str, Any] 
                   path: str | None = None) -> Any:
     route, env = callback_path(request)
     payload = body if body is not None else success_body(env)
-    return client.http.post(path or route, headers={"Content-Type": "application/json"},
-                            body=json.dumps(payload))
+    headers = {"Content-Type": "application/json"}
+    if env.get("CALLBACK_TOKEN"):
+        headers["Authorization"] = f"Bearer {env['CALLBACK_TOKEN']}"
+    return client.http.post(path or route, headers=headers, body=json.dumps(payload))
+
+
+ADMIN_HEADERS = {"Authorization": "Bearer admin-test-token"}
+
+
+def signed_headers(path: str) -> dict[str, str]:
+    """JSON headers plus the callback token a machine would hold for this route's task and
+    attempt (computed with the test key), so tests reach past authentication."""
+    headers = {"Content-Type": "application/json"}
+    url = urlsplit(path)
+    parts = url.path.split("/")
+    attempt = parse_qs(url.query).get("attempt", [""])[0]
+    if len(parts) >= 4 and attempt.isascii() and attempt.isdigit() and len(attempt) <= 6:
+        token = signing.callback_token(BASE_ENV["CALLBACK_SIGNING_KEY"], parts[2], parts[3], int(attempt))
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def post_admin(client: Client, action: str, batch_id: str = "batch_abc", **headers: str) -> Any:
+    """POST /admin/{action}/{batch_id} with the admin token (or the headers given)."""
+    return client.http.post(f"/admin/{action}/{batch_id}", headers=headers or ADMIN_HEADERS)
 
 
 

@@ -13,6 +13,7 @@ from .conftest import (
     list_tasks,
     make_services,
     message,
+    post_admin,
     post_callback,
     run_pass,
     sqs_event,
@@ -27,7 +28,7 @@ def test_reset_fails_open_tasks_and_destroys_machines(services, client, fly, ing
     done, running = fly.requests[0], fly.requests[1:3]
     assert post_callback(client, done).json_body == {"ok": True}
 
-    answer = client.http.post("/admin/reset/batch_abc")
+    answer = post_admin(client, "reset", "batch_abc")
     assert answer.status_code == 200
     assert answer.headers["Access-Control-Allow-Origin"] == "*"
     assert answer.json_body == {"ok": True, "message": "Batch reset", "tasks_closed": 3,
@@ -60,7 +61,7 @@ def test_reset_fails_open_tasks_and_destroys_machines(services, client, fly, ing
     assert get_status(client)["status"] == "ERROR"
 
     # a second reset is harmless
-    again = client.http.post("/admin/reset/batch_abc")
+    again = post_admin(client, "reset", "batch_abc")
     assert again.status_code == 200
     assert again.json_body == {"ok": True, "message": "Batch reset", "tasks_closed": 0,
                                "machines_destroyed": 0}
@@ -68,9 +69,9 @@ def test_reset_fails_open_tasks_and_destroys_machines(services, client, fly, ing
 
 
 def test_reset_unknown_batch_is_404(client):
-    answer = client.http.post("/admin/reset/batch_nope")
+    answer = post_admin(client, "reset", "batch_nope")
     assert answer.status_code == 404
     assert answer.json_body == {"error": "batch batch_nope not found"}
     assert answer.headers["Access-Control-Allow-Origin"] == "*"
-    bad = client.http.post("/admin/reset/bad..id")
+    bad = post_admin(client, "reset", "bad..id")
     assert bad.status_code == 400 and "error" in bad.json_body

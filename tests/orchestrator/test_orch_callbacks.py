@@ -3,6 +3,8 @@ worker errors (design.md invariant 1, issue 2 items 1, 2 and 14)."""
 
 from __future__ import annotations
 
+import json
+
 import app
 
 from .conftest import (
@@ -15,6 +17,7 @@ from .conftest import (
     message,
     post_callback,
     run_pass,
+    signed_headers,
     sqs_event,
     success_body,
 )
@@ -140,7 +143,12 @@ def test_late_callback_after_retry_counts_nothing(services, client, fly):
     assert progress["tasks_completed"] == 1 and progress["tasks_in_flight"] == 0
 
     # a callback for an attempt that never started is ignored as well
-    future = post_callback(client, second, path=f"/callback/batch_abc/{task_id}?attempt=3")
+    # attempt 2's token does not open attempt 3's route ...
+    wrong = post_callback(client, second, path=f"/callback/batch_abc/{task_id}?attempt=3")
+    assert wrong.status_code == 401
+    # ... and a properly signed callback for an attempt never started counts nothing
+    path3 = f"/callback/batch_abc/{task_id}?attempt=3"
+    future = client.http.post(path3, headers=signed_headers(path3), body=json.dumps(success_body(env2)))
     assert future.status_code == 200 and future.json_body["ignored"] is True
     assert _progress(client)["tasks_completed"] == 1
 

@@ -9,9 +9,16 @@ from typing import Any
 
 import app
 from chalicelib.errors import InvalidCallbackError
-from chalicelib.phases import Discovery, FileEntry, Phase, PhaseRegistry, TaskSpec, TaskView
+from chalicelib.phases import (
+    Discovery,
+    FileEntry,
+    MachineContext,
+    Phase,
+    PhaseRegistry,
+    TaskSpec,
+    TaskView,
+)
 from chalicelib.phases.tiff_conversion import TiffConversion
-from chalicelib.settings import Settings
 from chalicelib.transitions import Outcome
 
 from .conftest import (
@@ -41,11 +48,10 @@ class Thumbnails(Phase):
                          t.file_position, {"source_task": t.task_id})
                 for t in discovery.previous_tasks if t.status == "completed" and t.output_r2_key]
 
-    def machine_env(self, batch_id: str, task: TaskView, attempt: int, settings: Settings,
-                    secrets: Mapping[str, str], callback_url: str) -> dict[str, str]:
+    def machine_env(self, batch_id: str, task: TaskView, attempt: int, ctx: MachineContext) -> dict[str, str]:
         return {"TASK_ID": task.task_id, "BATCH_ID": batch_id, "JPEG_R2_KEY": task.input_r2_key,
                 "SOURCE_TASK": task.data["source_task"], "THUMB_SIZE": "256",
-                "CALLBACK_URL": callback_url}
+                "CALLBACK_URL": ctx.callback_url, "CALLBACK_TOKEN": ctx.callback_token or ""}
 
     def interpret_callback(self, body: Mapping[str, Any]) -> Outcome:
         if body["status"] == "error":
@@ -97,7 +103,7 @@ def test_batch_runs_through_two_phases(services, client, fly, ingest, env):
         assert name == f"thumb-{thumb_env['TASK_ID']}" and thumb_env["TASK_ID"].startswith("thumb_")
         assert route == f"/callback/batch_abc/{thumb_env['TASK_ID']}?attempt=1"
         assert set(thumb_env) == {"TASK_ID", "BATCH_ID", "JPEG_R2_KEY", "SOURCE_TASK", "THUMB_SIZE",
-                                  "CALLBACK_URL"}
+                                  "CALLBACK_URL", "CALLBACK_TOKEN"}
         assert thumb_env["JPEG_R2_KEY"].endswith(".jpg")
     thumbs = list_tasks(client, status="processing")
     assert {t["phase"] for t in thumbs} == {"THUMBNAILS"} and len(thumbs) == 2

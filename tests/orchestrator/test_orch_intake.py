@@ -19,6 +19,7 @@ from .conftest import (
     list_tasks,
     make_services,
     message,
+    post_admin,
     post_callback,
     run_pass,
     sqs_event,
@@ -70,7 +71,7 @@ def test_same_batch_after_error_starts_again(services, client, fly):
     app.intake(sqs_event(message(tiffs=3, others=1)), LambdaContext(30))
     run_pass(services)
     post_callback(client, fly.requests[0])
-    assert client.http.post("/admin/reset/batch_abc").status_code == 200
+    assert post_admin(client, "reset", "batch_abc").status_code == 200
     assert get_status(client)["status"] == "ERROR"
 
     smaller = message(tiffs=2, others=0)

@@ -22,12 +22,11 @@ from .conftest import (
     post_callback,
     run_pass,
     sqs_event,
-    success_body,
 )
 
 SEED_ENV = {"TASK_ID", "BATCH_ID", "INPUT_R2_KEY", "R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID",
             "R2_SECRET_ACCESS_KEY", "R2_BUCKET", "CALLBACK_URL"}
-EXTRA_ENV = {"ATTEMPT"}  # contracts §3: extra variables may be added
+EXTRA_ENV = {"ATTEMPT", "CALLBACK_TOKEN"}  # contracts §3: extra variables may be added
 
 
 def _check_counters(client, cap=None):
@@ -100,7 +99,10 @@ def _tiff_message():
     return body
 
 
-def test_machine_request_matches_the_contract(services, client, fly):
+def test_machine_request_matches_the_contract(services, client, fly, env):
+    """With MACHINE_R2_CREDENTIALS (the seed's behaviour) the env is exactly the seed's plus
+    extras; the default (presigned URLs) is tested in test_orch_security.py."""
+    services = make_services(env, MACHINE_R2_CREDENTIALS="true")
     app.intake(sqs_event(_tiff_message()), LambdaContext(30))
     run_pass(services)
     assert len(fly.requests) == 3  # .tif/.tiff in any case, nothing else
@@ -135,7 +137,8 @@ def test_machine_request_follows_configuration_and_secrets(services, client, fly
     ssm = boto3.client("ssm", region_name="us-east-1")
     ssm.put_parameter(Name="/arke-preprocess/dev/R2_SECRET_ACCESS_KEY", Value="from-ssm",
                       Type="SecureString")
-    services = make_services(env, R2_ENDPOINT_URL="http://127.0.0.1:9000", FLY_APP_NAME="my-worker",
+    services = make_services(env, MACHINE_R2_CREDENTIALS="true", R2_ENDPOINT_URL="http://127.0.0.1:9000",
+                             FLY_APP_NAME="my-worker",
                              FLY_REGION="iad", FLY_WORKER_IMAGE="registry.fly.io/my-worker:v2",
                              R2_BUCKET="other-bucket", ORCHESTRATOR_URL="https://orch.example/prod/")
     app.intake(sqs_event(message(tiffs=1, others=0)), LambdaContext(30))
@@ -151,7 +154,6 @@ def test_machine_request_follows_configuration_and_secrets(services, client, fly
     assert machine_env["R2_BUCKET"] == "other-bucket"
     task_id = machine_env["TASK_ID"]
     assert machine_env["CALLBACK_URL"] == f"https://orch.example/prod/callback/batch_abc/{task_id}?attempt=1"
-    answer = client.http.post(f"/callback/batch_abc/{task_id}?attempt=1",
-                              headers={"Content-Type": "application/json"},
-                              body=__import__("json").dumps(success_body(machine_env)))
+    # API Gateway strips the stage prefix (/prod) before the route sees the path
+    answer = post_callback(client, request, path=f"/callback/batch_abc/{task_id}?attempt=1")
     assert answer.json_body == {"ok": True}
