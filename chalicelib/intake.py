@@ -57,8 +57,8 @@ def start_batch(services: Services, message: QueueMessage, message_id: str | Non
         log("[Queue]", "manifest_failed", batch_id=batch_id, reason=str(exc))
         return "error"
     entries = list(_file_entries(directories))
-    store.write_files(batch_id, (File(batch_id, e.position, directory_path=e.directory_path,
-                                      processing_config=e.processing_config, info=e.info) for e in entries))
+    store.write_files(File(batch_id, e.position, directory_path=e.directory_path,
+                                      processing_config=e.processing_config, info=e.info) for e in entries)
     phase = services.registry.first
     specs = phase.discover(Discovery(batch_id, entries, []))
     store.write_tasks(store.new_task(batch_id, s.task_id, phase.name, s.input_r2_key, s.file_position,

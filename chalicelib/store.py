@@ -195,13 +195,18 @@ def delivery_failed(batch_id: str, error: str, next_due: int, now: int) -> None:
 
 # ---- files -------------------------------------------------------------------------------
 
-def write_files(batch_id: str, files: Iterable[File]) -> int:
+def _save_all(model: type[File] | type[Task], items: Iterable[Any]) -> int:
+    """BatchWriteItem, 25 items a request (pynamodb retries unprocessed ones)."""
     count = 0
-    with File.batch_write() as writer:
-        for file in files:
-            writer.save(file)
+    with model.batch_write() as writer:
+        for item in items:
+            writer.save(item)
             count += 1
     return count
+
+
+def write_files(files: Iterable[File]) -> int:
+    return _save_all(File, files)
 
 
 def iter_files(batch_id: str) -> Iterator[File]:
@@ -219,12 +224,7 @@ def new_task(batch_id: str, task_id: str, phase: str, input_key: str, position: 
 
 
 def write_tasks(tasks: Iterable[Task]) -> int:
-    count = 0
-    with Task.batch_write() as writer:
-        for task in tasks:
-            writer.save(task)
-            count += 1
-    return count
+    return _save_all(Task, tasks)
 
 
 def delete_batch_items(batch_id: str) -> int:

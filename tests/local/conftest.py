@@ -151,3 +151,17 @@ def fly_emulator_callback_receiver():
     yield receiver
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """moto in server mode on a free loopback port, for one test module."""
+    from moto.server import ThreadedMotoServer
+
+    from arke_local.endpoints import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

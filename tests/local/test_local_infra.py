@@ -8,19 +8,8 @@ import os
 import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
 from arke_local import infra
-from arke_local.endpoints import free_port
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture

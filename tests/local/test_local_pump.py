@@ -10,20 +10,9 @@ import boto3
 import pytest
 import requests
 from chalice.app import CloudWatchEvent, SQSEvent
-from moto.server import ThreadedMotoServer
 
 from arke_local import infra
-from arke_local.endpoints import free_port
 from arke_local.pump import EventPump, LambdaContext, scheduled_event, sqs_event
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture

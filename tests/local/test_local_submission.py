@@ -7,10 +7,8 @@ import json
 import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
 from arke_local import infra
-from arke_local.endpoints import free_port
 from arke_local.submission import LocalFile, build_message, scan, submit_folder
 from arke_local.target import resolve
 
@@ -60,15 +58,6 @@ def test_large_batches_go_as_a_manifest():
     assert sum(d["file_count"] for d in manifest["directories"]) == 3000
     small, none = build_message("batch_s", FILES, manifest="always")
     assert none is not None and "manifest_r2_key" in small
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.mark.parametrize("manifest", ["never", "always"])
