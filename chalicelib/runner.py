@@ -150,9 +150,12 @@ class BatchPass:
         except FlyError as exc:
             return self._spawn_failed(phase, task, attempt, exc)
         if not store.record_machine(self.batch_id, task.task_id, attempt, machine["id"], request["name"]):
-            # The task moved on while we were creating (admin reset): don't leave it running.
+            # The task moved on while we were creating it: a reset closed it (don't leave the
+            # machine running), or the machine was quick and its callback already came (then
+            # destroying it is a no-op). Either way it counts as started.
             services.fly().destroy_machine(machine["id"])
-            return "lost"
+            self.report.spawned += 1
+            return "spawned"
         self.report.spawned += 1
         log(phase.log_prefix, "machine_started", batch_id=self.batch_id, task_id=task.task_id,
             attempt=attempt, machine_id=machine["id"], name=request["name"])

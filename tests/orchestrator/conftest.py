@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,8 +18,8 @@ import pynamodb.connection.base
 import pytest
 from chalice.test import Client
 from moto import mock_aws
-from moto.core.botocore_stubber import BotocoreStubber
 
+from arke_local.moto_server import serialize_dynamodb
 from chalicelib import scheduler, secrets, signing
 from chalicelib.models import ensure_tables
 from chalicelib.services import Services, build_services, use_services
@@ -76,16 +75,9 @@ def env(fly: FlyStub, ingest: IngestStub, monkeypatch: pytest.MonkeyPatch) -> di
 
 
 # In-process moto is not thread-safe (its TransactWriteItems deep-copies a table while
-# another thread may be writing to it). DynamoDB answers each request atomically, so one
-# lock around moto's request processing models the service faithfully while our own
-# threads still interleave between requests.
-_MOTO_LOCK = threading.RLock()
-_moto_process = BotocoreStubber.process_request
-
-
-def _atomic_process_request(self: BotocoreStubber, request: Any) -> Any:
-    with _MOTO_LOCK:
-        return _moto_process(self, request)
+# another thread may be writing to it). DynamoDB answers each request atomically, so the
+# local stack's one lock around moto's DynamoDB handler (arke_local/moto_server.py) models
+# the service faithfully here too, while our own threads still interleave between requests.
 
 
 # pynamodb builds a fresh botocore session for every connection, and each one parses the
@@ -107,7 +99,7 @@ R2_ACCOUNT_ENDPOINT = "https://acct.r2.cloudflarestorage.com"
 
 @pytest.fixture
 def aws(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(BotocoreStubber, "process_request", _atomic_process_request)
+    serialize_dynamodb()
     monkeypatch.setattr(pynamodb.connection.base, "get_session", _session_with_shared_loader)
     monkeypatch.setenv("MOTO_S3_CUSTOM_ENDPOINTS", R2_ACCOUNT_ENDPOINT)
     with mock_aws():
