@@ -13,12 +13,9 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from arke_local.client import OrchestratorClient
-from arke_local.endpoints import DLQ_NAME, LOCAL_SECRETS, QUEUE_NAME, Ports
+from arke_local.endpoints import DLQ_NAME, LOCAL_SECRETS, QUEUE_NAME
 from arke_local.fly_emulator import SYNTHETIC, WORKER_IMAGE
-from arke_local.stack import LocalStack, StackOptions
-from arke_local.target import resolve
-from tests.e2e.conftest import E2E_ENV, REPO_ROOT, E2EStack
+from tests.e2e.conftest import E2E_ENV, E2EStack, run_local_stack
 
 # Orchestrator knobs (chalicelib.settings) and emulator knobs (FLY_EMULATOR_*), over E2E_ENV.
 TASK_TIMEOUT_MS = 6000
@@ -131,18 +128,7 @@ class ChaosStack(E2EStack):
 @pytest.fixture(scope="module")
 def chaos_stack(tmp_path_factory):
     """The whole local stack on free ports with CHAOS_ENV (the e2e fixture's recipe)."""
-    log_dir = tmp_path_factory.mktemp("chaos-logs")
     extra = dict(CHAOS_ENV)
     # By hand: CHAOS_ENV_<NAME>=value overrides one knob, e.g. CHAOS_ENV_MAX_MACHINES_IN_FLIGHT=50.
     extra.update({k[len("CHAOS_ENV_"):]: v for k, v in os.environ.items() if k.startswith("CHAOS_ENV_")})
-    stack = LocalStack(StackOptions(ports=Ports.free(), log_dir=log_dir, extra_env=extra,
-                                    project_dir=REPO_ROOT))
-    started = time.monotonic()
-    stack.start()
-    print(f"\n[chaos] stack up in {time.monotonic() - started:.1f} s; logs in {log_dir}")
-    target = resolve(stage="local", api_url=stack.endpoints.api, endpoint_url=stack.endpoints.aws, environ={})
-    handle = ChaosStack(stack, target, OrchestratorClient(stack.endpoints.api), log_dir)
-    try:
-        yield handle
-    finally:
-        stack.stop()
+    yield from run_local_stack(tmp_path_factory, "chaos", extra, ChaosStack)

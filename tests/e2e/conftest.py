@@ -83,23 +83,29 @@ class E2EStack:
         return "\n".join(out)
 
 
+def run_local_stack(tmp_path_factory, name: str, extra_env: dict[str, str], handle_class: type):
+    """Start the whole local stack on free loopback ports with `extra_env`, yield a
+    `handle_class` for it, and stop it (every process group) at the end."""
+    log_dir = tmp_path_factory.mktemp(f"{name}-logs")
+    stack = LocalStack(
+        StackOptions(ports=Ports.free(), log_dir=log_dir, extra_env=dict(extra_env), project_dir=REPO_ROOT)
+    )
+    started = time.monotonic()
+    stack.start()
+    print(f"\n[{name}] stack up in {time.monotonic() - started:.1f} s; logs in {log_dir}")
+    target = resolve(stage="local", api_url=stack.endpoints.api, endpoint_url=stack.endpoints.aws, environ={})
+    client = OrchestratorClient(stack.endpoints.api, admin_token=target.admin_token)
+    try:
+        yield handle_class(stack, target, client, log_dir)
+    finally:
+        stack.stop()
+
+
 @pytest.fixture(scope="module")
 def e2e_local_stack(tmp_path_factory):
     """The whole local stack (moto, infra, Fly emulator, chalice local, pump, ingest
     receiver) on free loopback ports; stopped, with every process group, at the end."""
-    log_dir = tmp_path_factory.mktemp("e2e-logs")
-    stack = LocalStack(
-        StackOptions(ports=Ports.free(), log_dir=log_dir, extra_env=dict(E2E_ENV), project_dir=REPO_ROOT)
-    )
-    started = time.monotonic()
-    stack.start()
-    print(f"\n[e2e] stack up in {time.monotonic() - started:.1f} s; logs in {log_dir}")
-    target = resolve(stage="local", api_url=stack.endpoints.api, endpoint_url=stack.endpoints.aws, environ={})
-    handle = E2EStack(stack, target, OrchestratorClient(stack.endpoints.api), log_dir)
-    try:
-        yield handle
-    finally:
-        stack.stop()
+    yield from run_local_stack(tmp_path_factory, "e2e", E2E_ENV, E2EStack)
 
 
 @pytest.fixture(scope="session")
