@@ -47,13 +47,13 @@ def start_batch(services: Services, message: QueueMessage, message_id: str | Non
             existing = None
         else:
             existing = store.get_batch(batch_id)
-    if existing is not None and existing.status != "INTAKE":
+    if existing is not None and existing.status != BatchStatus.INTAKE.value:
         log("[Queue]", "duplicate_ignored", batch_id=batch_id, status=existing.status, message_id=message_id)
         return "duplicate"
     try:
         directories = _directories(services, message)
     except ManifestError as exc:
-        store.fail_batch(batch_id, str(exc), now_ms(), expect_status="INTAKE")
+        store.fail_batch(batch_id, str(exc), now_ms(), expect_status=BatchStatus.INTAKE.value)
         log("[Queue]", "manifest_failed", batch_id=batch_id, reason=str(exc))
         return "error"
     entries = list(_file_entries(directories))

@@ -1,7 +1,7 @@
 """Lifecycle states of batches and tasks, in one place (as rq's JobStatus).
 
-A batch's status is the name of its current phase while it works (`TIFF_CONVERSION`, ...),
-then `FINALIZING` while the final callback is being delivered, then `DONE` or `ERROR`.
+A batch is `INTAKE` while its message is being written, then the name of its current phase
+while it works (`TIFF_CONVERSION`, ...), then `FINALIZING` while the final callback is being delivered, then `DONE` or `ERROR`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ class TaskStatus(StrEnum):
 
 
 class BatchStatus(StrEnum):
+    INTAKE = "INTAKE"  # files and tasks being written; not yet worked on
     FINALIZING = "FINALIZING"
     DONE = "DONE"
     ERROR = "ERROR"

@@ -62,7 +62,7 @@ def get_batch(batch_id: str) -> Batch | None:
 
 def create_batch(batch_id: str, source: dict[str, Any], now: int, replace_error: bool) -> bool:
     """Put a new batch in INTAKE; with `replace_error`, only over a batch in ERROR."""
-    batch = Batch(batch_id, status="INTAKE", started_at=now, updated_at=now, source=source)
+    batch = Batch(batch_id, status=BatchStatus.INTAKE.value, started_at=now, updated_at=now, source=source)
     condition = (Batch.status == BatchStatus.ERROR.value) if replace_error else Batch.batch_id.does_not_exist()
     try:
         batch.save(condition=condition)
@@ -84,7 +84,7 @@ def activate_batch(batch_id: str, phase: str | None, total: int, now: int) -> bo
                 Batch.tasks_failed.set(0), Batch.tasks_in_flight.set(0),
                 Batch.active.set(ACTIVE), Batch.due_at.set(now), Batch.updated_at.set(now),
             ],
-            condition=Batch.status == "INTAKE",
+            condition=Batch.status == BatchStatus.INTAKE.value,
         )
     except UpdateError as exc:
         if _lost_race(exc):
