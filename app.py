@@ -98,7 +98,6 @@ def tick(event: Any) -> None:
     scheduler.run_tick(get_services(), context.get_remaining_time_in_millis)
 
 
-
 def _log_cold_start() -> None:
     settings = get_settings()
     log("[HTTP]", "cold_start", stage=settings.stage, fly=settings.fly_api_hostname)
