@@ -21,7 +21,7 @@ from .errors import InvalidCallbackError, NotFoundError, UnauthorizedError
 from .ids import id_problem
 from .logs import log
 from .services import Services
-from .transitions import Move, on_callback
+from .transitions import on_callback
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ATTEMPT_DIGITS = 6  # no task runs a million attempts; longer is garbage, not a number to store
@@ -30,7 +30,6 @@ MAX_ATTEMPT_DIGITS = 6  # no task runs a million attempts; longer is garbage, no
 @dataclass(frozen=True)
 class CallbackResult:
     counted: bool
-    move: str
     detail: str = ""
 
 
@@ -94,7 +93,7 @@ def handle_callback(services: Services, batch_id: str, task_id: str, raw: bytes 
             raise NotFoundError(_missing(batch_id, task_id))
         attempt = int(task.attempts)
     settings, now = services.settings, now_ms()
-    move = on_callback("processing", attempt, attempt, outcome, settings.max_retry_attempts)
+    move = on_callback(outcome, attempt, settings.max_retry_attempts)
     retry_at = now + jittered_ms(attempt, settings.alarm_delay_error_retry_ms)
     counted = store.end_attempt(settings, batch_id, task_id, attempt, move, now, outcome=outcome,
                                 error=outcome.error, retry_at=retry_at)
@@ -103,14 +102,14 @@ def handle_callback(services: Services, batch_id: str, task_id: str, raw: bytes 
             batch_id=batch_id, task_id=task_id, attempt=attempt, error=outcome.error,
             permanent=outcome.permanent or None,
             output_r2_key=outcome.output.get("output_r2_key"))
-        return CallbackResult(True, move.value)
+        return CallbackResult(True)
     task = store.get_task(batch_id, task_id)
     if task is None:
         raise NotFoundError(_missing(batch_id, task_id))
     detail = f"task is {task.status} at attempt {int(task.attempts)}; callback was for attempt {attempt}"
     log("[Callback]", "callback_ignored", batch_id=batch_id, task_id=task_id, attempt=attempt,
         task_status=task.status, task_attempt=int(task.attempts))
-    return CallbackResult(False, Move.IGNORE.value, detail)
+    return CallbackResult(False, detail)
 
 
 def _missing(batch_id: str, task_id: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import ingest, signing, store
 from .backoff import exponential_ms, jittered_ms
@@ -30,14 +30,10 @@ TIMEOUT_PAGE = 100
 
 @dataclass
 class PassReport:
+    """What the tick needs back from a pass: machines started, in-flight slots used."""
+
     spawned: int = 0
-    rate_limited: int = 0
-    spawn_failures: int = 0
-    timed_out: int = 0
-    advanced: bool = False
-    delivered: bool = False
     capacity_used: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 class BatchPass:
@@ -90,7 +86,6 @@ class BatchPass:
             retry_at = now + jittered_ms(attempt, self.settings.alarm_delay_error_retry_ms)
             if store.end_attempt(self.settings, self.batch_id, task.task_id, attempt, move, now,
                                  error=error, retry_at=retry_at):
-                self.report.timed_out += 1
                 log(phase.log_prefix, "task_timed_out", batch_id=self.batch_id, task_id=task.task_id,
                     attempt=attempt, machine_id=task.machine_id, move=move.value)
                 if task.machine_id:
@@ -143,7 +138,6 @@ class BatchPass:
             services.gate.close_for(exc.retry_after_s)
             retry_at = now_ms() + int(exc.retry_after_s * 1000)
             store.unclaim_task(self.settings, self.batch_id, task.task_id, attempt, retry_at, now_ms())
-            self.report.rate_limited += 1
             log(phase.log_prefix, "spawn_rate_limited", batch_id=self.batch_id, task_id=task.task_id,
                 retry_after_s=exc.retry_after_s)
             return "rate_limited"
@@ -168,7 +162,6 @@ class BatchPass:
         retry_at = now + jittered_ms(attempt, self.settings.alarm_delay_error_retry_ms)
         store.end_attempt(self.settings, self.batch_id, task.task_id, attempt, move, now,
                           error=error, retry_at=retry_at)
-        self.report.spawn_failures += 1
         log(phase.log_prefix, "spawn_failed", batch_id=self.batch_id, task_id=task.task_id,
             attempt=attempt, status=exc.status, move=move.value, error=str(exc))
         return "failed"
@@ -185,7 +178,6 @@ class BatchPass:
                                              s.file_position, s.data, now) for s in specs)
             total = len(specs)
         if store.advance_phase(self.batch, nxt.name if nxt else None, total, now):
-            self.report.advanced = True
             log("[Batch]", "phase_ended", batch_id=self.batch_id, phase=phase.name,
                 completed=self.batch.tasks_completed, failed=self.batch.tasks_failed,
                 next=nxt.name if nxt else BatchStatus.FINALIZING.value, next_tasks=total)
@@ -211,7 +203,6 @@ class BatchPass:
         except DeliveryError as exc:
             return self._delivery_failed(attempts, str(exc))
         store.delivery_succeeded(self.batch_id, now_ms())
-        self.report.delivered = True
         log("[Batch]", "batch_done", batch_id=self.batch_id, files=len(files), delivery_attempts=attempts,
             seconds=round((now - int(self.batch.started_at)) / 1000, 3))
         return None

@@ -15,10 +15,6 @@ class TaskStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
 
-    @property
-    def is_open(self) -> bool:
-        return self in (TaskStatus.PENDING, TaskStatus.PROCESSING)
-
 
 class BatchStatus(StrEnum):
     INTAKE = "INTAKE"  # files and tasks being written; not yet worked on
@@ -26,6 +22,4 @@ class BatchStatus(StrEnum):
     DONE = "DONE"
     ERROR = "ERROR"
 
-
-TERMINAL_BATCH_STATUSES = frozenset({BatchStatus.DONE.value, BatchStatus.ERROR.value})
 RESET_ERROR = "Manually reset by admin"

@@ -308,7 +308,7 @@ def _check_start_key(key: dict[str, Any], batch_id: str, status: str | None) -> 
         raise ValueError("invalid next token")
 
 
-def _in_flight(task_id: str, attempt: int) -> Any:
+def _in_flight(attempt: int) -> Any:
     return (Task.status == TaskStatus.PROCESSING.value) & (Task.attempts == attempt)
 
 
@@ -340,7 +340,7 @@ def record_machine(batch_id: str, task_id: str, attempt: int, machine_id: str, n
     try:
         Task(batch_id, task_id).update(
             actions=[Task.machine_id.set(machine_id), Task.machine_name.set(name)],
-            condition=_in_flight(task_id, attempt),
+            condition=_in_flight(attempt),
         )
     except UpdateError as exc:
         if _lost_race(exc):
@@ -358,7 +358,7 @@ def unclaim_task(settings: Settings, batch_id: str, task_id: str, attempt: int, 
                       actions=[Task.status.set(status), Task.status_key.set(_status_key(status, task_id)),
                                Task.attempts.set(attempt - 1), Task.open_due.set(pending_due(retry_at)),
                                Task.updated_at.set(now)],
-                      condition=_in_flight(task_id, attempt))
+                      condition=_in_flight(attempt))
             tx.update(Batch(batch_id), actions=[Batch.tasks_in_flight.add(-1)],
                       condition=Batch.batch_id.exists())
     except TransactWriteError as exc:
@@ -388,17 +388,15 @@ def end_attempt(settings: Settings, batch_id: str, task_id: str, attempt: int, m
         status = TaskStatus.PENDING.value
         task_actions += [Task.open_due.set(pending_due(retry_at if retry_at is not None else now)),
                          Task.last_error.set(error or "unknown error")]
-    elif move is Move.FAIL:
+    else:
         status = TaskStatus.FAILED.value
         task_actions += [Task.open_due.remove(), Task.ended_at.set(now),
                          Task.last_error.set(error or "unknown error")]
         batch_actions.append(Batch.tasks_failed.add(1))
-    else:
-        return False
     task_actions += [Task.status.set(status), Task.status_key.set(_status_key(status, task_id))]
     try:
         with _transact(settings) as tx:
-            tx.update(Task(batch_id, task_id), actions=task_actions, condition=_in_flight(task_id, attempt))
+            tx.update(Task(batch_id, task_id), actions=task_actions, condition=_in_flight(attempt))
             tx.update(Batch(batch_id), actions=batch_actions, condition=Batch.batch_id.exists())
     except TransactWriteError as exc:
         if _lost_race(exc):

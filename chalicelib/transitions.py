@@ -10,14 +10,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .states import TaskStatus
-
 
 class Move(StrEnum):
     COMPLETE = "complete"
     RETRY = "retry"
     FAIL = "fail"
-    IGNORE = "ignore"
 
 
 @dataclass(frozen=True)
@@ -38,17 +35,12 @@ def after_failure(attempts: int, max_attempts: int, permanent: bool = False) -> 
     return Move.RETRY
 
 
-def on_callback(
-    status: str, attempts: int, callback_attempt: int | None, outcome: Outcome, max_attempts: int
-) -> Move:
-    """Only the attempt in flight may end its task; anything else is late or a duplicate."""
-    if status != TaskStatus.PROCESSING:
-        return Move.IGNORE
-    if callback_attempt is not None and callback_attempt != attempts:
-        return Move.IGNORE
+def on_callback(outcome: Outcome, attempt: int, max_attempts: int) -> Move:
+    """What a callback does to the attempt it reports on, if that attempt is still in flight.
+    Whether it is (not late, not a duplicate) is the transaction's condition to decide."""
     if outcome.ok:
         return Move.COMPLETE
-    return after_failure(attempts, max_attempts, outcome.permanent)
+    return after_failure(attempt, max_attempts, outcome.permanent)
 
 
 def phase_finished(total: int, completed: int, failed: int) -> bool:
