@@ -9,13 +9,13 @@ which the PUT was signed for. Errors read as the R2 path's do, e.g.
 
 from __future__ import annotations
 
-import http
 import os
 import shutil
 import urllib.error
 import urllib.request
 
 from worker.exceptions import DownloadError, UploadError
+from worker.r2 import status_text
 
 CHUNK = 1024 * 1024
 TIMEOUT_S = 60.0
@@ -23,11 +23,7 @@ TIMEOUT_S = 60.0
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, urllib.error.HTTPError):
-        try:
-            phrase = http.HTTPStatus(exc.code).phrase
-        except ValueError:
-            phrase = exc.reason or ""
-        return f"{exc.code} {phrase}".strip()
+        return status_text(exc.code, str(exc.reason or ""))
     if isinstance(exc, urllib.error.URLError):
         return f"{type(exc.reason).__name__}: {exc.reason}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -61,6 +61,15 @@ class R2:
             raise UploadError(f"Failed to upload JPEG: {describe(exc)}") from None
 
 
+def status_text(status: int, fallback: str = "") -> str:
+    """`404 Not Found`: the status and its reason phrase, as the seed wrote errors."""
+    try:
+        phrase = http.HTTPStatus(int(status)).phrase
+    except ValueError:
+        phrase = fallback
+    return f"{status} {phrase}".strip()
+
+
 def describe(exc: Exception) -> str:
     """`404 Not Found` for an HTTP error from S3, else the exception's own words."""
     response = getattr(exc, "response", None)
@@ -68,10 +77,6 @@ def describe(exc: Exception) -> str:
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         error = response.get("Error", {})
         if status:  # as the seed said it: status and reason phrase
-            try:
-                phrase = http.HTTPStatus(int(status)).phrase
-            except ValueError:
-                phrase = error.get("Message") or error.get("Code", "")
-            return f"{status} {phrase}".strip()
+            return status_text(status, error.get("Message") or error.get("Code", ""))
     cause = getattr(exc, "last_exception", None) or exc
     return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
