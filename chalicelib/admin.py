@@ -3,33 +3,30 @@ redeliver its final callback. The routes that call these require the admin token
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 from . import store
 from .clock import now_ms
 from .errors import ConflictError, NotFoundError
 from .logs import log
 from .services import Services
+from .shutdown import end_in_error
 from .states import RESET_ERROR, BatchStatus
 
 
 def reset_batch(services: Services, batch_id: str) -> dict[str, int]:
-    """ERROR first (so no pass claims another task), then every open task failed with the
-    counters in the same transactions, then the running machines destroyed (best effort)."""
+    """Stop a batch for good (shutdown.end_in_error). A DONE batch is finished work, not
+    something to stop: 409, nothing changes. Resetting an ERROR batch again closes
+    whatever an interrupted reset left open."""
     batch = store.get_batch(batch_id)
     if batch is None:
         raise NotFoundError(f"batch {batch_id} not found")
-    now = now_ms()
-    store.fail_batch(batch_id, RESET_ERROR, now)
-    closed, machines = store.close_open_tasks(services.settings, batch_id, RESET_ERROR, now)
-    destroyed = 0
-    if machines:
-        fly = services.fly()
-        with ThreadPoolExecutor(max_workers=min(8, len(machines))) as pool:
-            destroyed = sum(pool.map(fly.destroy_machine, machines))
-    log("[Batch]", "batch_reset", batch_id=batch_id, tasks_closed=closed, machines=len(machines),
-        machines_destroyed=destroyed)
-    return {"tasks_closed": closed, "machines_destroyed": destroyed}
+    if batch.status == BatchStatus.DONE.value:
+        raise ConflictError(f"batch {batch_id} is DONE; there is nothing to reset")
+    ended = end_in_error(services, batch_id, RESET_ERROR, "reset")
+    if ended is None:  # it became DONE meanwhile
+        raise ConflictError(f"batch {batch_id} is DONE; there is nothing to reset")
+    log("[Batch]", "batch_reset", batch_id=batch_id, tasks_closed=ended.tasks_closed,
+        machines_destroyed=ended.machines_destroyed)
+    return {"tasks_closed": ended.tasks_closed, "machines_destroyed": ended.machines_destroyed}
 
 
 def retry_batch(services: Services, batch_id: str) -> dict[str, int | str]:
@@ -40,12 +37,15 @@ def retry_batch(services: Services, batch_id: str) -> dict[str, int | str]:
         raise NotFoundError(f"batch {batch_id} not found")
     if batch.status not in (BatchStatus.DONE.value, BatchStatus.ERROR.value):
         raise ConflictError(f"batch {batch_id} is {batch.status}; only a DONE or ERROR batch can be retried")
-    failed = int(batch.tasks_failed or 0)
-    if batch.status == BatchStatus.DONE.value and failed == 0:
-        raise ConflictError(f"batch {batch_id} is DONE with no failed task to retry")
+    if int(batch.tasks_failed or 0) == 0:
+        raise ConflictError(f"batch {batch_id} is {batch.status} with no failed task to retry"
+                            + ("; a failed final delivery is resent by /admin/redeliver"
+                               if batch.status == BatchStatus.ERROR.value and batch.phase else ""))
     phase = batch.phase if batch.phase in services.registry else BatchStatus.FINALIZING.value
     now = now_ms()
     reopened = store.reopen_failed_tasks(services.settings, batch_id, phase, now)
+    if reopened == 0:
+        raise ConflictError(f"batch {batch_id} has no failed task of {phase} to retry")
     if not store.reopen_batch(batch_id, phase, now, (BatchStatus.DONE.value, BatchStatus.ERROR.value)):
         raise ConflictError(f"batch {batch_id} changed while it was being retried")
     log("[Batch]", "batch_retried", batch_id=batch_id, phase=phase, tasks_reopened=reopened)

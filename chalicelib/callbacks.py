@@ -21,7 +21,7 @@ from .errors import InvalidCallbackError, NotFoundError, UnauthorizedError
 from .ids import id_problem
 from .logs import log
 from .services import Services
-from .transitions import on_callback
+from .transitions import Move, Outcome, on_callback
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ATTEMPT_DIGITS = 6  # no task runs a million attempts; longer is garbage, not a number to store
@@ -92,11 +92,7 @@ def handle_callback(services: Services, batch_id: str, task_id: str, raw: bytes 
         if task is None:
             raise NotFoundError(_missing(batch_id, task_id))
         attempt = int(task.attempts)
-    settings, now = services.settings, now_ms()
-    move = on_callback(outcome, attempt, settings.max_retry_attempts)
-    retry_at = now + jittered_ms(attempt, settings.alarm_delay_error_retry_ms)
-    counted = store.end_attempt(settings, batch_id, task_id, attempt, move, now, outcome=outcome,
-                                error=outcome.error, retry_at=retry_at)
+    move, counted = apply_outcome(services, phase.name, batch_id, task_id, attempt, outcome)
     if counted:
         log("[Callback]", "task_" + {"complete": "completed", "retry": "retrying", "fail": "failed"}[move.value],
             batch_id=batch_id, task_id=task_id, attempt=attempt, error=outcome.error,
@@ -110,6 +106,27 @@ def handle_callback(services: Services, batch_id: str, task_id: str, raw: bytes 
     log("[Callback]", "callback_ignored", batch_id=batch_id, task_id=task_id, attempt=attempt,
         task_status=task.status, task_attempt=int(task.attempts))
     return CallbackResult(False, detail)
+
+
+def apply_outcome(services: Services, phase: str, batch_id: str, task_id: str, attempt: int,
+                  outcome: Outcome) -> tuple[Move, bool]:
+    """End the attempt as the outcome says, without reading the task. A retryable error
+    is retried only while attempts remain since the last admin retry: the retry's own
+    condition says so, and when it fails the same attempt is failed instead (if it is
+    still in flight at all). Returns the move made and whether anything counted."""
+    settings, now = services.settings, now_ms()
+    retry_at = now + jittered_ms(attempt, settings.alarm_delay_error_retry_ms)
+    keep = not settings.machine_r2_credentials  # presigned: the planned key is the one written
+    move = on_callback(outcome)
+    limit = settings.max_retry_attempts if move is Move.RETRY else None
+    end = store.AttemptEnd(move, phase, outcome=outcome, error=outcome.error, retry_at=retry_at,
+                           attempts_left_below=limit, keep_planned_output=keep)
+    if store.end_attempt(settings, batch_id, task_id, attempt, end, now):
+        return move, True
+    if move is not Move.RETRY:
+        return move, False
+    final = store.AttemptEnd(Move.FAIL, phase, outcome=outcome, error=outcome.error)
+    return Move.FAIL, store.end_attempt(settings, batch_id, task_id, attempt, final, now)
 
 
 def _missing(batch_id: str, task_id: str) -> str:

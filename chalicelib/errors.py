@@ -11,6 +11,11 @@ class ManifestError(RuntimeError):
     """The manifest a message points at is missing or unreadable: the batch fails, no retry."""
 
 
+class IntakeBusy(RuntimeError):
+    """Another intake of the same batch holds its claim: SQS should deliver the message
+    again later (by then the batch is started, or the claim has expired)."""
+
+
 class InvalidCallbackError(ValueError):
     """A callback body that is malformed or does not match its path (HTTP 400)."""
 

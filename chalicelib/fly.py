@@ -62,6 +62,24 @@ class FlyClient:
             raise FlyError("Fly API answered without a machine id", response.status_code) from None
         return {"id": str(machine_id), "name": machine.get("name"), "state": machine.get("state")}
 
+    def machine_ids_named(self, names: set[str]) -> list[str]:
+        """The ids of the app's live machines with these names (Fly names are unique per
+        app, and ours are deterministic per task attempt): how a machine whose creation
+        was never recorded (its pass died, or its answer timed out) is found again. One
+        list request; best effort, [] when Fly does not answer."""
+        if not names:
+            return []
+        try:
+            response = self._session.get(self._base, headers=self._headers, timeout=self._timeout)
+            machines = response.json() if response.ok else []
+        except (requests.RequestException, ValueError):
+            return []
+        if not isinstance(machines, list):
+            return []
+        return [str(m["id"]) for m in machines
+                if isinstance(m, dict) and m.get("name") in names and m.get("id")
+                and m.get("state") not in ("destroyed", "destroying")]
+
     def destroy_machine(self, machine_id: str) -> bool:
         """Best effort: force-destroy a machine we gave up on. True if it is gone."""
         try:

@@ -13,6 +13,7 @@ import requests
 
 from . import store
 from .errors import DeliveryError
+from .models import Batch
 from .phases import FileEntry, PhaseRegistry
 from .settings import Settings
 from .views import task_view_for_phase
@@ -37,11 +38,21 @@ def build_files(batch_id: str, registry: PhaseRegistry) -> list[dict[str, Any]]:
     return files
 
 
+def idempotency_key(batch: Batch) -> str:
+    """Stable per batch, run (a restart over ERROR) and delivery (a retry or redeliver
+    starts a new one): every re-send of one delivery carries the same key, so the ingest
+    service can drop the copies that at-least-once delivery makes."""
+    return f"{batch.batch_id}:{int(batch.generation or 1)}:{int(batch.delivery_generation or 1)}"
+
+
 def deliver(settings: Settings, session: requests.Session, batch_id: str,
-            files: list[dict[str, Any]]) -> None:
+            files: list[dict[str, Any]], key: str) -> None:
+    """POST the final callback, at least once: a pass that dies after the POST but before
+    recording it sends it again, with the same Idempotency-Key."""
     url = f"{settings.worker_url}/api/batches/{batch_id}/enqueue-processed"
     try:
-        response = session.post(url, json={"files": files}, timeout=settings.delivery_timeout_ms / 1000)
+        response = session.post(url, json={"files": files}, headers={"Idempotency-Key": key},
+                                timeout=settings.delivery_timeout_ms / 1000)
     except requests.RequestException as exc:
         raise DeliveryError(f"enqueue-processed unreachable: {type(exc).__name__}") from None
     if not 200 <= response.status_code < 300:

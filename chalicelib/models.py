@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from pynamodb.attributes import (
     JSONAttribute,
+    MapAttribute,
     NumberAttribute,
     UnicodeAttribute,
 )
@@ -65,12 +66,38 @@ class Batch(Model):
 
     lease_owner = UnicodeAttribute(null=True)
     lease_until = NumberAttribute(null=True)
+    # The intake's claim (intake.py): only its owner may write the batch's files and tasks,
+    # and only while the batch is in INTAKE; `intake_clean` says the items of an earlier
+    # run (a restart over ERROR) must still be removed.
+    intake_owner = UnicodeAttribute(null=True)
+    intake_until = NumberAttribute(null=True)
+    intake_clean = NumberAttribute(null=True)
+    generation = NumberAttribute(default=1)
 
     delivery_attempts = NumberAttribute(default=0)
+    delivery_generation = NumberAttribute(default=1)
     delivery_error = UnicodeAttribute(null=True)
     delivered_at = NumberAttribute(null=True)
 
     source = JSONAttribute(null=True)
+
+
+IN_FLIGHT_KEY = "#in-flight"  # no batch id can start with '#' (ids.py)
+
+
+class InFlight(Model):
+    """The machines in flight over all batches: one counter item in the batches table,
+    moved in the same transaction as every claim and every end of an attempt, so the
+    cap (MAX_MACHINES_IN_FLIGHT) is a condition DynamoDB checks, not a sum a tick read
+    earlier (two ticks at once cannot overrun it). It has no `active`, so it never shows
+    in the batch index."""
+
+    class Meta:
+        table_name = "arke-preprocess-batches"
+        billing_mode = "PAY_PER_REQUEST"
+
+    batch_id = UnicodeAttribute(hash_key=True)
+    machines = NumberAttribute(default=0)
 
 
 class OpenIndex(LocalSecondaryIndex["Task"]):
@@ -106,6 +133,12 @@ class Task(Model):
     status_index = StatusIndex()
 
     attempts = NumberAttribute(default=0)
+    # Attempt numbers only grow (names and callback tokens are made from them); an admin
+    # retry moves the base, and MAX_RETRY_ATTEMPTS counts attempts above it.
+    attempts_base = NumberAttribute(default=0)
+    # One entry per attempt, keyed by its number: started, machine, ended, outcome, error.
+    # Written by the same requests that move the attempt, so it costs no extra request.
+    attempt_log = MapAttribute(null=True)
     input_r2_key = UnicodeAttribute()
     file_position = NumberAttribute(null=True)
     data = JSONAttribute(null=True)
@@ -115,7 +148,8 @@ class Task(Model):
     attempt_started_at = NumberAttribute(null=True)
     last_error = UnicodeAttribute(null=True)
 
-    output_r2_key = UnicodeAttribute(null=True)
+    planned_output_key = UnicodeAttribute(null=True)  # decided at intake (phases/output_keys.py)
+    output_r2_key = UnicodeAttribute(null=True)  # written: set when the task completes
     output_file_name = UnicodeAttribute(null=True)
     output_file_size = NumberAttribute(null=True)
     performance = JSONAttribute(null=True)
@@ -143,7 +177,8 @@ MODELS: tuple[type[Model], ...] = (Batch, Task, File)
 def configure_models(settings: Settings) -> None:
     """Point the models at this stage's tables. The endpoint comes from botocore's own
     configuration (`AWS_ENDPOINT_URL`), so the local stack needs no branch here."""
-    names = {Batch: settings.batches_table, Task: settings.tasks_table, File: settings.files_table}
+    names = {Batch: settings.batches_table, InFlight: settings.batches_table,
+             Task: settings.tasks_table, File: settings.files_table}
     for model, name in names.items():
         model.Meta.table_name = name
         model.Meta.region = settings.region

@@ -35,6 +35,12 @@ class TokenBucket:
                 return 0.0
             return (1 - self._tokens) / self.rate
 
+    def give_back(self) -> None:
+        """Return a token taken for a creation that did not happen (the cap was full)."""
+        with self._lock:
+            self._refill()
+            self._tokens = min(self.burst, self._tokens + 1)
+
     def take(self, deadline: float, gate: RetryAfterGate | None = None) -> bool:
         """Wait for a token until `deadline` (monotonic seconds); False if none came."""
         while True:

@@ -21,8 +21,9 @@ from .models import Batch, Task
 from .phases import Discovery, FileEntry, MachineContext, Phase
 from .services import Services
 from .settings import SettingsError
+from .shutdown import destroy_machines, end_in_error
 from .states import BatchStatus
-from .transitions import after_failure, phase_finished
+from .transitions import after_failure, attempts_since_retry, phase_finished
 from .views import task_view_for_phase
 
 TIMEOUT_PAGE = 100
@@ -42,6 +43,8 @@ class BatchPass:
         self.capacity = capacity
         self.token_deadline = token_deadline
         self.report = PassReport()
+        self.cap_full = False
+        self.unrecorded: list[str] = []  # names of machines that may exist unrecorded
 
     @property
     def batch_id(self) -> str:
@@ -57,7 +60,10 @@ class BatchPass:
         if phase_finished(int(self.batch.tasks_total), int(self.batch.tasks_completed), int(self.batch.tasks_failed)):
             return self.advance(phase)
         self.time_out(phase)
-        self.spawn(phase)
+        try:
+            self.spawn(phase)
+        finally:
+            self.destroy_unrecorded()
         return now_ms() + phase.alarm_delay_ms(self.settings)
 
     def too_many_failed(self) -> bool:
@@ -69,27 +75,33 @@ class BatchPass:
             return False
         error = (f"{failed} of {total} tasks failed in {self.batch.status}, more than "
                  f"MAX_FAILED_FRACTION={limit:g} allows")
-        store.fail_batch(self.batch_id, error, now_ms())
-        log("[Batch]", "batch_error", batch_id=self.batch_id, reason="too_many_failed",
-            failed=failed, total=total)
+        end_in_error(self.services, self.batch_id, error, "too_many_failed", expect_status=self.batch.status)
         return True
 
     # -- timeouts ----------------------------------------------------------------------
 
     def time_out(self, phase: Phase) -> None:
+        """Retry or fail attempts past their deadline, and destroy their machines: by id,
+        or by name when the creation was never recorded (its pass died)."""
         now = now_ms()
+        silent: list[str] = []
         for task in store.timed_out_tasks(self.batch_id, now, TIMEOUT_PAGE):
             attempt = int(task.attempts)
-            move = after_failure(attempt, self.settings.max_retry_attempts)
+            since = attempts_since_retry(attempt, int(task.attempts_base or 0))
+            move = after_failure(since, self.settings.max_retry_attempts)
             error = (f"Timed out after {phase.task_timeout_ms(self.settings)} ms "
                      f"(attempt {attempt}, machine {task.machine_id or 'none'})")
-            retry_at = now + jittered_ms(attempt, self.settings.alarm_delay_error_retry_ms)
-            if store.end_attempt(self.settings, self.batch_id, task.task_id, attempt, move, now,
-                                 error=error, retry_at=retry_at):
+            retry_at = now + jittered_ms(since, self.settings.alarm_delay_error_retry_ms)
+            end = store.AttemptEnd(move, phase.name, error=error, retry_at=retry_at)
+            if store.end_attempt(self.settings, self.batch_id, task.task_id, attempt, end, now):
                 log(phase.log_prefix, "task_timed_out", batch_id=self.batch_id, task_id=task.task_id,
                     attempt=attempt, machine_id=task.machine_id, move=move.value)
                 if task.machine_id:
-                    self.services.fly().destroy_machine(task.machine_id)
+                    silent.append(task.machine_id)
+                elif task.machine_name:
+                    self.unrecorded.append(task.machine_name)
+        if silent:
+            destroy_machines(self.services, silent)
 
     # -- spawning ----------------------------------------------------------------------
 
@@ -108,6 +120,9 @@ class BatchPass:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spawn") as pool:
             results = list(pool.map(lambda t: self.spawn_one(phase, t), tasks))
         self.report.capacity_used = sum(1 for r in results if r in ("spawned", "failed"))
+        if self.cap_full:
+            log(phase.log_prefix, "in_flight_cap_reached", batch_id=self.batch_id,
+                cap=self.settings.max_machines_in_flight)
 
     def machine_context(self, task_id: str, attempt: int) -> MachineContext:
         settings, services = self.settings, self.services
@@ -123,11 +138,17 @@ class BatchPass:
 
     def spawn_one(self, phase: Phase, task: Task) -> str:
         services = self.services
-        if not services.bucket.take(self.token_deadline, services.gate):
+        if self.cap_full or not services.bucket.take(self.token_deadline, services.gate):
             return "no_token"
         now = now_ms()
         deadline = now + phase.task_timeout_ms(self.settings)
-        attempt = store.claim_task(self.settings, task, phase.name, deadline, now)
+        name = phase.machine_name(task.task_id, int(task.attempts) + 1)
+        try:
+            attempt = store.claim_task(self.settings, task, phase.name, name, deadline, now)
+        except store.InFlightCapReached:
+            self.cap_full = True
+            services.bucket.give_back()
+            return "cap_full"
         if attempt is None:
             return "lost"
         request = phase.machine_request(self.batch_id, task_view_for_phase(task), attempt,
@@ -143,7 +164,7 @@ class BatchPass:
             return "rate_limited"
         except FlyError as exc:
             return self._spawn_failed(phase, task, attempt, exc)
-        if not store.record_machine(self.batch_id, task.task_id, attempt, machine["id"], request["name"]):
+        if not store.record_machine(self.batch_id, task.task_id, attempt, machine["id"]):
             # The task moved on while we were creating it: a reset closed it (don't leave the
             # machine running), or the machine was quick and its callback already came (then
             # destroying it is a no-op). Either way it counts as started.
@@ -157,14 +178,26 @@ class BatchPass:
 
     def _spawn_failed(self, phase: Phase, task: Task, attempt: int, exc: FlyError) -> str:
         now = now_ms()
-        move = after_failure(attempt, self.settings.max_retry_attempts)
+        since = attempts_since_retry(attempt, int(task.attempts_base or 0))
+        move = after_failure(since, self.settings.max_retry_attempts)
         error = f"Machine creation failed: {exc}"
-        retry_at = now + jittered_ms(attempt, self.settings.alarm_delay_error_retry_ms)
-        store.end_attempt(self.settings, self.batch_id, task.task_id, attempt, move, now,
-                          error=error, retry_at=retry_at)
+        retry_at = now + jittered_ms(since, self.settings.alarm_delay_error_retry_ms)
+        store.end_attempt(self.settings, self.batch_id, task.task_id, attempt,
+                          store.AttemptEnd(move, phase.name, error=error, retry_at=retry_at), now)
+        if exc.status is None or exc.status >= 500:
+            # No answer, or a server error: the machine may have been created all the same.
+            self.unrecorded.append(phase.machine_name(task.task_id, attempt))
         log(phase.log_prefix, "spawn_failed", batch_id=self.batch_id, task_id=task.task_id,
             attempt=attempt, status=exc.status, move=move.value, error=str(exc))
         return "failed"
+
+    def destroy_unrecorded(self) -> None:
+        """Machines whose creation was never recorded, found again by their names."""
+        if self.unrecorded:
+            destroyed = destroy_machines(self.services, [], self.unrecorded)
+            log("[Batch]", "unrecorded_machines", batch_id=self.batch_id, names=len(self.unrecorded),
+                destroyed=destroyed)
+            self.unrecorded = []
 
     # -- phase end ---------------------------------------------------------------------
 
@@ -199,7 +232,8 @@ class BatchPass:
         attempts = int(self.batch.delivery_attempts or 0) + 1
         try:
             files = ingest.build_files(self.batch_id, self.services.registry)
-            ingest.deliver(settings, self.services.http, self.batch_id, files)
+            ingest.deliver(settings, self.services.http, self.batch_id, files,
+                           ingest.idempotency_key(self.batch))
         except DeliveryError as exc:
             return self._delivery_failed(attempts, str(exc))
         store.delivery_succeeded(self.batch_id, now_ms())
@@ -212,8 +246,8 @@ class BatchPass:
         log("[Batch]", "delivery_failed", batch_id=self.batch_id, attempt=attempts, error=error)
         if attempts >= self.settings.max_retry_attempts:
             store.delivery_failed(self.batch_id, error, now, now)
-            store.fail_batch(self.batch_id, f"Final callback failed after {attempts} attempts: {error}", now)
-            log("[Batch]", "batch_error", batch_id=self.batch_id, reason="delivery_exhausted")
+            end_in_error(self.services, self.batch_id, f"Final callback failed after {attempts} attempts: {error}",
+                         "delivery_exhausted")
             return None
         next_due = now + exponential_ms(attempts, self.settings.alarm_delay_error_retry_ms)
         store.delivery_failed(self.batch_id, error, next_due, now)

@@ -23,6 +23,7 @@ from .clock import now_ms
 from .logs import log
 from .runner import BatchPass, monotonic_deadline, pass_error_delay_ms
 from .services import Services
+from .shutdown import end_in_error
 
 POLL_MS = 1000
 
@@ -41,8 +42,8 @@ def run_due_passes(services: Services, owner: str, report: TickReport | None = N
     settings = services.settings
     now = now_ms()
     active = store.list_active_batches()
-    in_flight = sum(int(b.tasks_in_flight or 0) for b in active)
-    capacity = max(0, settings.max_machines_in_flight - in_flight)
+    # Advisory: each claim's transaction enforces the cap on the shared counter itself.
+    capacity = max(0, settings.max_machines_in_flight - store.in_flight_machines())
     due = sorted((b for b in active if b.due_at is not None and b.due_at <= now), key=lambda b: b.due_at)
     slice_s = settings.alarm_delay_tiff_conversion_ms / 1000 / max(1, len(due))
     for listed in due:
@@ -70,9 +71,8 @@ def _pass_failed(services: Services, batch_id: str, owner: str, failures: int, e
     log("[Batch]", "pass_failed", batch_id=batch_id, failures=failures, error=error)
     try:
         if failures >= services.settings.max_retry_attempts:
-            store.fail_batch(batch_id, f"Gave up after {failures} failed passes: {error}", now)
+            end_in_error(services, batch_id, f"Gave up after {failures} failed passes: {error}", "pass_failures")
             store.release_lease(batch_id, owner, None)
-            log("[Batch]", "batch_error", batch_id=batch_id, reason="pass_failures")
         else:
             store.release_lease(batch_id, owner, now + pass_error_delay_ms(services, failures), failures)
     except Exception as inner:  # noqa: BLE001 - DynamoDB itself is down: the lease expires

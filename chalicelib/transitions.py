@@ -28,6 +28,11 @@ class Outcome:
     performance: dict[str, int] | None = None
 
 
+def attempts_since_retry(attempt: int, base: int) -> int:
+    """Attempt numbers only grow; MAX_RETRY_ATTEMPTS counts those since the last admin retry."""
+    return attempt - base
+
+
 def after_failure(attempts: int, max_attempts: int, permanent: bool = False) -> Move:
     """A failed attempt is retried while attempts remain, unless the error is permanent."""
     if permanent or attempts >= max_attempts:
@@ -35,12 +40,13 @@ def after_failure(attempts: int, max_attempts: int, permanent: bool = False) -> 
     return Move.RETRY
 
 
-def on_callback(outcome: Outcome, attempt: int, max_attempts: int) -> Move:
-    """What a callback does to the attempt it reports on, if that attempt is still in flight.
-    Whether it is (not late, not a duplicate) is the transaction's condition to decide."""
+def on_callback(outcome: Outcome) -> Move:
+    """What a callback asks for its attempt. A retry is then made only while attempts
+    remain; that, and whether the attempt is still in flight at all (not late, not a
+    duplicate), are the transaction's conditions to decide, without a read."""
     if outcome.ok:
         return Move.COMPLETE
-    return after_failure(attempt, max_attempts, outcome.permanent)
+    return Move.FAIL if outcome.permanent else Move.RETRY
 
 
 def phase_finished(total: int, completed: int, failed: int) -> bool:

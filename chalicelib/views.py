@@ -45,8 +45,12 @@ def task_json(task: Task) -> dict[str, Any]:
         "status": task.status,
         "input_r2_key": task.input_r2_key,
         "attempts": int(task.attempts or 0),
+        "attempts_since_retry": int(task.attempts or 0) - int(task.attempts_base or 0),
         "machine_id": task.machine_id,
+        "machine_name": task.machine_name,
+        "history": attempt_history(task),
         "last_error": task.last_error,
+        "planned_output_key": task.planned_output_key,
         "output_r2_key": task.output_r2_key,
         "output_file_name": task.output_file_name,
         "output_file_size": int(task.output_file_size) if task.output_file_size is not None else None,
@@ -57,6 +61,23 @@ def task_json(task: Task) -> dict[str, Any]:
     }
 
 
+def attempt_history(task: Task) -> list[dict[str, Any]]:
+    """Every attempt the task has had, oldest first, each with its machine and outcome."""
+    log = task.attempt_log.as_dict() if task.attempt_log is not None else {}
+    entries = []
+    for number, entry in sorted(log.items(), key=lambda item: int(item[0])):
+        entries.append({
+            "attempt": int(number),
+            "machine_name": entry.get("machine_name"),
+            "machine_id": entry.get("machine_id"),
+            "started_at": iso(entry.get("started_at")),
+            "ended_at": iso(entry.get("ended_at")),
+            "outcome": entry.get("outcome"),
+            "error": entry.get("error"),
+        })
+    return entries
+
+
 def task_view_for_phase(task: Task) -> TaskView:
     return TaskView(
         task_id=task.task_id, phase=task.phase, status=task.status, attempts=int(task.attempts or 0),
@@ -65,6 +86,7 @@ def task_view_for_phase(task: Task) -> TaskView:
         data=task.data or {}, output_r2_key=task.output_r2_key,
         output_file_name=task.output_file_name,
         output_file_size=int(task.output_file_size) if task.output_file_size is not None else None,
+        planned_output_key=task.planned_output_key,
     )
 
 

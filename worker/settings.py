@@ -104,6 +104,8 @@ class ContractSettings:
     batch_id: str
     input_r2_key: str
     r2_account_id: str
+    # OUTPUT_R2_KEY: the key the orchestrator decided at intake; without it, the seed's rule.
+    output_r2_key: str | None
     r2_access_key_id: str = field(repr=False)
     r2_secret_access_key: str = field(repr=False)
     r2_bucket: str
@@ -136,6 +138,7 @@ class ContractSettings:
             task_id=env["TASK_ID"].strip(),
             batch_id=env["BATCH_ID"].strip(),
             input_r2_key=env["INPUT_R2_KEY"],
+            output_r2_key=env.get("OUTPUT_R2_KEY", "").strip() or None,
             r2_account_id=env.get("R2_ACCOUNT_ID", "").strip(),
             r2_access_key_id=env.get("R2_ACCESS_KEY_ID", "").strip(),
             r2_secret_access_key=env.get("R2_SECRET_ACCESS_KEY", "").strip(),

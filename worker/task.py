@@ -105,7 +105,7 @@ def run_task(settings: ContractSettings, limits: Limits) -> int:
                settings.callback_token or "", settings.input_url or "", settings.output_url or "")  # fmt: skip
     log = TaskLog(settings.batch_id, settings.task_id, secrets)
     started = time.monotonic()
-    output_key = jpeg_key(settings.input_r2_key)
+    output_key = settings.output_r2_key or jpeg_key(settings.input_r2_key)
     log.info(f"start: {settings.input_r2_key} -> {output_key}")
     workdir = tempfile.mkdtemp(prefix="tiff-worker-", dir=settings.workdir)
     tiff_path = os.path.join(workdir, "input.tif")

@@ -121,7 +121,7 @@ def run_job(env: Mapping[str, str], cancelled: threading.Event, work_s: float, n
     if work_s and cancelled.wait(work_s):
         raise JobCancelled
     task_id, batch_id = env.get("TASK_ID", ""), env.get("BATCH_ID", "")
-    key = output_key(env.get("INPUT_R2_KEY", ""))
+    key = env.get("OUTPUT_R2_KEY") or output_key(env.get("INPUT_R2_KEY", ""))
     body = jpeg_bytes()
     upload_started = time.monotonic()
     try:

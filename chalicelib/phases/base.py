@@ -20,12 +20,14 @@ from ..transitions import Outcome
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task a phase discovered: its id, its input, and what else its machine needs."""
+    """A task a phase discovered: its id, its input, the key its output will be written
+    under (decided once, at discovery), and what else its machine needs."""
 
     task_id: str
     input_r2_key: str
     file_position: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    output_r2_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class TaskView:
     output_r2_key: str | None = None
     output_file_name: str | None = None
     output_file_size: int | None = None
+    planned_output_key: str | None = None
 
 
 Presign = Callable[[str, str, int], str]  # (method "get" | "put", key, expires_s) -> URL

@@ -18,9 +18,9 @@ from ..errors import InvalidCallbackError
 from ..settings import Settings
 from ..transitions import Outcome
 from .base import Discovery, FileEntry, MachineContext, Phase, TaskSpec, TaskView
+from .output_keys import TIFF_SUFFIX, OutputPlanner, jpeg_name
 
 NAME = "TIFF_CONVERSION"
-TIFF_SUFFIX = re.compile(r"\.tiff?$", re.IGNORECASE)
 PERMANENT_ERROR = re.compile(
     r"\b404\b|not ?found|nosuchkey|no such key|not a tiff|cannot identify|unidentified|"
     r"corrupt|truncated|unsupported|decompression ?bomb|too many pixels|exceeds .*pixel|"
@@ -31,11 +31,6 @@ PERMANENT_ERROR = re.compile(
 
 def is_tiff(file_name: str) -> bool:
     return bool(TIFF_SUFFIX.search(file_name or ""))
-
-
-def jpeg_name(path: str) -> str:
-    """`.tif`/`.tiff` at the end (any case) replaced by `.jpg`, as the worker names it."""
-    return TIFF_SUFFIX.sub(".jpg", path)
 
 
 def is_permanent(error: str) -> bool:
@@ -61,14 +56,27 @@ class TiffConversion(Phase):
         return settings.task_timeout_tiff_conversion_ms
 
     def discover(self, discovery: Discovery) -> list[TaskSpec]:
+        """One task per TIFF, each with its output key decided here (output_keys.py)."""
+        files = list(discovery.files)
+        planner = OutputPlanner((str(f.info.get("r2_key", "")), str(f.info.get("logical_path") or ""))
+                                for f in files)
         specs: dict[str, TaskSpec] = {}
-        for file in discovery.files:
+        for file in files:
             if not is_tiff(str(file.info.get("file_name", ""))):
                 continue
             key = file.info["r2_key"]
             task_id = self.task_id(discovery.batch_id, key)
-            specs.setdefault(task_id, TaskSpec(task_id, key, file.position))
+            if task_id in specs:
+                continue
+            out = planner.plan(key, str(file.info.get("logical_path") or ""))
+            specs[task_id] = TaskSpec(task_id, key, file.position, data={"output_logical_path": out.logical_path},
+                                      output_r2_key=out.r2_key)
         return list(specs.values())
+
+    @staticmethod
+    def output_key(task: TaskView) -> str:
+        """The key decided at discovery; the worker's own rule for a task from before."""
+        return task.planned_output_key or jpeg_name(task.input_r2_key)
 
     def machine_env(self, batch_id: str, task: TaskView, attempt: int, ctx: MachineContext) -> dict[str, str]:
         """contracts §3. By default the machine gets presigned URLs for its one input and
@@ -82,6 +90,7 @@ class TiffConversion(Phase):
             "R2_BUCKET": settings.r2_bucket,
             "CALLBACK_URL": ctx.callback_url,
             "ATTEMPT": str(attempt),
+            "OUTPUT_R2_KEY": self.output_key(task),
         }
         if ctx.callback_token:
             env["CALLBACK_TOKEN"] = ctx.callback_token
@@ -96,7 +105,7 @@ class TiffConversion(Phase):
         else:
             expires_s = (self.task_timeout_ms(settings) + settings.presign_margin_ms) // 1000
             env["INPUT_URL"] = ctx.presign("get", task.input_r2_key, expires_s)
-            env["OUTPUT_URL"] = ctx.presign("put", jpeg_name(task.input_r2_key), expires_s)
+            env["OUTPUT_URL"] = ctx.presign("put", self.output_key(task), expires_s)
         return env
 
     def interpret_callback(self, body: Mapping[str, Any]) -> Outcome:
@@ -119,10 +128,11 @@ class TiffConversion(Phase):
         if task is None or task.status != "completed" or not task.output_r2_key:
             return entry
         converted = {k: v for k, v in entry.items() if k != "cid"}
+        logical_path = task.data.get("output_logical_path") or jpeg_name(entry.get("logical_path") or "")
         converted.update(
             r2_key=task.output_r2_key,
-            logical_path=jpeg_name(entry.get("logical_path", "")),
-            file_name=task.output_file_name or posixpath.basename(task.output_r2_key),
+            logical_path=logical_path,
+            file_name=posixpath.basename(task.output_r2_key),
             file_size=task.output_file_size or 0,
             content_type="image/jpeg",
             source_file=file.info.get("file_name"),

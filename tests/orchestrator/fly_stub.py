@@ -22,6 +22,7 @@ class FlyStub:
         self.script: list[Any] = []
         self.retry_after = "2"
         self.timeout_s = 1.5
+        self.listed = 0
         self._lock = threading.Lock()
         self._counter = 0
         stub = self
@@ -61,6 +62,18 @@ class FlyStub:
                     self._send(429, {"error": "rate limit exceeded"}, {"Retry-After": stub.retry_after})
                 else:
                     self._send(int(answer), {"error": f"injected {answer}"})
+
+            def do_GET(self) -> None:  # noqa: N802 - Machines_list: the live machines
+                with stub._lock:
+                    stub.listed += 1
+                    live = [{"id": r["id"], "name": r["body"].get("name"), "state": "started"}
+                            for r in stub.created() if r["id"] not in stub.deleted]
+                data = json.dumps(live).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def do_DELETE(self) -> None:  # noqa: N802
                 with stub._lock:

@@ -22,7 +22,8 @@ class IngestStub:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
                 status = stub.script.pop(0) if stub.script else 200
-                stub.received.append({"path": self.path, "body": body, "status": status})
+                stub.received.append({"path": self.path, "body": body, "status": status,
+                                      "idempotency_key": self.headers.get("Idempotency-Key")})
                 data = json.dumps({"ok": status == 200}).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

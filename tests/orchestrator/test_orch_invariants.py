@@ -26,7 +26,7 @@ from .conftest import (
 
 SEED_ENV = {"TASK_ID", "BATCH_ID", "INPUT_R2_KEY", "R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID",
             "R2_SECRET_ACCESS_KEY", "R2_BUCKET", "CALLBACK_URL"}
-EXTRA_ENV = {"ATTEMPT", "CALLBACK_TOKEN"}  # contracts §3: extra variables may be added
+EXTRA_ENV = {"ATTEMPT", "CALLBACK_TOKEN", "OUTPUT_R2_KEY"}  # contracts §3: extra variables may be added
 
 
 def _check_counters(client, cap=None):

@@ -119,12 +119,22 @@ def test_retry_reruns_only_failed_tasks_and_delivers_again(services, client, fly
     assert status["status"] == "TIFF_CONVERSION" and status["completed_at"] is None
     assert status["progress"]["tasks_failed"] == 0 and status["progress"]["tasks_completed"] == 1
     [again] = list_tasks(client, status="pending")
-    assert again["task_id"] == env1["TASK_ID"] and again["attempts"] == 0
+    # attempt numbers never go back: the retry's budget restarts, the numbering does not
+    assert again["task_id"] == env1["TASK_ID"] and again["attempts"] == 1
+    assert again["attempts_since_retry"] == 0
+    assert [h["attempt"] for h in again["history"]] == [1]
+    assert again["history"][0]["outcome"] == "fail" and "404" in again["history"][0]["error"]
     assert post_admin(client, "retry").status_code == 409  # not ended: nothing to redrive
 
     drive(services, lambda: len(fly.created()) == 3)
     third = fly.requests[2]
-    assert callback_path(third)[1]["TASK_ID"] == env1["TASK_ID"]  # only the failed one runs
+    env3 = callback_path(third)[1]
+    assert env3["TASK_ID"] == env1["TASK_ID"]  # only the failed one runs
+    # a new attempt: a new machine name, a new token; the old attempt's token counts nothing
+    assert env3["ATTEMPT"] == "2" and third["body"]["name"] == first["body"]["name"] + "-2"
+    assert env3["CALLBACK_TOKEN"] != env1["CALLBACK_TOKEN"]
+    late = post_callback(client, first)
+    assert late.status_code == 200 and late.json_body["ignored"] is True
     post_callback(client, third)
     drive(services, lambda: get_status(client)["status"] == "DONE")
     assert len(ingest.accepted()) == 2

@@ -1,0 +1,55 @@
+"""Stopping a batch's machines, and ending a batch in ERROR: ended means ended.
+
+Every way into ERROR (admin reset, MAX_FAILED_FRACTION, a pass that keeps failing) goes
+through `end_in_error`: the batch leaves the index first (no pass claims another task),
+then every open task is failed with the counters in the same transactions (so the shared
+in-flight cap sees them go), then their machines are destroyed. Callbacks that arrive
+later count nothing: a task's transition is conditioned on its batch still being in the
+task's phase. Destroys are best effort; machines never recorded are found by name.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from . import store
+from .clock import now_ms
+from .logs import log
+from .services import Services
+from .states import BatchStatus
+
+
+def destroy_machines(services: Services, machine_ids: list[str], names: list[str] | tuple[()] = ()) -> int:
+    """Destroy machines by id, and those known only by name; how many are gone."""
+    fly = services.fly()
+    ids = list(dict.fromkeys([*machine_ids, *fly.machine_ids_named(set(names))]))
+    if not ids:
+        return 0
+    with ThreadPoolExecutor(max_workers=min(8, len(ids)), thread_name_prefix="destroy") as pool:
+        return sum(pool.map(fly.destroy_machine, ids))
+
+
+@dataclass(frozen=True)
+class Ended:
+    changed: bool
+    tasks_closed: int
+    machines_destroyed: int
+
+
+def end_in_error(services: Services, batch_id: str, error: str, reason: str,
+                 expect_status: str | None = None) -> Ended | None:
+    """-> ERROR with `error`, its open tasks failed and their machines destroyed. A batch
+    already in ERROR has its leftovers closed again (an interrupted reset, harmless).
+    None when nothing was done: the batch is DONE, gone, or not in `expect_status`."""
+    now = now_ms()
+    changed = store.fail_batch(batch_id, error, now, expect_status=expect_status)
+    if not changed:
+        batch = store.get_batch(batch_id)
+        if batch is None or batch.status != BatchStatus.ERROR.value or expect_status:
+            return None
+    closed = store.close_open_tasks(services.settings, batch_id, error, now)
+    destroyed = destroy_machines(services, closed.machine_ids, closed.machine_names)
+    log("[Batch]", "batch_error", batch_id=batch_id, reason=reason, tasks_closed=closed.closed,
+        machines=len(closed.machine_ids) + len(closed.machine_names), machines_destroyed=destroyed)
+    return Ended(changed, closed.closed, destroyed)

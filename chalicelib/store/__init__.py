@@ -1,0 +1,61 @@
+"""Every DynamoDB read and write of the orchestrator, one function per operation.
+
+Each task transition and its counter changes are one TransactWriteItems, guarded by the
+task's current status and attempt, by the batch still being in the task's phase, and by the
+shared cap on machines in flight (design.md invariants 1 and 3): if anything moved first,
+the condition fails, the transaction changes nothing, and the caller learns it lost the
+race. Nothing here decides a transition (transitions.py does) or speaks HTTP.
+
+- `dynamo`: the transaction helper (conflict retries, which condition failed).
+- `batches`: the batch item: intake claim, activation, lease, phase, delivery, ERROR.
+- `tasks`: task reads and every task transition (one table of statuses).
+- `intake_writes`: the intake's fenced writes of a batch's files and tasks.
+"""
+
+from .batches import (
+    acquire_lease,
+    activate_batch,
+    advance_phase,
+    claim_intake,
+    create_batch,
+    delivery_failed,
+    delivery_succeeded,
+    fail_batch,
+    get_batch,
+    in_flight_machines,
+    list_active_batches,
+    release_lease,
+    reopen_batch,
+)
+from .dynamo import MAX_TRANSACT_ITEMS, connection
+from .intake_writes import IntakeFenceLost, write_intake
+from .tasks import (
+    PENDING_OFFSET,
+    AttemptEnd,
+    InFlightCapReached,
+    OpenTasksClosed,
+    claim_task,
+    close_open_tasks,
+    end_attempt,
+    get_task,
+    iter_files,
+    iter_tasks,
+    new_task,
+    pending_due,
+    ready_tasks,
+    record_machine,
+    reopen_failed_tasks,
+    tasks_page,
+    timed_out_tasks,
+    unclaim_task,
+    write_tasks,
+)
+
+__all__ = [
+    "MAX_TRANSACT_ITEMS", "PENDING_OFFSET", "AttemptEnd", "InFlightCapReached", "IntakeFenceLost", "OpenTasksClosed",
+    "acquire_lease", "activate_batch", "advance_phase", "claim_intake", "claim_task", "close_open_tasks",
+    "connection", "create_batch", "delivery_failed", "delivery_succeeded", "end_attempt", "fail_batch",
+    "get_batch", "get_task", "in_flight_machines", "iter_files", "iter_tasks", "list_active_batches",
+    "new_task", "pending_due", "ready_tasks", "record_machine", "release_lease", "reopen_batch",
+    "reopen_failed_tasks", "tasks_page", "timed_out_tasks", "unclaim_task", "write_intake", "write_tasks",
+]

@@ -1,0 +1,168 @@
+"""The batch item: created and claimed by intake, leased by passes, ended in DONE or ERROR."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+
+from ..models import ACTIVE, IN_FLIGHT_KEY, Batch, InFlight
+from ..states import BatchStatus
+from .dynamo import lost_race
+
+
+def _update(batch_id: str, actions: list[Any], condition: Any) -> Batch | None:
+    """One conditional update; the batch as it now is, or None if the condition failed."""
+    batch = Batch(batch_id)
+    try:
+        batch.update(actions=actions, condition=condition)
+    except UpdateError as exc:
+        if lost_race(exc):
+            return None
+        raise
+    return batch
+
+
+def get_batch(batch_id: str) -> Batch | None:
+    try:
+        return Batch.get(batch_id, consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
+def create_batch(batch_id: str, source: dict[str, Any], now: int, owner: str, lease_ms: int,
+                 replace: Batch | None = None) -> bool:
+    """A new batch in INTAKE, claimed by `owner`. With `replace` (a batch in ERROR), over
+    that one only: the next generation, whose intake first removes the old items."""
+    batch = Batch(batch_id, status=BatchStatus.INTAKE.value, started_at=now, updated_at=now,
+                  source=source, intake_owner=owner, intake_until=now + lease_ms)
+    if replace is None:
+        condition = Batch.batch_id.does_not_exist()
+    else:
+        batch.generation = int(replace.generation or 1) + 1
+        batch.intake_clean = 1
+        condition = (Batch.status == BatchStatus.ERROR.value) & (Batch.updated_at == replace.updated_at)
+    try:
+        batch.save(condition=condition)
+    except PutError as exc:
+        if lost_race(exc):
+            return False
+        raise
+    return True
+
+
+def claim_intake(batch_id: str, owner: str, now: int, lease_ms: int) -> Batch | None:
+    """Take (or keep) the intake of a batch in INTAKE: free, expired, or already ours."""
+    free = (Batch.intake_owner.does_not_exist() | (Batch.intake_until < now)
+            | (Batch.intake_owner == owner))
+    return _update(batch_id, [Batch.intake_owner.set(owner), Batch.intake_until.set(now + lease_ms)],
+                   (Batch.status == BatchStatus.INTAKE.value) & free)
+
+
+def intake_fence(owner: str) -> Any:
+    """The condition every intake write carries: the batch is still in INTAKE and ours."""
+    return (Batch.status == BatchStatus.INTAKE.value) & (Batch.intake_owner == owner)
+
+
+def activate_batch(batch_id: str, owner: str, phase: str | None, total: int, now: int) -> bool:
+    """INTAKE -> the first phase (or FINALIZING when there is nothing to convert)."""
+    status = phase or BatchStatus.FINALIZING.value
+    return _update(batch_id, [
+        Batch.status.set(status), Batch.phase.set(phase or status),
+        Batch.tasks_total.set(total), Batch.tasks_completed.set(0),
+        Batch.tasks_failed.set(0), Batch.tasks_in_flight.set(0),
+        Batch.active.set(ACTIVE), Batch.due_at.set(now), Batch.updated_at.set(now),
+        Batch.intake_owner.remove(), Batch.intake_until.remove(), Batch.intake_clean.remove(),
+    ], intake_fence(owner)) is not None
+
+
+def fail_batch(batch_id: str, error: str, now: int, expect_status: str | None = None,
+               intake_owner: str | None = None) -> bool:
+    """-> ERROR with `error`; stops all further passes (drops out of the index). Its open
+    tasks are closed by the caller (shutdown.py), never left behind."""
+    condition = Batch.batch_id.exists() & (Batch.status != BatchStatus.DONE.value)
+    if expect_status:
+        condition &= Batch.status == expect_status
+    if intake_owner:
+        condition &= Batch.intake_owner == intake_owner
+    return _update(batch_id, [
+        Batch.status.set(BatchStatus.ERROR.value), Batch.error.set(error),
+        Batch.active.remove(), Batch.due_at.remove(), Batch.updated_at.set(now),
+        Batch.completed_at.set(now), Batch.intake_owner.remove(), Batch.intake_until.remove(),
+    ], condition) is not None
+
+
+def list_active_batches(due_before: int | None = None) -> list[Batch]:
+    """Batches with work (sparse index), optionally only those due by `due_before`."""
+    condition = Batch.due_at <= due_before if due_before is not None else None
+    return list(Batch.active_index.query(ACTIVE, range_key_condition=condition))
+
+
+def in_flight_machines() -> int:
+    """The shared counter of machines in flight over all batches (models.InFlight)."""
+    try:
+        return int(InFlight.get(IN_FLIGHT_KEY, consistent_read=True).machines or 0)
+    except DoesNotExist:
+        return 0
+
+
+def acquire_lease(batch_id: str, owner: str, now: int, lease_ms: int) -> Batch | None:
+    """Take the batch for one pass; None if another pass holds it or it has no work."""
+    free = Batch.lease_until.does_not_exist() | (Batch.lease_until < now) | (Batch.lease_owner == owner)
+    return _update(batch_id, [Batch.lease_owner.set(owner), Batch.lease_until.set(now + lease_ms)],
+                   Batch.active.exists() & free)
+
+
+def release_lease(batch_id: str, owner: str, due_at: int | None, pass_errors: int | None = None) -> None:
+    """End a pass: give the lease back and say when the batch is next due."""
+    actions = [Batch.lease_owner.remove(), Batch.lease_until.remove()]
+    if pass_errors is not None:
+        actions.append(Batch.pass_errors.set(pass_errors))
+    condition = Batch.lease_owner == owner
+    if due_at is not None:
+        actions.append(Batch.due_at.set(due_at))
+        condition &= Batch.active.exists()
+    _update(batch_id, actions, condition)
+
+
+def advance_phase(batch: Batch, next_phase: str | None, total: int, now: int) -> bool:
+    """A phase whose tasks all ended -> the next phase, or FINALIZING."""
+    history = list(batch.phase_history or [])
+    history.append({"phase": batch.phase, "total": batch.tasks_total,
+                    "completed": batch.tasks_completed, "failed": batch.tasks_failed})
+    status = next_phase or BatchStatus.FINALIZING.value
+    actions = [Batch.status.set(status), Batch.phase_history.set(history),
+               Batch.due_at.set(now), Batch.updated_at.set(now)]
+    if next_phase:
+        actions += [Batch.phase.set(next_phase), Batch.tasks_total.set(total),
+                    Batch.tasks_completed.set(0), Batch.tasks_failed.set(0),
+                    Batch.tasks_in_flight.set(0)]
+    condition = ((Batch.status == batch.status) & (Batch.tasks_completed == batch.tasks_completed)
+                 & (Batch.tasks_failed == batch.tasks_failed))
+    return _update(batch.batch_id, actions, condition) is not None
+
+
+def delivery_succeeded(batch_id: str, now: int) -> None:
+    _update(batch_id, [
+        Batch.status.set(BatchStatus.DONE.value), Batch.active.remove(),
+        Batch.due_at.remove(), Batch.delivered_at.set(now), Batch.completed_at.set(now),
+        Batch.updated_at.set(now), Batch.delivery_attempts.add(1), Batch.delivery_error.remove(),
+    ], Batch.status == BatchStatus.FINALIZING.value)
+
+
+def delivery_failed(batch_id: str, error: str, next_due: int, now: int) -> None:
+    _update(batch_id, [
+        Batch.delivery_attempts.add(1), Batch.delivery_error.set(error),
+        Batch.due_at.set(next_due), Batch.updated_at.set(now),
+    ], Batch.status == BatchStatus.FINALIZING.value)
+
+
+def reopen_batch(batch_id: str, status: str, now: int, expect: tuple[str, ...]) -> bool:
+    """An ended batch back to work (`status`: a phase, or FINALIZING to redeliver). The
+    next final callback is a new delivery: it gets a new Idempotency-Key."""
+    return _update(batch_id, [
+        Batch.status.set(status), Batch.active.set(ACTIVE), Batch.due_at.set(now),
+        Batch.updated_at.set(now), Batch.error.remove(), Batch.completed_at.remove(),
+        Batch.delivered_at.remove(), Batch.delivery_error.remove(),
+        Batch.delivery_attempts.set(0), Batch.pass_errors.set(0), Batch.delivery_generation.add(1),
+    ], Batch.status.is_in(*expect)) is not None

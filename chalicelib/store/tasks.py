@@ -1,0 +1,359 @@
+"""Tasks: reads through the sparse indexes, and every transition of a task's status.
+
+A task moves pending -> processing (a claim: the next attempt) -> completed, failed, or back
+to pending (retry later). Every move is one transaction: the task (conditioned on the status
+and attempt it was read at), its batch's counters (conditioned on the batch still being in
+the task's phase, so an ended batch counts nothing) and the shared machines-in-flight
+counter. `_moved_to` is the only place a task's `status` and `status_key` are set.
+Attempt numbers only grow: machine names and callback tokens are made from them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, UpdateError
+
+from ..models import IN_FLIGHT_KEY, Batch, File, InFlight, Task
+from ..settings import Settings
+from ..states import BatchStatus, TaskStatus
+from ..transitions import Move, Outcome
+from .dynamo import CONDITION_FAILED, MAX_TRANSACT_ITEMS, lost_race, transact
+
+# open_due holds two kinds of time in one sparse index: a processing task's deadline as is,
+# a pending task's retry time plus this offset. Two range queries then find "timed out"
+# and "ready to spawn" separately, each exactly, without reading the other kind.
+PENDING_OFFSET = 10**14
+# A closing transaction holds the tasks, the batch and the in-flight counter.
+CLOSE_PAGE = MAX_TRANSACT_ITEMS - 2
+
+
+class InFlightCapReached(RuntimeError):
+    """A claim refused because MAX_MACHINES_IN_FLIGHT machines are already in flight."""
+
+
+def _status_key(status: str, task_id: str) -> str:
+    return f"{status}#{task_id}"
+
+
+def _moved_to(status: TaskStatus, task_id: str) -> list[Any]:
+    """The writes every move of a task to `status` implies (status and its index key)."""
+    return [Task.status.set(status.value), Task.status_key.set(_status_key(status.value, task_id))]
+
+
+def _in_flight(attempt: int) -> Any:
+    return (Task.status == TaskStatus.PROCESSING.value) & (Task.attempts == attempt)
+
+
+def _log(attempt: int) -> Any:
+    return Task.attempt_log[str(attempt)]
+
+
+def _machines(tx: Any, delta: int, cap: int | None = None) -> None:
+    """Move the shared in-flight counter; with `cap`, only while it is below the cap."""
+    condition = None
+    if cap is not None:
+        condition = InFlight.machines.does_not_exist() | (InFlight.machines < cap)
+    tx.update(InFlight(IN_FLIGHT_KEY), actions=[InFlight.machines.add(delta)], condition=condition)
+
+
+def pending_due(at: int) -> int:
+    return PENDING_OFFSET + at
+
+
+# ---- creating ----------------------------------------------------------------------------
+
+def new_task(batch_id: str, task_id: str, phase: str, input_key: str, position: int | None,
+             data: dict[str, Any] | None, now: int, output_key: str | None = None) -> Task:
+    status = TaskStatus.PENDING.value
+    return Task(batch_id, task_id, phase=phase, status=status, status_key=_status_key(status, task_id),
+                open_due=pending_due(now), attempts=0, attempts_base=0, attempt_log={},
+                input_r2_key=input_key, file_position=position, data=data or None,
+                planned_output_key=output_key, created_at=now, updated_at=now)
+
+
+def _save_all(model: type[File] | type[Task], items: Iterable[Any]) -> int:
+    """BatchWriteItem, 25 items a request (pynamodb retries unprocessed ones)."""
+    count = 0
+    with model.batch_write() as writer:
+        for item in items:
+            writer.save(item)
+            count += 1
+    return count
+
+
+def write_tasks(tasks: Iterable[Task]) -> int:
+    """A later phase's tasks, written under the pass's lease before the batch enters that
+    phase (no claim can touch them before): plain puts, repeated harmlessly."""
+    return _save_all(Task, tasks)
+
+
+# ---- reading -----------------------------------------------------------------------------
+
+def get_task(batch_id: str, task_id: str) -> Task | None:
+    try:
+        return Task.get(batch_id, task_id, consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
+def iter_tasks(batch_id: str) -> Iterator[Task]:
+    return Task.query(batch_id)
+
+
+def iter_files(batch_id: str) -> Iterator[File]:
+    return File.query(batch_id)
+
+
+def timed_out_tasks(batch_id: str, now: int, limit: int) -> list[Task]:
+    """Processing tasks past their deadline, oldest first (sparse LSI)."""
+    return list(Task.open_index.query(batch_id, Task.open_due.between(0, now), limit=limit,
+                                      consistent_read=True))
+
+
+def ready_tasks(batch_id: str, now: int, limit: int) -> list[Task]:
+    """Pending tasks whose (retry) time has come, oldest first (sparse LSI)."""
+    if limit <= 0:
+        return []
+    return list(Task.open_index.query(batch_id, Task.open_due.between(PENDING_OFFSET, pending_due(now)),
+                                      limit=limit, consistent_read=True))
+
+
+def tasks_page(batch_id: str, status: str | None, limit: int, token: str | None) -> tuple[list[Task], str | None]:
+    """One page of a batch's tasks, by status through the status index when asked."""
+    start = _decode_token(token) if token else None
+    if start is not None:
+        _check_start_key(start, batch_id, status)
+    if status:
+        result = Task.status_index.query(batch_id, Task.status_key.startswith(f"{status}#"),
+                                         limit=limit, last_evaluated_key=start)
+    else:
+        result = Task.query(batch_id, limit=limit, last_evaluated_key=start)
+    items = list(result)
+    last = result.last_evaluated_key
+    return items, (_encode_token(last) if last else None)
+
+
+def _encode_token(key: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode()
+
+
+def _decode_token(token: str) -> dict[str, Any]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError):
+        raise ValueError("invalid next token") from None
+    if not isinstance(key, dict):
+        raise ValueError("invalid next token")
+    return key
+
+
+def _check_start_key(key: dict[str, Any], batch_id: str, status: str | None) -> None:
+    """A token is only ever one this route issued for this batch and status: anything else
+    would reach DynamoDB as a malformed ExclusiveStartKey (a 500, not a 400)."""
+    names = {"batch_id", "task_id"} | ({"status_key"} if status else set())
+    values = {name: value.get("S") if isinstance(value, dict) and set(value) == {"S"} else None
+              for name, value in key.items()}
+    if (set(values) != names or not all(isinstance(v, str) and v for v in values.values())
+            or values["batch_id"] != batch_id
+            or (status and values["status_key"] != _status_key(status, values["task_id"]))):
+        raise ValueError("invalid next token")
+
+
+# ---- moving ------------------------------------------------------------------------------
+
+def claim_task(settings: Settings, task: Task, phase: str, machine_name: str, deadline: int,
+               now: int) -> int | None:
+    """pending -> processing for the next attempt; returns the attempt, None if the task or
+    the batch moved first, InFlightCapReached if the shared cap is full."""
+    attempt = int(task.attempts) + 1
+
+    def build(tx: Any) -> None:
+        tx.update(Task(task.batch_id, task.task_id),
+                  actions=[*_moved_to(TaskStatus.PROCESSING, task.task_id), Task.attempts.set(attempt),
+                           Task.open_due.set(deadline), Task.attempt_started_at.set(now),
+                           Task.machine_id.remove(), Task.machine_name.set(machine_name),
+                           Task.updated_at.set(now),
+                           _log(attempt).set({"started_at": now, "machine_name": machine_name})],
+                  condition=(Task.status == TaskStatus.PENDING.value) & (Task.attempts == task.attempts))
+        tx.update(Batch(task.batch_id), actions=[Batch.tasks_in_flight.add(1), Batch.updated_at.set(now)],
+                  condition=Batch.status == phase)
+        _machines(tx, 1, cap=settings.max_machines_in_flight)
+
+    reasons = transact(settings, build)
+    if reasons is None:
+        return attempt
+    if len(reasons) == 3 and reasons[2] == CONDITION_FAILED and reasons[0] != CONDITION_FAILED:
+        raise InFlightCapReached(f"{settings.max_machines_in_flight} machines in flight")
+    return None
+
+
+def record_machine(batch_id: str, task_id: str, attempt: int, machine_id: str) -> bool:
+    try:
+        Task(batch_id, task_id).update(
+            actions=[Task.machine_id.set(machine_id), _log(attempt)["machine_id"].set(machine_id)],
+            condition=_in_flight(attempt),
+        )
+    except UpdateError as exc:
+        if lost_race(exc):
+            return False
+        raise
+    return True
+
+
+def unclaim_task(settings: Settings, batch_id: str, task_id: str, attempt: int, retry_at: int, now: int) -> bool:
+    """processing -> pending, the attempt not counted (Fly said 429 before creating: no
+    machine and no token of that attempt exist, so its number may be used again)."""
+
+    def build(tx: Any) -> None:
+        tx.update(Task(batch_id, task_id),
+                  actions=[*_moved_to(TaskStatus.PENDING, task_id), Task.attempts.set(attempt - 1),
+                           Task.open_due.set(pending_due(retry_at)), Task.machine_name.remove(),
+                           Task.updated_at.set(now), _log(attempt).remove()],
+                  condition=_in_flight(attempt))
+        tx.update(Batch(batch_id), actions=[Batch.tasks_in_flight.add(-1)], condition=Batch.batch_id.exists())
+        _machines(tx, -1)
+
+    return transact(settings, build) is None
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    """How one attempt ends: the move, and what it leaves on the task."""
+
+    move: Move
+    phase: str
+    outcome: Outcome | None = None
+    error: str | None = None
+    retry_at: int | None = None
+    # With a limit, a retry only while fewer than `attempts_left_below` attempts were made
+    # since the last admin retry (the callback decides without reading the task).
+    attempts_left_below: int | None = None
+    keep_planned_output: bool = False
+    output: dict[str, Any] = field(default_factory=dict)
+
+
+def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple[list[Any], list[Any]]:
+    task: list[Any] = [Task.updated_at.set(now), _log(attempt)["ended_at"].set(now),
+                       _log(attempt)["outcome"].set(end.move.value)]
+    batch: list[Any] = [Batch.tasks_in_flight.add(-1), Batch.updated_at.set(now)]
+    if end.move is Move.COMPLETE:
+        assert end.outcome is not None
+        task += [*_moved_to(TaskStatus.COMPLETED, task_id), Task.open_due.remove(), Task.ended_at.set(now),
+                 Task.last_error.remove()]
+        for name, value in end.outcome.output.items():
+            if name == "output_r2_key" and end.keep_planned_output:
+                # presigned: the planned key is the only one the machine could write
+                task.append(Task.output_r2_key.set(Task.planned_output_key | value))
+            else:
+                task.append(getattr(Task, name).set(value))
+        if end.outcome.performance is not None:
+            task.append(Task.performance.set(end.outcome.performance))
+        batch.append(Batch.tasks_completed.add(1))
+        return task, batch
+    error = end.error or "unknown error"
+    task += [Task.last_error.set(error), _log(attempt)["error"].set(error[:1000])]
+    if end.move is Move.RETRY:
+        retry_at = end.retry_at if end.retry_at is not None else now
+        task += [*_moved_to(TaskStatus.PENDING, task_id), Task.open_due.set(pending_due(retry_at))]
+    else:
+        task += [*_moved_to(TaskStatus.FAILED, task_id), Task.open_due.remove(), Task.ended_at.set(now)]
+        batch.append(Batch.tasks_failed.add(1))
+    return task, batch
+
+
+def end_attempt(settings: Settings, batch_id: str, task_id: str, attempt: int, end: AttemptEnd, now: int) -> bool:
+    """Carry out the end of one attempt: complete, retry later, or fail. One transaction:
+    the task's transition (only if that attempt is still in flight), the batch's counters
+    (only while the batch is in the task's phase) and the in-flight counter."""
+    task_actions, batch_actions = _end_actions(task_id, attempt, end, now)
+    condition = _in_flight(attempt)
+    if end.attempts_left_below is not None:
+        condition &= Task.attempts_base > attempt - end.attempts_left_below
+
+    def build(tx: Any) -> None:
+        tx.update(Task(batch_id, task_id), actions=task_actions, condition=condition)
+        tx.update(Batch(batch_id), actions=batch_actions, condition=Batch.status == end.phase)
+        _machines(tx, -1)
+
+    return transact(settings, build) is None
+
+
+@dataclass
+class OpenTasksClosed:
+    """What closing a batch's open tasks found: how many, and the machines to destroy
+    (by id where it was recorded, by name where a creation may have happened unrecorded)."""
+
+    closed: int = 0
+    machine_ids: list[str] = field(default_factory=list)
+    machine_names: list[str] = field(default_factory=list)
+
+
+def close_open_tasks(settings: Settings, batch_id: str, error: str, now: int) -> OpenTasksClosed:
+    """Fail every open task of a batch (every way into ERROR), counters in the same
+    transactions. Each task is conditioned on everything read of it, its machine id
+    included: a machine recorded after the read makes the page be read again, so its id
+    is not missed."""
+    result = OpenTasksClosed()
+    while True:
+        page = list(Task.open_index.query(batch_id, Task.open_due >= 0, limit=CLOSE_PAGE, consistent_read=True))
+        if not page:
+            return result
+        running = [t for t in page if t.status == TaskStatus.PROCESSING.value]
+        if transact(settings, lambda tx, page=page, running=running: _close_page(tx, batch_id, page, running,
+                                                                                  error, now)) is not None:
+            continue  # a callback or a spawn moved one of them first: read the page again
+        result.closed += len(page)
+        result.machine_ids += [t.machine_id for t in running if t.machine_id]
+        result.machine_names += [t.machine_name for t in running if not t.machine_id and t.machine_name]
+
+
+def _close_page(tx: Any, batch_id: str, page: list[Task], running: list[Task], error: str, now: int) -> None:
+    for task in page:
+        same = (Task.status == task.status) & (Task.attempts == task.attempts)
+        same &= (Task.machine_id == task.machine_id) if task.machine_id else Task.machine_id.does_not_exist()
+        actions = [*_moved_to(TaskStatus.FAILED, task.task_id), Task.open_due.remove(),
+                   Task.last_error.set(error), Task.ended_at.set(now), Task.updated_at.set(now)]
+        if task.status == TaskStatus.PROCESSING.value:
+            attempt = int(task.attempts)
+            actions += [_log(attempt)["ended_at"].set(now), _log(attempt)["outcome"].set("closed"),
+                        _log(attempt)["error"].set(error)]
+        tx.update(Task(batch_id, task.task_id), actions=actions, condition=same)
+    tx.update(Batch(batch_id), actions=[Batch.tasks_failed.add(len(page)),
+                                        Batch.tasks_in_flight.add(-len(running)), Batch.updated_at.set(now)],
+              condition=Batch.batch_id.exists())
+    if running:
+        _machines(tx, -len(running))
+
+
+def reopen_failed_tasks(settings: Settings, batch_id: str, phase: str, now: int) -> int:
+    """Failed tasks of `phase` -> pending (admin retry), the failed counter moving in the
+    same transactions. Only while the batch has ended, so no pass sees the counters
+    half-way. The attempt numbers go on from where they were; the retry budget restarts."""
+    reopened = 0
+    ended = (BatchStatus.DONE.value, BatchStatus.ERROR.value)
+    while True:
+        page = list(Task.status_index.query(
+            batch_id, Task.status_key.startswith(f"{TaskStatus.FAILED.value}#"),
+            filter_condition=Task.phase == phase, limit=MAX_TRANSACT_ITEMS - 1, consistent_read=True))
+        if not page:
+            return reopened
+
+        def build(tx: Any, page: list[Task] = page) -> None:
+            for task in page:
+                tx.update(Task(batch_id, task.task_id),
+                          actions=[*_moved_to(TaskStatus.PENDING, task.task_id),
+                                   Task.attempts_base.set(int(task.attempts)),
+                                   Task.open_due.set(pending_due(now)), Task.ended_at.remove(),
+                                   Task.machine_id.remove(), Task.machine_name.remove(), Task.updated_at.set(now)],
+                          condition=(Task.status == TaskStatus.FAILED.value) & (Task.attempts == task.attempts))
+            tx.update(Batch(batch_id), actions=[Batch.tasks_failed.add(-len(page)), Batch.updated_at.set(now)],
+                      condition=Batch.status.is_in(*ended))
+
+        if transact(settings, build) is not None:
+            return reopened  # another retry took them, or the batch started again
+        reopened += len(page)
