@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 from . import store
-from .models import MODELS
+from .models import CLIENT_MODELS
 from .settings import Settings
 
 
@@ -27,7 +27,7 @@ class RequestCounter:
             self.counts[model.name] += 1
 
     def attach(self, settings: Settings) -> RequestCounter:
-        clients = [m._get_connection().connection.client for m in MODELS]
+        clients = [m._get_connection().connection.client for m in CLIENT_MODELS]
         clients.append(store.connection(settings).client)
         for client in {id(c): c for c in clients}.values():
             client.meta.events.register("before-call.dynamodb", self._on_call)

@@ -171,7 +171,8 @@ class File(Model):
     info = JSONAttribute()
 
 
-MODELS: tuple[type[Model], ...] = (Batch, Task, File)
+MODELS: tuple[type[Model], ...] = (Batch, Task, File)  # one per table
+CLIENT_MODELS: tuple[type[Model], ...] = (*MODELS, InFlight)  # each holds its own connection
 
 
 def configure_models(settings: Settings) -> None:

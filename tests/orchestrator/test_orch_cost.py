@@ -8,7 +8,7 @@ from collections import Counter
 
 import app
 from chalicelib import store
-from chalicelib.models import MODELS
+from chalicelib.models import CLIENT_MODELS
 
 from .conftest import (
     LambdaContext,
@@ -27,7 +27,7 @@ class RequestCounter:
 
     def __init__(self, settings) -> None:
         self.calls: list[str] = []
-        clients = [model._get_connection().connection.client for model in MODELS]
+        clients = [model._get_connection().connection.client for model in CLIENT_MODELS]
         clients.append(store.connection(settings).client)
         emitters = {id(c.meta.events): c.meta.events for c in clients}
         assert all(c.meta.service_model.service_name == "dynamodb" for c in clients)
