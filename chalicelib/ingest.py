@@ -8,16 +8,20 @@ rewrite a file's entry from its task's result (the TIFF phase turns a TIFF into 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlparse
 
 import requests
 
 from . import store
-from .errors import DeliveryError
+from .errors import DeliveryError, DeliveryNotConfiguredError
 from .phases import FileEntry, PhaseRegistry
 from .settings import Settings
 from .views import task_view_for_phase
 
 ENTRY_FIELDS = ("r2_key", "logical_path", "file_name", "file_size", "content_type")
+# The dev stage's WORKER_URL until someone sets it: a dev batch must never deliver into the
+# production ingest service by default. Any host under `.invalid` (RFC 2606) counts as unset.
+WORKER_URL_UNSET = "https://worker-url-not-set.invalid"
 
 
 def build_files(batch_id: str, registry: PhaseRegistry) -> list[dict[str, Any]]:
@@ -39,6 +43,11 @@ def build_files(batch_id: str, registry: PhaseRegistry) -> list[dict[str, Any]]:
 
 def deliver(settings: Settings, session: requests.Session, batch_id: str,
             files: list[dict[str, Any]]) -> None:
+    if (urlparse(settings.worker_url).hostname or "").endswith(".invalid"):
+        raise DeliveryNotConfiguredError(
+            f"WORKER_URL is not set for stage {settings.stage} (it is the placeholder "
+            f"{settings.worker_url}): set it to the ingest service or a test receiver, "
+            "then redeliver the batch")
     url = f"{settings.worker_url}/api/batches/{batch_id}/enqueue-processed"
     try:
         response = session.post(url, json={"files": files}, timeout=settings.delivery_timeout_ms / 1000)

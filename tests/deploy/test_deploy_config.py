@@ -35,9 +35,10 @@ SEED_NAMES = {
     "FLY_APP_NAME": "arke-tiff-worker",
     "FLY_WORKER_IMAGE": "registry.fly.io/arke-tiff-worker:latest",
     "FLY_REGION": "ord",
-    "WORKER_URL": "https://ingest.arke.institute",
     "R2_BUCKET": "arke-staging",
 }
+# Where each stage's final callback goes: dev never delivers into production.
+WORKER_URL = {"prod": "https://ingest.arke.institute", "dev": "https://worker-url-not-set.invalid"}
 SECRET_NAMES = ("FLY_API_TOKEN", "R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")
 
 
@@ -120,6 +121,7 @@ def test_stage_env_names_its_own_resources(stage):
     assert "ORCHESTRATOR_URL" in env
     for name, value in {**SEED_NUMBERS, **SEED_NAMES}.items():
         assert env[name] == value, name
+    assert env["WORKER_URL"] == WORKER_URL[stage]
     assert all(isinstance(v, str) for v in env.values())
     # Secrets never sit in config.json: they come from SSM.
     assert not set(SECRET_NAMES) & set(env)
@@ -280,3 +282,18 @@ def test_no_placeholder_is_mistaken_for_a_url():
         assert re.fullmatch(r"https://\S+", url)
         if "execute-api" not in url:
             assert url.endswith(".invalid")
+
+
+def test_dev_worker_url_is_a_placeholder_that_refuses_to_deliver():
+    from chalicelib.errors import DeliveryNotConfiguredError
+    from chalicelib.ingest import WORKER_URL_UNSET, deliver
+
+    assert stage_env("dev")["WORKER_URL"] == WORKER_URL_UNSET
+    assert stage_env("dev")["WORKER_URL"] != stage_env("prod")["WORKER_URL"]
+
+    class NoNetwork:
+        def post(self, *a, **kw):
+            raise AssertionError("a placeholder WORKER_URL must not be called")
+
+    with pytest.raises(DeliveryNotConfiguredError, match="WORKER_URL is not set for stage dev"):
+        deliver(Settings.from_env(stage_env("dev")), NoNetwork(), "batch_x", [])
