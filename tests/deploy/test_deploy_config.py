@@ -89,23 +89,37 @@ def app_handlers() -> set[str]:
 
 # ---- config.json -------------------------------------------------------------------------
 
-def test_config_is_valid_json_with_the_three_stages():
+def test_config_is_valid_json_with_the_four_stages():
     config = load_config()
     assert config["version"] == "2.0"
     assert config["app_name"] == "arke-preprocessing-orchestrator"
-    assert set(config["stages"]) == {"dev", "prod", "local"}
+    assert set(config["stages"]) == {"dev", "prod", "local", "local-stack"}
 
 
-def test_local_stage_pins_nothing_but_the_stage():
+def test_local_stack_stage_pins_nothing_but_the_stage():
     # `chalice local` copies the stage's environment_variables (top level merged with the
     # stage's) into os.environ before importing app.py, overwriting what the local stack
-    # exported (AWS_ENDPOINT_URL, FLY_API_HOSTNAME, table names, ...). So nothing at the top
-    # level, and the local stage sets STAGE only.
+    # exported (AWS_ENDPOINT_URL, FLY_API_HOSTNAME, its ports, ...). So nothing at the top
+    # level, and the stage the stack runs its API with sets STAGE only.
+    from arke_local.endpoints import STACK_CHALICE_STAGE
+
     config = load_config()
     assert "environment_variables" not in config
     assert "lambda_functions" not in config
-    assert stage_env("local") == {"STAGE": "local"}
-    assert "lambda_functions" not in config["stages"]["local"]
+    assert stage_env(STACK_CHALICE_STAGE) == {"STAGE": "local"}
+    assert "lambda_functions" not in config["stages"][STACK_CHALICE_STAGE]
+
+
+def test_local_stage_is_the_stack_at_its_default_ports():
+    # A hand-run `chalice local --stage local` beside `make up` needs no variable: its stage
+    # names the stack's default endpoints and dummy credentials, and no secret (they are in
+    # the stack's SSM, which infra fills).
+    from arke_local.endpoints import LOCAL_SECRETS, Endpoints, Ports, orchestrator_env
+
+    expected = {k: v for k, v in orchestrator_env(Endpoints(Ports())).items() if k not in LOCAL_SECRETS}
+    assert stage_env("local") == expected
+    assert stage_env("local")["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5000"
+    assert "lambda_functions" not in load_config()["stages"]["local"]
 
 
 @pytest.mark.parametrize("stage", DEPLOYED)
