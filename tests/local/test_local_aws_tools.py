@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -24,8 +25,10 @@ DOC_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
 
 
 @pytest.fixture(scope="module")
-def stack_moto():
-    """The stack's moto launcher on a free port, with the local stage's resources."""
+def stack_moto(tmp_path_factory):
+    """The stack's moto launcher on a free port, with the local stage's resources, made by
+    the installed `arke-preprocess infra` run from outside the repo (as docs/deploy.md's
+    `chalice deploy` path runs it)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ARKE_"))}
     proc = subprocess.Popen([sys.executable, "-m", "arke_local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
@@ -40,8 +43,10 @@ def stack_moto():
             except requests.RequestException:
                 assert time.monotonic() < deadline and proc.poll() is None, "moto did not start"
                 time.sleep(0.1)
-        infra = subprocess.run([sys.executable, "-m", "arke_local.cli", "infra", "--stage", "local",
-                                "--endpoint-url", url], env=env, capture_output=True, text=True, timeout=120)
+        cli = str(Path(sys.executable).parent / "arke-preprocess")
+        infra = subprocess.run([cli, "infra", "--stage", "local", "--endpoint-url", url], env=env,
+                               cwd=tmp_path_factory.mktemp("elsewhere"), capture_output=True, text=True,
+                               timeout=120)
         assert infra.returncode == 0, infra.stderr
         yield url
     finally:
