@@ -82,7 +82,7 @@ class Progress:
         word = PHASE_WORDS.get(self.status, self.status.lower().replace("_", " "))
         working = self.status not in ("INTAKE", "FINALIZING", *TERMINAL)
         if working and self.total and self.ended >= self.total:
-            return f"{word} (all tasks ended, finishing)"
+            return f"{word}, all tasks ended"
         return word
 
     @property
@@ -142,7 +142,8 @@ class Progress:
 
     def render_line(self, batch_id: str, elapsed_s: float) -> str:
         """The plain line of one change (no colour, no width limit)."""
-        text = f"[CLI] {batch_id} {self.status} {self.phase}: " + ", ".join(self.task_parts())
+        phase = f" ({self.phase})" if self.phase != self.status.lower() else ""
+        text = f"[CLI] {batch_id} {self.status}{phase}: " + ", ".join(self.task_parts())
         if self.machine_parts():
             text += "; machines: " + ", ".join(self.machine_parts())
         if self.delivery_text():

@@ -115,5 +115,6 @@ def test_chalice_local_stage_serves_the_routes_and_ignores_the_stacks_files(defa
         assert requests.get(f"{api}/status/batch_nope", timeout=10).status_code == 404
     finally:
         supervisor.stop_all()
+        (supervisor.quiet_dir / "writer.log").unlink(missing_ok=True)
         os.killpg(chalice.pid, 15)
         chalice.wait(10)

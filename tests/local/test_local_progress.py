@@ -70,7 +70,7 @@ def test_rate_eta_and_phase_words():
     assert p.rate == 2.0 and p.eta_s == 3.0
     # every task ended, the phase not yet moved on: no "ETA 0s", the phase says so
     p.update(3.0, answer("TIFF_CONVERSION", 10, 9, 1))
-    assert p.eta_s is None and "finishing" in p.phase and not any("ETA" in x for x in p.task_parts())
+    assert p.eta_s is None and "all tasks ended" in p.phase and not any("ETA" in x for x in p.task_parts())
     p.update(4.0, answer("FINALIZING", 10, 9, 1, delivery={"attempts": 1, "last_error": "503"}))
     assert p.phase == "delivering"
     assert p.delivery_text() == "delivering the file list (attempt 2), last: 503"
@@ -126,7 +126,9 @@ def test_done_without_failures_exits_0_one_plain_line_per_change():
     progress_lines = [line for line in lines if line.startswith("[CLI] b TIFF") or line.startswith("[CLI] b FIN")
                       or line.startswith("[CLI] b DONE")]
     assert len(progress_lines) == 4
-    assert "FINALIZING delivering" in progress_lines[2]
+    assert progress_lines[0].startswith("[CLI] b TIFF_CONVERSION (converting): 1 done, 0 failed, of 3")
+    assert progress_lines[2].startswith("[CLI] b FINALIZING (delivering): 3 done")
+    assert progress_lines[3].startswith("[CLI] b DONE: 3 done") and "delivered after 1 attempt(s)" in progress_lines[3]
     assert lines[-1].startswith("[CLI] b: DONE in") and "failed" not in lines[-1]
     assert client.pages == []  # no failed task: no tasks query
 
