@@ -192,8 +192,7 @@ def _bar(p: Progress, width: int) -> Text:
     return bar
 
 
-def render_view(p: Progress, batch_id: str, width: int, elapsed_s: float) -> Group:
-    """The live view at `width` columns: no line is longer than `width`."""
+def _head_line(p: Progress, batch_id: str, elapsed_s: float) -> Text:
     head = Text()
     head.append(batch_id, style="bold")
     head.append(f"  {p.phase}", style="cyan")
@@ -201,8 +200,10 @@ def render_view(p: Progress, batch_id: str, width: int, elapsed_s: float) -> Gro
     extra = p.delivery_text() or (p.error or "" if p.status == "ERROR" else "")
     if extra:
         head.append(f"  {extra}", style="red" if p.status == "ERROR" else "yellow")
-    lines = [_line(head)]
+    return head
 
+
+def _tasks_line(p: Progress, width: int) -> Text:
     share = p.ended / p.total if p.total else 0.0
     pct = f"{share * 100:5.1f}%  "
     room = width - LABEL_W - cell_len(pct)  # for the bar (and its space) and the numbers
@@ -216,18 +217,28 @@ def render_view(p: Progress, batch_id: str, width: int, elapsed_s: float) -> Gro
     else:  # too narrow for a bar: the numbers alone
         numbers = _fit(p.task_parts(), room)
     tasks.append(pct + numbers)
-    lines.append(_line(tasks))
+    return tasks
 
+
+def _machines_line(p: Progress, width: int) -> Text:
+    machines = Text("machines".ljust(LABEL_W), style="bold")
+    machines.append(_fit(p.machine_parts(), width - LABEL_W))
+    return machines
+
+
+def render_view(p: Progress, batch_id: str, width: int, elapsed_s: float) -> Group:
+    """The live view at `width` columns: no line is longer than `width` (what does not fit
+    is left out, least important first, and rich cuts anything left with an ellipsis)."""
+    lines = [_head_line(p, batch_id, elapsed_s), _tasks_line(p, width)]
     if p.machines:
-        machines = Text("machines".ljust(LABEL_W), style="bold")
-        machines.append(_fit(p.machine_parts(), width - LABEL_W))
-        lines.append(_line(machines))
+        lines.append(_machines_line(p, width))
     for line in lines:
-        line.truncate(width, overflow="ellipsis")
+        _line(line).truncate(width, overflow="ellipsis")
     return Group(*lines)
 
 
-def render_failed(tasks: list[dict], more: bool, failed: int, retry_command: str) -> Group:
+def render_failed(tasks: list[dict], more: bool, failed: int, retry_command: str,
+                  batch_id: str = "BATCH") -> Group:
     """The table of failed tasks (input, attempts, error) and how to retry them."""
     table = Table(title=f"{failed} failed task(s)", title_justify="left", expand=False,
                   show_lines=False, pad_edge=False)
@@ -239,18 +250,20 @@ def render_failed(tasks: list[dict], more: bool, failed: int, retry_command: str
                       str(t.get("last_error") or "-"))
     notes = []
     if more:
-        notes.append(Text(f"(first {len(tasks)} shown; all: arke-preprocess tasks ... --failed)", style="dim"))
+        notes.append(Text(f"(the first {len(tasks)}; all of them: arke-preprocess tasks {batch_id} --failed)",
+                          style="dim"))
     notes.append(Text.assemble("retry them: ", (retry_command, "bold")))
     return Group(table, *notes)
 
 
 # --- polling ---------------------------------------------------------------------------------
-def _failed_tasks(client: OrchestratorClient, batch_id: str) -> tuple[list[dict], bool]:
+def _failed_tasks(client: OrchestratorClient, batch_id: str) -> tuple[list[dict], bool, str | None]:
+    """(the first failed tasks, whether there are more, why they could not be read)."""
     try:
         page = client.tasks_page(batch_id, "failed", limit=FAILED_SHOWN)
-    except (ApiError, requests.RequestException):
-        return [], False
-    return page.get("tasks", []), bool(page.get("next"))
+    except (ApiError, requests.RequestException) as exc:
+        return [], False, str(exc) if isinstance(exc, ApiError) else type(exc).__name__
+    return page.get("tasks", []), bool(page.get("next")), None
 
 
 class _Output:
@@ -284,9 +297,9 @@ class _Output:
             self.live.stop()
             self.live = None
 
-    def failed_table(self, tasks: list[dict], more: bool, failed: int, retry: str) -> None:
+    def failed_table(self, tasks: list[dict], more: bool, failed: int, retry: str, batch_id: str) -> None:
         if self.tty:
-            self.console.print(render_failed(tasks, more, failed, retry))
+            self.console.print(render_failed(tasks, more, failed, retry, batch_id))
             return
         for t in tasks:
             self.note(f"[CLI] failed: {t.get('input_r2_key') or t.get('task_id')} "
@@ -360,8 +373,10 @@ def watch(
 def _finish(view: _Output, client: OrchestratorClient, p: Progress, batch_id: str,
             elapsed: float, retry: str) -> None:
     if p.failed:
-        tasks, more = _failed_tasks(client, batch_id)
-        view.failed_table(tasks, more, p.failed, retry)
+        tasks, more, problem = _failed_tasks(client, batch_id)
+        if problem:
+            view.note(f"[CLI] {batch_id}: could not list the failed tasks: {problem}")
+        view.failed_table(tasks, more, p.failed, retry, batch_id)
     if p.status == "DONE":
         tail = f", {p.failed} task(s) failed" if p.failed else ""
         view.note(f"[CLI] {batch_id}: DONE in {elapsed:.1f} s{tail}")

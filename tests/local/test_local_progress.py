@@ -178,3 +178,22 @@ def test_cli_retry_command_names_the_stage():
     args = build_parser().parse_args(["--stage", "dev", "--api-url", "https://x/api", "watch", "B"])
     assert _retry_command(args, "B") == "arke-preprocess --stage dev --api-url https://x/api retry B"
     assert _retry_command(build_parser().parse_args(["watch", "B"]), "B") == "arke-preprocess retry B"
+
+
+def test_many_failed_tasks_say_how_to_list_them_all_and_a_failed_listing_is_reported():
+    many = [dict(FAILED[0], task_id=f"t{i}", input_r2_key=f"staging/b/{i}.tif") for i in range(25)]
+    out = io.StringIO()
+    code, _ = watch(FakeClient([answer("DONE", 30, 5, 25)], failed=many), "b", interval_s=0.0, out=out,
+                    tty=True, width=100)
+    assert code == 2
+    text = ANSI.sub("", out.getvalue())
+    assert "staging/b/19.tif" in text and "staging/b/20.tif" not in text  # the first 20
+    assert "all of them: arke-preprocess tasks b --failed" in text
+
+    class Unlistable(FakeClient):
+        def tasks_page(self, *a, **kw):
+            raise ApiError(503, "busy", "u")
+
+    out = io.StringIO()
+    code, _ = watch(Unlistable([answer("DONE", 3, 2, 1)]), "b", interval_s=0.0, out=out, tty=False)
+    assert code == 2 and "could not list the failed tasks: 503" in out.getvalue()
