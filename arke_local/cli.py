@@ -127,9 +127,20 @@ def _watch(args, batch_id: str) -> int:
     from arke_local.progress import watch
 
     code, _ = watch(
-        _client(args), batch_id, interval_s=args.interval, timeout_s=args.timeout
+        _client(args), batch_id, interval_s=args.interval, timeout_s=args.timeout,
+        retry_command=_retry_command(args, batch_id),
     )
-    return code
+    return code  # 0 DONE, 1 ERROR (or gave up), 2 DONE with failed tasks
+
+
+def _retry_command(args, batch_id: str) -> str:
+    """The command that retries the batch's failed tasks, with the options that name its stage."""
+    words = ["arke-preprocess"]
+    for option in ("stage", "api_url"):
+        value = getattr(args, option, None)
+        if value:
+            words += [f"--{option.replace('_', '-')}", value]
+    return " ".join(words + ["retry", batch_id])
 
 
 def cmd_watch(args) -> int:
@@ -263,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch_options(p)
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("watch", parents=[common], help="progress of a batch until DONE (exit 0) or ERROR (exit 1)")
+    p = sub.add_parser("watch", parents=[common], help="progress of a batch: exit 0 DONE, 1 ERROR, 2 DONE with failed tasks")
     p.add_argument("batch_id")
     watch_options(p)
     p.set_defaults(func=cmd_watch)

@@ -75,7 +75,7 @@ def run_demo(count: int = 24, out_dir: Path = Path("out/demo"), keep_logs: bool 
         client = OrchestratorClient(target.require_api())
         rc, answer = watch(client, batch_id, interval_s=0.5, timeout_s=600)
         took = time.monotonic() - submitted
-        if rc != 0:
+        if rc not in (0, 2):  # 2: DONE with failed tasks (the broken TIFF, checked below)
             log(f"batch {batch_id} did not finish: {answer}")
             return 1
         log(f"batch {batch_id}: {len(tiffs)} TIFFs, DONE {took:.1f} s after submit")

@@ -10,10 +10,15 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"
 LOCAL_STAGE = "local"
+# The Chalice stage the stack runs its own API with: it pins only STAGE, so the stack's
+# environment (its ports, which tests and the demo choose freely) wins. The `local` stage of
+# .chalice/config.json pins the default endpoints instead, for a hand-run `chalice local`.
+STACK_CHALICE_STAGE = "local-stack"
 
 # The dummy credentials of the local stack. moto accepts anything; these are not secrets.
 LOCAL_AWS_CREDENTIALS = {
@@ -117,6 +122,17 @@ def orchestrator_env(endpoints: Endpoints, stage: str = LOCAL_STAGE) -> dict[str
     env.update(LOCAL_AWS_CREDENTIALS)
     env.update(LOCAL_SECRETS)
     return env
+
+
+def runtime_dir(environ: dict[str, str] | None = None) -> Path:
+    """Where the stack keeps its runtime files (moto's log, ...): outside the repo tree, so
+    `chalice local`'s reloader, which watches every file under the project, never sees them.
+    ARKE_LOCAL_STATE_DIR, else $XDG_CACHE_HOME/arke-local, else ~/.cache/arke-local."""
+    environ = os.environ if environ is None else environ
+    if environ.get("ARKE_LOCAL_STATE_DIR"):
+        return Path(environ["ARKE_LOCAL_STATE_DIR"]).expanduser()
+    cache = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "arke-local"
 
 
 def free_port(host: str = HOST) -> int:

@@ -7,10 +7,16 @@ exactly-once design (conditional transactions) relies on it. This launcher wraps
 DynamoDB request in one lock, which makes the emulated table linearizable; the other
 services (SQS long polls, S3, SSM) stay concurrent.
 
-It also makes moto's TransactWriteItems cost what DynamoDB's does: moto deep-copies every
+It makes moto's TransactWriteItems cost what DynamoDB's does: moto deep-copies every
 table a transaction touches (once per item) so it can roll back, an O(table) cost per
 transaction that turns a 10,000-task batch quadratic. Here a transaction backs up only the
-items it touches and restores those on rollback. Everything else is `moto.server`.
+items it touches and restores those on rollback.
+
+It also refuses requests signed for another region than the stack's (us-east-1): moto keeps
+one set of resources per region, so `aws --region eu-west-1 dynamodb scan ...` would
+otherwise find nothing, or a table "not found", and say nothing about why. The answer is a
+400 `WrongRegion` in the service's own error format, naming both regions. (S3 requests
+signed for `auto`, R2's region name, pass.) Everything else is `moto.server`.
 """
 
 from __future__ import annotations
@@ -18,11 +24,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import json
+import re
 import sys
 import threading
+from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qs
+from xml.sax.saxutils import escape
+
+from arke_local.endpoints import REGION
 
 _DYNAMODB_LOCK = threading.RLock()
+# SigV4 credential scope: AKID/DATE/REGION/SERVICE/aws4_request (header or presigned query).
+_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/([^/,\s]+)/aws4_request")
 
 
 def serialize_dynamodb() -> None:
@@ -98,9 +113,69 @@ def _back_up_touched_items_only() -> None:
     DynamoDBBackend.transact_write_items = transact_write_items
 
 
+def signed_scope(environ: dict) -> tuple[str, str] | None:
+    """(region, service) a request was signed for, or None when it is unsigned."""
+    match = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if match:
+        return match.group(1), match.group(2)
+    credential = parse_qs(environ.get("QUERY_STRING", "")).get("X-Amz-Credential", [""])[0]
+    parts = credential.split("/")
+    return (parts[2], parts[3]) if len(parts) == 5 else None
+
+
+def wrong_region(environ: dict, region: str = REGION) -> str | None:
+    """The other region a request was signed for, or None when it may pass."""
+    scope = signed_scope(environ)
+    if scope is None:
+        return None
+    asked, service = scope
+    if asked == region or (service == "s3" and asked == "auto"):
+        return None
+    return asked
+
+
+def region_error(environ: dict, asked: str, region: str = REGION) -> tuple[str, list, bytes]:
+    """A 400 the AWS CLI and boto3 show as `WrongRegion: ...`, in the protocol's format."""
+    message = (f"this local stack keeps its resources in region {region}, but the request was "
+               f"signed for {asked}: use --region {region} (or AWS_DEFAULT_REGION={region})")
+    scope = signed_scope(environ)
+    if "json" in environ.get("CONTENT_TYPE", ""):
+        body = json.dumps({"__type": "WrongRegion", "message": message}).encode()
+        return "400 Bad Request", [("Content-Type", "application/x-amz-json-1.0"),
+                                   ("x-amzn-query-error", "WrongRegion;Sender")], body
+    xml = f"<Code>WrongRegion</Code><Message>{escape(message)}</Message>"
+    if not (scope and scope[1] == "s3"):  # query protocol wraps the error
+        xml = f"<ErrorResponse><Error>{xml}</Error></ErrorResponse>"
+    else:
+        xml = f"<Error>{xml}</Error>"
+    return "400 Bad Request", [("Content-Type", "application/xml")], xml.encode()
+
+
+def require_region(region: str = REGION) -> None:
+    """Make moto's server answer `region_error` to requests signed for another region."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    original = DomainDispatcherApplication.__call__
+    if getattr(original, "_arke_region", None) is not None:
+        return
+
+    @functools.wraps(original)
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        asked = wrong_region(environ, region)
+        if asked is None:
+            return original(self, environ, start_response)
+        status, headers, body = region_error(environ, asked, region)
+        start_response(status, [*headers, ("Content-Length", str(len(body)))])
+        return [body]
+
+    __call__._arke_region = region  # type: ignore[attr-defined]
+    DomainDispatcherApplication.__call__ = __call__
+
+
 def main(argv: list[str] | None = None) -> None:
     """Same arguments as `python -m moto.server` (`-H HOST -p PORT`)."""
     serialize_dynamodb()
+    require_region()
     from moto.server import main as moto_main
 
     moto_main(argv if argv is not None else sys.argv[1:])

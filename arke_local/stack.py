@@ -2,7 +2,7 @@
 
 Starts, on loopback: moto in server mode (DynamoDB, SQS, S3 standing in for R2, SSM),
 the resources (`infra`), the Fly Machines emulator, the ingest receiver (unless
-WORKER_URL replaces it), the API (`chalice local --stage local`) and the event pump.
+WORKER_URL replaces it), the API (`chalice local --stage local-stack`) and the event pump.
 Each runs in its own process group; stopping the stack (Ctrl-C, SIGTERM, `stop()`)
 signals every group it started, then kills what is left, so nothing outlives it.
 
@@ -24,7 +24,16 @@ from pathlib import Path
 
 import requests
 
-from arke_local.endpoints import HOST, LOCAL_STAGE, Endpoints, Ports, orchestrator_env, port_is_free
+from arke_local.endpoints import (
+    HOST,
+    LOCAL_STAGE,
+    STACK_CHALICE_STAGE,
+    Endpoints,
+    Ports,
+    orchestrator_env,
+    port_is_free,
+    runtime_dir,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -75,15 +84,17 @@ class StackOptions:
 class ProcessSupervisor:
     """Starts commands as process-group leaders and stops the whole groups."""
 
-    def __init__(self, log_dir: Path | None = None):
+    def __init__(self, log_dir: Path | None = None, quiet_dir: Path | None = None):
         self.log_dir = log_dir
+        # Logs of quiet components when there is no log_dir: never inside the project tree.
+        self.quiet_dir = quiet_dir or runtime_dir() / "logs"
         self.running: list[Running] = []
 
     def start(self, component: Component, env: dict[str, str], cwd: Path, append: bool = False) -> Running:
         log_path = None
         out = None
         if self.log_dir is not None or component.quiet:
-            base = self.log_dir or (cwd / ".cache" / "local-stack")
+            base = self.log_dir or self.quiet_dir
             base.mkdir(parents=True, exist_ok=True)
             log_path = base / f"{component.name}.log"
             out = open(log_path, "ab" if append else "wb")  # noqa: SIM115 - closed in stop()
@@ -275,7 +286,7 @@ class LocalStack:
                 Component(
                     "api",
                     [chalice, "--project-dir", str(self.options.project_dir), "local",
-                     "--stage", LOCAL_STAGE, "--host", self.options.host,
+                     "--stage", STACK_CHALICE_STAGE, "--host", self.options.host,
                      "--port", str(self.options.ports.api), "--no-autoreload"],
                     ready_url=f"{e.api}/health",
                 )

@@ -53,4 +53,13 @@ class FlyRateLimitedError(FlyError):
 
 
 class DeliveryError(RuntimeError):
-    """The final callback to the ingest service was not accepted."""
+    """The final callback to the ingest service was not accepted (retried with backoff)."""
+
+    retryable = True
+
+
+class DeliveryNotConfiguredError(DeliveryError):
+    """WORKER_URL is still the placeholder: no attempt is made and none would help, so the
+    batch fails at once (set WORKER_URL, then redeliver)."""
+
+    retryable = False

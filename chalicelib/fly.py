@@ -35,12 +35,24 @@ def _error_text(response: requests.Response) -> str:
     return f"Fly API {response.status_code}: {text}"
 
 
+def authorization(token: str) -> str:
+    """The Authorization header for a Fly token. `fly tokens create deploy` prints a macaroon
+    as `FlyV1 fm2_...`, which the Machines API wants in the FlyV1 scheme; the older personal
+    tokens go in Bearer. The secret may be stored with or without its scheme."""
+    token = token.strip()
+    if token.startswith(("FlyV1 ", "Bearer ")):
+        return token
+    if token.startswith(("fm1", "fm2_", "m2.")):
+        return f"FlyV1 {token}"
+    return f"Bearer {token}"
+
+
 class FlyClient:
     def __init__(self, settings: Settings, token: str, session: requests.Session | None = None) -> None:
         self._base = f"{settings.fly_api_hostname}/v1/apps/{settings.fly_app_name}/machines"
         self._timeout = (5.0, settings.fly_request_timeout_ms / 1000)
         self._session = session or requests.Session()
-        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._headers = {"Authorization": authorization(token), "Content-Type": "application/json"}
 
     def create_machine(self, request: dict[str, Any]) -> dict[str, Any]:
         """Create one machine; its JSON (with `id`) on success, FlyError otherwise."""

@@ -8,17 +8,21 @@ rewrite a file's entry from its task's result (the TIFF phase turns a TIFF into 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlparse
 
 import requests
 
 from . import store
-from .errors import DeliveryError
+from .errors import DeliveryError, DeliveryNotConfiguredError
 from .models import Batch
 from .phases import FileEntry, PhaseRegistry
 from .settings import Settings
 from .views import task_view_for_phase
 
 ENTRY_FIELDS = ("r2_key", "logical_path", "file_name", "file_size", "content_type")
+# The dev stage's WORKER_URL until someone sets it: a dev batch must never deliver into the
+# production ingest service by default. Any host under `.invalid` (RFC 2606) counts as unset.
+WORKER_URL_UNSET = "https://worker-url-not-set.invalid"
 
 
 def build_files(batch_id: str, registry: PhaseRegistry) -> list[dict[str, Any]]:
@@ -49,6 +53,11 @@ def deliver(settings: Settings, session: requests.Session, batch_id: str,
             files: list[dict[str, Any]], key: str) -> None:
     """POST the final callback, at least once: a pass that dies after the POST but before
     recording it sends it again, with the same Idempotency-Key."""
+    if (urlparse(settings.worker_url).hostname or "").endswith(".invalid"):
+        raise DeliveryNotConfiguredError(
+            f"WORKER_URL is not set for stage {settings.stage} (it is the placeholder "
+            f"{settings.worker_url}): set it to the ingest service or a test receiver, "
+            "then redeliver the batch")
     url = f"{settings.worker_url}/api/batches/{batch_id}/enqueue-processed"
     try:
         response = session.post(url, json={"files": files}, headers={"Idempotency-Key": key},

@@ -235,16 +235,16 @@ class BatchPass:
             ingest.deliver(settings, self.services.http, self.batch_id, files,
                            ingest.idempotency_key(self.batch))
         except DeliveryError as exc:
-            return self._delivery_failed(attempts, str(exc))
+            return self._delivery_failed(attempts, str(exc), exc.retryable)
         store.delivery_succeeded(self.batch_id, now_ms())
         log("[Batch]", "batch_done", batch_id=self.batch_id, files=len(files), delivery_attempts=attempts,
             seconds=round((now - int(self.batch.started_at)) / 1000, 3))
         return None
 
-    def _delivery_failed(self, attempts: int, error: str) -> int | None:
+    def _delivery_failed(self, attempts: int, error: str, retryable: bool = True) -> int | None:
         now = now_ms()
         log("[Batch]", "delivery_failed", batch_id=self.batch_id, attempt=attempts, error=error)
-        if attempts >= self.settings.max_retry_attempts:
+        if not retryable or attempts >= self.settings.max_retry_attempts:
             store.delivery_failed(self.batch_id, error, now, now)
             end_in_error(self.services, self.batch_id, f"Final callback failed after {attempts} attempts: {error}",
                          "delivery_exhausted")

@@ -35,9 +35,10 @@ SEED_NAMES = {
     "FLY_APP_NAME": "arke-tiff-worker",
     "FLY_WORKER_IMAGE": "registry.fly.io/arke-tiff-worker:latest",
     "FLY_REGION": "ord",
-    "WORKER_URL": "https://ingest.arke.institute",
     "R2_BUCKET": "arke-staging",
 }
+# Where each stage's final callback goes: dev never delivers into production.
+WORKER_URL = {"prod": "https://ingest.arke.institute", "dev": "https://worker-url-not-set.invalid"}
 SECRET_NAMES = ("FLY_API_TOKEN", "R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")
 
 
@@ -88,23 +89,37 @@ def app_handlers() -> set[str]:
 
 # ---- config.json -------------------------------------------------------------------------
 
-def test_config_is_valid_json_with_the_three_stages():
+def test_config_is_valid_json_with_the_four_stages():
     config = load_config()
     assert config["version"] == "2.0"
     assert config["app_name"] == "arke-preprocessing-orchestrator"
-    assert set(config["stages"]) == {"dev", "prod", "local"}
+    assert set(config["stages"]) == {"dev", "prod", "local", "local-stack"}
 
 
-def test_local_stage_pins_nothing_but_the_stage():
+def test_local_stack_stage_pins_nothing_but_the_stage():
     # `chalice local` copies the stage's environment_variables (top level merged with the
     # stage's) into os.environ before importing app.py, overwriting what the local stack
-    # exported (AWS_ENDPOINT_URL, FLY_API_HOSTNAME, table names, ...). So nothing at the top
-    # level, and the local stage sets STAGE only.
+    # exported (AWS_ENDPOINT_URL, FLY_API_HOSTNAME, its ports, ...). So nothing at the top
+    # level, and the stage the stack runs its API with sets STAGE only.
+    from arke_local.endpoints import STACK_CHALICE_STAGE
+
     config = load_config()
     assert "environment_variables" not in config
     assert "lambda_functions" not in config
-    assert stage_env("local") == {"STAGE": "local"}
-    assert "lambda_functions" not in config["stages"]["local"]
+    assert stage_env(STACK_CHALICE_STAGE) == {"STAGE": "local"}
+    assert "lambda_functions" not in config["stages"][STACK_CHALICE_STAGE]
+
+
+def test_local_stage_is_the_stack_at_its_default_ports():
+    # A hand-run `chalice local --stage local` beside `make up` needs no variable: its stage
+    # names the stack's default endpoints and dummy credentials, and no secret (they are in
+    # the stack's SSM, which infra fills).
+    from arke_local.endpoints import LOCAL_SECRETS, Endpoints, Ports, orchestrator_env
+
+    expected = {k: v for k, v in orchestrator_env(Endpoints(Ports())).items() if k not in LOCAL_SECRETS}
+    assert stage_env("local") == expected
+    assert stage_env("local")["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5000"
+    assert "lambda_functions" not in load_config()["stages"]["local"]
 
 
 @pytest.mark.parametrize("stage", DEPLOYED)
@@ -120,6 +135,7 @@ def test_stage_env_names_its_own_resources(stage):
     assert "ORCHESTRATOR_URL" in env
     for name, value in {**SEED_NUMBERS, **SEED_NAMES}.items():
         assert env[name] == value, name
+    assert env["WORKER_URL"] == WORKER_URL[stage]
     assert all(isinstance(v, str) for v in env.values())
     # Secrets never sit in config.json: they come from SSM.
     assert not set(SECRET_NAMES) & set(env)
@@ -280,3 +296,18 @@ def test_no_placeholder_is_mistaken_for_a_url():
         assert re.fullmatch(r"https://\S+", url)
         if "execute-api" not in url:
             assert url.endswith(".invalid")
+
+
+def test_dev_worker_url_is_a_placeholder_that_refuses_to_deliver():
+    from chalicelib.errors import DeliveryNotConfiguredError
+    from chalicelib.ingest import WORKER_URL_UNSET, deliver
+
+    assert stage_env("dev")["WORKER_URL"] == WORKER_URL_UNSET
+    assert stage_env("dev")["WORKER_URL"] != stage_env("prod")["WORKER_URL"]
+
+    class NoNetwork:
+        def post(self, *a, **kw):
+            raise AssertionError("a placeholder WORKER_URL must not be called")
+
+    with pytest.raises(DeliveryNotConfiguredError, match="WORKER_URL is not set for stage dev"):
+        deliver(Settings.from_env(stage_env("dev")), NoNetwork(), "batch_x", [], "batch_x:1:1")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from arke_local.cli import build_parser
-from arke_local.endpoints import Ports, orchestrator_env
+from arke_local.endpoints import STACK_CHALICE_STAGE, Ports, orchestrator_env
 from arke_local.stack import (
     Component,
     LocalStack,
@@ -113,7 +113,7 @@ def test_chalice_local_stage_does_not_override_the_stack_environment():
     name the stack sets (ports, endpoints, credentials) must not be pinned in config.json:
     it would break every stack on other ports (tests, the demo beside `make up`)."""
     config = json.loads((Path(__file__).resolve().parents[2] / ".chalice" / "config.json").read_text())
-    local = config["stages"]["local"]
+    local = config["stages"][STACK_CHALICE_STAGE]
     pinned = set(local.get("environment_variables", {})) | set(config.get("environment_variables", {}))
     controlled = set(orchestrator_env(LocalStack().endpoints)) - {"STAGE"}
     assert not pinned & controlled, f"set by the stack, not in .chalice/config.json: {sorted(pinned & controlled)}"

@@ -11,6 +11,7 @@ from .conftest import (
     get_status,
     make_services,
     message,
+    post_admin,
     post_callback,
     run_pass,
     sqs_event,
@@ -83,3 +84,25 @@ def test_unreachable_ingest_counts_as_a_failed_delivery(services, client, fly, i
     assert status["delivery"]["last_error"] == "enqueue-processed unreachable: ConnectionError"
     assert status["error"] == ("Final callback failed after 2 attempts: "
                                "enqueue-processed unreachable: ConnectionError")
+
+
+def test_placeholder_worker_url_fails_the_batch_at_once_without_a_request(services, client, fly, ingest, env):
+    # The dev stage ships WORKER_URL as a placeholder, so a dev batch never reaches production.
+    from chalicelib.ingest import WORKER_URL_UNSET
+
+    services = make_services(env, WORKER_URL=WORKER_URL_UNSET)
+    _convert_all(services, client, fly)
+    drive(services, lambda: get_status(client)["status"] == "ERROR")
+    status = get_status(client)
+    assert ingest.received == []
+    assert status["delivery"]["attempts"] == 1  # no retries: none would help
+    assert status["error"] == (
+        "Final callback failed after 1 attempts: WORKER_URL is not set for stage dev (it is the "
+        "placeholder https://worker-url-not-set.invalid): set it to the ingest service or a test "
+        "receiver, then redeliver the batch")
+
+    # Once it is set, the operator redelivers and the batch is delivered and DONE.
+    services = make_services(env)
+    assert post_admin(client, "redeliver").status_code == 200
+    drive(services, lambda: get_status(client)["status"] == "DONE")
+    assert [r["status"] for r in ingest.received] == [200]

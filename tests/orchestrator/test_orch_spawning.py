@@ -187,3 +187,15 @@ def test_lease_held_by_another_owner_is_respected_until_it_expires(services, cli
     assert len(fly.created()) == 2
     batch = store.get_batch("batch_abc")
     assert batch.lease_owner is None and batch.lease_until is None
+
+
+def test_a_fly_deploy_token_is_sent_in_its_own_scheme(services, client, fly, env):
+    # `fly tokens create deploy` prints `FlyV1 fm2_...`; stored as printed (or without the
+    # scheme), the Machines API gets `Authorization: FlyV1 fm2_...`, never `Bearer FlyV1 ...`.
+    for stored in ("FlyV1 fm2_lJPECAAAAAAAAtest", "fm2_lJPECAAAAAAAAtest"):
+        fly.requests.clear()
+        services = make_services(env, FLY_API_TOKEN=stored)
+        batch_id = f"batch_{len(stored)}"
+        app.intake(sqs_event(message(batch_id=batch_id, tiffs=1, others=0)), LambdaContext(30))
+        run_pass(services)
+        assert [r["auth"] for r in fly.requests] == ["FlyV1 fm2_lJPECAAAAAAAAtest"]
