@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from worker import stretch
 from worker.exceptions import (
     ConversionError,
     CorruptTiffError,
@@ -77,42 +78,138 @@ def sniff(path: str | os.PathLike) -> None:
         raise CorruptTiffError("truncated TIFF: the header is incomplete")
 
 
+class _Declined(Exception):
+    """A decoder knows it would misread this file: the next one should decode it."""
+
+
 def render_first_page(path: str | os.PathLike, max_pixels: int) -> Rendering:
+    """Pillow, then tifffile, then libvips: the first that reads the file renders it. A
+    decoder's failure (even an exception of ours) hands the file to the next one; only
+    when all fail is the file refused, with what it is and the most telling reason."""
     sniff(path)
+    failures: list[tuple[str, ConversionError]] = []
+    for name, decoder in (("pillow", _render_with_pillow), ("tifffile", _render_with_tifffile),
+                          ("libvips", _render_with_vips)):  # fmt: skip
+        try:
+            return decoder(path, max_pixels)
+        except _Declined:
+            continue
+        except ImageTooLargeError:
+            raise
+        except MemoryError:
+            raise ImageTooLargeError("image too large: not enough memory to decode it") from None
+        except ConversionError as exc:
+            failures.append((name, exc))
+        except Exception as exc:  # a decoder's (or our) bug: the next decoder may still read it
+            failures.append((name, ConversionError(f"internal error: {type(exc).__name__}: {exc}")))
+    raise _verdict(path, failures)
+
+
+def _verdict(path, failures: list[tuple[str, ConversionError]]) -> ConversionError:
+    """tifffile parses most strictly, so its reason wins; a typed reason beats an
+    internal one; the file's kind is named so the refusal says what it refused."""
+    if not failures:
+        return UnsupportedTiffError("unsupported TIFF: no decoder reads this file")
+    reasons = dict(failures)
+    chosen = reasons.get("tifffile") or failures[0][1]
+    typed = [e for _, e in failures if type(e) is not ConversionError]
+    if type(chosen) is ConversionError and typed:
+        chosen = typed[0]
+    kind = describe_kind(path)
+    if not kind or kind in str(chosen):
+        return chosen
+    return type(chosen)(f"{chosen} (the file: {kind})")
+
+
+def describe_kind(path) -> str:
+    """`96 x 64, YCbCr, 3 x 8-bit uint, none, subsampling 2x1`: what the file is, or ""
+    when even its directory cannot be read."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            photometric = _enum_name(page.photometric) if 262 in page.tags else "no photometric tag"
+            parts = [f"{page.imagewidth} x {page.imagelength}", photometric,
+                     f"{page.samplesperpixel} x {page.bitspersample}-bit {_enum_name(page.sampleformat)}",
+                     _enum_name(page.compression)]  # fmt: skip
+            if page.planarconfig == 2:
+                parts.append("planar")
+            if page.is_tiled:
+                parts.append("tiled")
+            sub = page.tags.valueof(530)
+            if int(page.photometric) == 6 and sub:
+                parts.append(f"subsampling {sub[0]}x{sub[1]}")
+            return ", ".join(parts)
+    except Exception:
+        return ""
+
+
+def int_tag(tags, tag: int, default: int) -> int:
+    """A tag's first value as an int, the default when it is absent or of an odd type
+    (an ASCII Orientation, a RATIONAL PlanarConfiguration...)."""
+    try:
+        value = tags.get(tag, default)
+        value = value[0] if isinstance(value, tuple | list) and value else value
+        return int(value) if value is not None else default
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+def _declines(im, tags) -> str | None:
+    """Why Pillow would misread this file, or None when it reads it faithfully."""
+    sample_format = set(_as_tuple(tags.get(339, (1,))))
+    bits = _as_tuple(tags.get(258, (1,)))
+    photometric = int_tag(tags, 262, -1)
+    compression = int_tag(tags, 259, 1)
+    if im.mode not in _PILLOW_MODES or sample_format - {1}:
+        return "a mode Pillow does not render"
+    if int_tag(tags, 284, 1) == 2 and max(bits) > 8:
+        return "planar samples wider than 8 bits"
+    if 262 not in tags:
+        return "no photometric tag (Pillow guesses it wrong for colour)"
+    if int_tag(tags, 274, 1) in (5, 6, 7, 8) and compression == 1:
+        return "uncompressed with a transposing orientation (Pillow shears the rows)"
+    if photometric == 3 and max(_as_tuple(tags.get(320, (0,)))) <= 255:
+        return "a colour map of 8-bit values"
+    if photometric == 0 and max(bits) > 8:
+        return "MinIsWhite wider than 8 bits (Pillow does not invert it)"
+    if photometric == 6 and compression not in (6, 7):
+        sub = _as_tuple(tags.get(530, (2, 2)))
+        if tuple(sub) != (1, 1) or int_tag(tags, 284, 1) == 2:
+            return "YCbCr with chroma subsampling or planes, not JPEG-compressed"
+    return None
+
+
+def _render_with_pillow(path, max_pixels: int) -> Rendering:
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = None  # the limit is enforced here, before decoding
     try:
         im = Image.open(path)
-    except Exception as exc:  # Pillow cannot parse it: let tifffile try
-        return _render_with_tifffile(path, max_pixels, pillow_error=exc)
+    except Exception:  # Pillow cannot parse it: the next decoder
+        raise _Declined from None
     try:
         pages = _page_count(im)
         _check_pixels(im.width, im.height, max_pixels)
         tags = im.tag_v2
-        sample_format = set(_as_tuple(tags.get(339, (1,))))
-        bits = _as_tuple(tags.get(258, (1,)))
-        planar_wide = tags.get(284, 1) == 2 and max(bits) > 8  # Pillow misreads these
-        if im.mode not in _PILLOW_MODES or sample_format - {1} or planar_wide:
+        if _declines(im, tags):
             im.close()
-            return _render_with_tifffile(path, max_pixels, pillow_error=None)
-        _check_memory(im.width * im.height, im.mode, int(tags.get(274, 1) or 1))
-        compression = _compression_name(im)
-        source = f"{im.mode} {max(bits)}-bit {compression}"
+            raise _Declined
+        bits = _as_tuple(tags.get(258, (1,)))
+        applied = int_tag(tags, 274, 1)
+        _check_memory(im.width * im.height, im.mode, applied)
+        source = f"{im.mode} {max(bits)}-bit {_compression_name(im)}"
         icc = im.info.get("icc_profile")
         dpi = _valid_dpi(im.info.get("dpi"))
         notes: list[str] = []
-        applied = int(tags.get(274, 1) or 1)
         try:
             im.load()
         except Exception as exc:
-            if tags.get(259, 1) in _PILLOW_COMPRESSIONS:
-                raise _decode_error(exc) from None
-            im.close()  # a codec Pillow's libtiff may lack (WebP, JPEG XL...): tifffile
-            return _render_with_tifffile(path, max_pixels, pillow_error=exc)
+            raise _decode_error(exc) from None
         # Recent Pillow applies the Orientation tag on load and then drops it; older
         # Pillow leaves both to us.
-        orientation = int(im.tag_v2.get(274, 1) or 1)
+        orientation = int_tag(im.tag_v2, 274, 1)
         if applied != 1 and orientation == 1:
             notes.append(f"orientation {applied} applied")
         if im.mode.startswith("I;16"):
@@ -125,6 +222,47 @@ def render_first_page(path: str | os.PathLike, max_pixels: int) -> Rendering:
     except BaseException:
         _close_file(im)
         raise
+
+
+def _render_with_vips(path, max_pixels: int) -> Rendering:
+    from worker import vipsdecode
+
+    header = _header(path)
+    if header is None:
+        raise _Declined
+    width, height, photometric, compression, orientation, pages = header
+    _check_pixels(width, height, max_pixels)
+    if photometric in (32844, 32845) and compression not in (34676, 34677):
+        raise UnsupportedTiffError(
+            f"unsupported TIFF: LogLuv/LogL (photometric {photometric}) needs SGILOG "
+            f"compression, this file has compression {compression}"
+        )
+    notes: list[str] = []
+    try:
+        image = vipsdecode.render(str(path), photometric, notes)
+    except ConversionError:
+        raise
+    except Exception as exc:
+        message = str(exc).strip().splitlines()
+        raise _decode_error(ValueError(message[-1].strip() if message else type(exc).__name__)) from None
+    image = _orient(image, orientation, notes)
+    return Rendering(image, pages, f"photometric {photometric}", "libvips", notes)
+
+
+def _header(path) -> tuple[int, int, int | None, int, int, int] | None:
+    """(width, height, photometric, compression, orientation, pages) from tifffile's parse of the
+    first directory, or None when it cannot be read."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            photometric = int(page.photometric) if 262 in page.tags else None
+            orientation = int_tag({274: page.tags.valueof(274, 1)}, 274, 1)
+            return (page.imagewidth, page.imagelength, photometric, int(page.compression),
+                    orientation, len(tif.pages))
+    except Exception:
+        return None
 
 
 def _close_file(im) -> None:
@@ -174,6 +312,22 @@ def _check_memory(pixels: int, mode: str, orientation: int) -> None:
         raise ImageTooLargeError(
             f"image too large: decoding this {mode} image of {pixels / 1e6:.1f} megapixels "
             f"needs about {need >> 20} MB, the machine has {memory >> 20} MB"
+        )
+
+
+def _check_array_memory(pixels: int, samples: int, dtype) -> None:
+    """The tifffile path holds the decoded array (and a float copy of a block at a
+    time) plus the 8-bit image and one converted copy of it."""
+    from worker.settings import memory_limit_bytes
+
+    itemsize = getattr(dtype, "itemsize", 1) or 1
+    need = pixels * samples * itemsize + pixels * 4 * 2 + 64 * 1024 * 1024
+    memory = memory_limit_bytes()
+    if need > memory:
+        raise ImageTooLargeError(
+            f"image too large: decoding this image of {pixels / 1e6:.1f} megapixels "
+            f"({samples} x {8 * itemsize}-bit samples) needs about {need >> 20} MB, "
+            f"the machine has {memory >> 20} MB"
         )
 
 
@@ -251,6 +405,15 @@ def _to_display(im, icc: bytes | None, notes: list[str]):
     return im
 
 
+def _intent() -> dict:
+    """Relative colorimetric with black-point compensation: what libvips and
+    colour-managed viewers use, so pure red stays (228, 31, 37), not (227, 6, 21)."""
+    from PIL import ImageCms
+
+    return {"renderingIntent": ImageCms.Intent.RELATIVE_COLORIMETRIC,
+            "flags": ImageCms.Flags.BLACKPOINTCOMPENSATION}  # fmt: skip
+
+
 def _open_profile(icc: bytes):
     from PIL import ImageCms
 
@@ -278,11 +441,11 @@ def _apply_icc(im, icc: bytes, notes: list[str]):
     try:
         if im.mode == "RGB":
             out = ImageCms.profileToProfile(
-                im, profile, srgb, renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode="RGB"
+                im, profile, srgb, **_intent(), outputMode="RGB"
             )
         else:
             rgb = ImageCms.profileToProfile(
-                im, profile, srgb, renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode="RGB"
+                im, profile, srgb, **_intent(), outputMode="RGB"
             )
             out = rgb.convert("L")
             rgb.close()
@@ -318,7 +481,7 @@ def _cmyk_to_srgb(im, icc: bytes | None, notes: list[str]):
     srgb = ImageCms.createProfile("sRGB")
     try:
         out = ImageCms.profileToProfile(
-            im, profile, srgb, renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode="RGB"
+            im, profile, srgb, **_intent(), outputMode="RGB"
         )
     except Exception as exc:
         raise UnsupportedTiffError(f"unsupported TIFF: CMYK conversion failed ({exc})") from None
@@ -367,17 +530,16 @@ def _orient(im, orientation: int, notes: list[str]):
 # --- tifffile decoding -----------------------------------------------------------------
 
 
-def _render_with_tifffile(path, max_pixels: int, pillow_error: Exception | None) -> Rendering:
-    try:
-        import numpy as np
-        import tifffile
-    except ImportError:  # pragma: no cover - both are worker requirements
-        raise _decode_error(pillow_error or ValueError("unsupported TIFF")) from None
+def _render_with_tifffile(path, max_pixels: int) -> Rendering:
+    import numpy as np
+    import tifffile
+
+    from worker import ycbcr
 
     try:
         tif = tifffile.TiffFile(path)
     except Exception as exc:
-        raise _decode_error(pillow_error or exc) from None
+        raise _decode_error(exc) from None
     with tif:
         try:
             pages = len(tif.pages)
@@ -387,17 +549,26 @@ def _render_with_tifffile(path, max_pixels: int, pillow_error: Exception | None)
         if page is None:
             raise CorruptTiffError("truncated or corrupt TIFF: no readable image directory")
         _check_pixels(page.imagewidth, page.imagelength, max_pixels)
-        photometric = int(page.photometric)
+        samples = int(page.samplesperpixel)
+        _check_array_memory(page.imagewidth * page.imagelength, samples, page.dtype)
+        # No Photometric tag: libtiff's guess, RGB for three samples or more, else grey.
+        photometric = int(page.photometric) if 262 in page.tags else (2 if samples >= 3 else 1)
+        if photometric in (32844, 32845):
+            raise UnsupportedTiffError("unsupported TIFF: LogLuv needs libtiff's SGILOG codec")
         bits = int(page.bitspersample)
         extras = tuple(int(x) for x in (page.extrasamples or ()))
-        orientation = int(page.tags.valueof(274, 1) or 1)
+        orientation = int_tag({274: page.tags.valueof(274, 1)}, 274, 1)
         icc = page.tags.valueof(34675)
         colormap = page.colormap
         dpi = _tiff_dpi(page)
         compression = _enum_name(page.compression)
         sample_format = _enum_name(page.sampleformat)
+        nodata = stretch.parse_nodata(page.tags.valueof(42113)) if 42113 in page.tags else None
         try:
-            data = page.asarray()
+            if ycbcr.needs_own_decoder(page):
+                data, photometric, axes = ycbcr.decode(tif, page), 2, "YXS"
+            else:
+                data, axes = page.asarray(), page.axes
         except (NotImplementedError, ImportError) as exc:
             raise UnsupportedTiffError(f"unsupported TIFF: {exc}") from None
         except ValueError as exc:
@@ -406,11 +577,10 @@ def _render_with_tifffile(path, max_pixels: int, pillow_error: Exception | None)
             raise _decode_error(exc) from None
         except Exception as exc:
             raise _decode_error(exc) from None
-        axes = page.axes
     source = f"photometric {photometric} {bits}-bit {sample_format} {compression}"
     data = _samples_last(np, data, axes)
     notes: list[str] = []
-    image = _array_to_image(np, data, photometric, bits, extras, colormap, notes)
+    image = _array_to_image(np, data, photometric, bits, extras, colormap, nodata, notes)
     del data
     image = _to_display(image, icc if isinstance(icc, bytes) else None, notes)
     image = _orient(image, orientation, notes)
@@ -434,29 +604,24 @@ def _samples_last(np, data, axes: str):
     return np.ascontiguousarray(data)
 
 
-def _to_uint8(np, data, bits: int):
-    """Scale any sample type to uint8 by the rules in the module docstring."""
+def _to_uint8(np, data, bits: int, nodata: float | None, notes: list[str]):
+    """Scale any sample type to uint8 by the rules in the module docstring; returns the
+    samples and the mask of no-data samples (None when there is none)."""
     if data.dtype == np.bool_:
-        return data.astype(np.uint8) * 255
+        return data.astype(np.uint8) * 255, None
     kind = data.dtype.kind
-    if kind == "u" and data.dtype.itemsize <= 2:
+    if kind == "u" and data.dtype.itemsize <= 2 and nodata is None:
         bits = bits if 0 < bits <= 8 * data.dtype.itemsize else 8 * data.dtype.itemsize
         if bits == 8:
-            return data.astype(np.uint8, copy=False)
-        return _affine(np, data, 255.0 / ((1 << bits) - 1), 0.0)
-    if kind == "f":
-        finite = data[np.isfinite(data)] if not np.isfinite(data).all() else data
-        lo = float(finite.min()) if finite.size else 0.0
-        hi = float(finite.max()) if finite.size else 0.0
-        if lo >= 0.0 and hi <= 1.0:
-            return _affine(np, np.nan_to_num(data, nan=0.0), 255.0, 0.0)
-        data = np.nan_to_num(data, nan=lo, posinf=hi, neginf=lo)
-    else:
-        lo, hi = float(data.min()), float(data.max())
-    if hi <= lo:
-        return np.zeros(data.shape, np.uint8)
-    scale = 255.0 / (hi - lo)
-    return _affine(np, data, scale, -lo * scale)
+            return data.astype(np.uint8, copy=False), None
+        return _affine(np, data, 255.0 / ((1 << bits) - 1), 0.0), None
+    if kind == "f" and nodata is None:
+        finite = np.isfinite(data)
+        values = data[finite] if not finite.all() else data
+        if values.size and float(values.min()) >= 0.0 and float(values.max()) <= 1.0:
+            return _affine(np, np.nan_to_num(data, nan=0.0), 255.0, 0.0), None
+    pixels, invalid = stretch.stretch(data, nodata, notes)
+    return pixels, invalid if invalid.any() else None
 
 
 def _affine(np, data, scale: float, offset: float):
@@ -470,36 +635,81 @@ def _affine(np, data, scale: float, offset: float):
     return out
 
 
-def _array_to_image(np, data, photometric: int, bits: int, extras, colormap, notes):
+_LAB = {8: "CIELAB", 9: "ICC L*a*b*", 10: "ITU L*a*b*"}
+
+
+def _lab_to_pillow(np, data, photometric: int):
+    """Any TIFF L*a*b* (8/16-bit; CIELab with signed a*/b*, ICCLab with unsigned ones
+    offset by half the range, ITULab with the default Decode ranges) as Pillow's 8-bit
+    LAB (L* x 2.55, a*/b* + 128)."""
+    raw = data[..., :3]
+    top = 255.0 if raw.dtype.itemsize == 1 else 65535.0
+    unsigned = raw.view(np.uint8 if raw.dtype.itemsize == 1 else np.uint16).astype(np.float64)
+    if photometric == 10:
+        lightness = unsigned[..., 0] * 100.0 / top
+        a = -85.0 + unsigned[..., 1] * 170.0 / top
+        b = -75.0 + unsigned[..., 2] * 199.0 / top
+    else:
+        lightness = unsigned[..., 0] * 100.0 / top
+        if photometric == 8:
+            signed = raw.view(np.int8 if raw.dtype.itemsize == 1 else np.int16).astype(np.float64)
+            ab = signed[..., 1:]
+        else:
+            ab = unsigned[..., 1:] - (top + 1) / 2
+        ab = ab if raw.dtype.itemsize == 1 else ab / 256.0
+        a, b = ab[..., 0], ab[..., 1]
+    lab = np.dstack([lightness * 2.55, a + 128.0, b + 128.0]) + 0.5
+    return np.clip(lab, 0, 255).astype(np.uint8)
+
+
+def _palette(np, data, colormap):
+    """Indices through the colour map; a map of 8-bit values (0-255, written by some
+    tools instead of TIFF's 16-bit range) is taken as such instead of turning black."""
+    table = np.asarray(colormap).T.astype(np.float64)
+    scale = 1.0 if table.max() <= 255 else 255.0 / 65535.0
+    lut = np.clip(table * scale + 0.5, 0, 255).astype(np.uint8)
+    index = data if data.ndim == 2 else data[..., 0]
+    return np.ascontiguousarray(lut[np.minimum(index, len(lut) - 1)])
+
+
+def _split_alpha(np, data, colour: int, extras):
+    """(colour samples, alpha in 0..1 or None, premultiplied)."""
+    samples = data.shape[2] if data.ndim == 3 else 1
+    if samples <= colour or not extras or extras[0] not in (1, 2):
+        return (data if data.ndim == 2 else data[..., :colour]), None, False
+    alpha = data[..., colour]
+    if alpha.dtype.kind == "f":
+        alpha = np.clip(np.nan_to_num(alpha.astype(np.float32), nan=1.0), 0.0, 1.0)
+    elif alpha.dtype.kind == "u":
+        alpha = alpha.astype(np.float32) / float(np.iinfo(alpha.dtype).max)
+    else:
+        alpha = np.clip(alpha.astype(np.float32) / float(np.iinfo(alpha.dtype).max), 0.0, 1.0)
+    return data[..., :colour], alpha, extras[0] == 1
+
+
+def _array_to_image(np, data, photometric: int, bits: int, extras, colormap, nodata, notes):
     from PIL import Image
 
     samples = data.shape[2] if data.ndim == 3 else 1
     if photometric == 3:  # palette
         if colormap is None:
             raise CorruptTiffError("truncated or corrupt TIFF: palette image without colour map")
-        lut = _to_uint8(np, np.asarray(colormap).T.astype(np.uint16), 16)
-        index = data if data.ndim == 2 else data[..., 0]
-        return Image.fromarray(np.ascontiguousarray(lut[np.minimum(index, len(lut) - 1)]), "RGB")
-    if photometric == 8 and data.dtype in (np.uint8, np.int8) and samples >= 3:  # CIELAB
-        raw = data.view(np.uint8)
-        lab = raw[..., :3].copy()
-        lab[..., 1:] = (raw[..., 1:3].view(np.int8).astype(np.int16) + 128).astype(np.uint8)
-        return Image.fromarray(lab, "LAB")
+        return Image.fromarray(_palette(np, data, colormap), "RGB")
+    if photometric in _LAB and samples >= 3 and data.dtype.itemsize <= 2:
+        notes.append(f"{_LAB[photometric]} {8 * data.dtype.itemsize}-bit read as such")
+        return Image.fromarray(_lab_to_pillow(np, data, photometric), "LAB")
     if photometric not in (0, 1, 2, 5):
         raise UnsupportedTiffError(f"unsupported TIFF: photometric interpretation {photometric}")
-    pixels = _to_uint8(np, data, bits)
     colour = {0: 1, 1: 1, 2: 3, 5: 4}[photometric]
     if samples < colour:
         raise CorruptTiffError(
             f"truncated or corrupt TIFF: {samples} samples for photometric {photometric}"
         )
-    if pixels.ndim == 2:
-        pixels = pixels[..., None]
-    alpha = None
-    if samples > colour and extras and extras[0] in (1, 2):
-        alpha = pixels[..., colour].astype(np.float32) / 255.0
-        premultiplied = extras[0] == 1
-    base = pixels[..., :colour]
+    base, alpha, premultiplied = _split_alpha(np, data, colour, extras)
+    base, invalid = _to_uint8(np, base, bits, nodata, notes)
+    if base.ndim == 2:
+        base = base[..., None]
+        invalid = invalid[..., None] if invalid is not None else None
     if photometric == 0:
         base = 255 - base
     if alpha is not None:
@@ -511,6 +721,9 @@ def _array_to_image(np, data, photometric: int, bits: int, extras, colormap, not
             colours = colours + white if premultiplied else colours * alpha[..., None] + white
         base = np.clip(colours + 0.5, 0, 255).astype(np.uint8)
         notes.append("alpha flattened onto white")
+    if invalid is not None:  # no-data shows as nothing: white paper (no ink for CMYK)
+        hole = invalid.all(axis=2)
+        base[hole] = 0 if photometric == 5 else 255
     mode = {1: "L", 3: "RGB", 4: "CMYK"}[colour]
     base = np.ascontiguousarray(base if colour > 1 else base[..., 0])
     return Image.fromarray(base, mode)
