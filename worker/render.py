@@ -641,7 +641,7 @@ _LAB = {8: "CIELAB", 9: "ICC L*a*b*", 10: "ITU L*a*b*"}
 def _lab_to_pillow(np, data, photometric: int):
     """Any TIFF L*a*b* (8/16-bit; CIELab with signed a*/b*, ICCLab with unsigned ones
     offset by half the range, ITULab with the default Decode ranges) as Pillow's 8-bit
-    LAB (L* x 2.55, a*/b* + 128)."""
+    LAB (L* x 2.55, a*/b* as signed bytes)."""
     raw = data[..., :3]
     top = 255.0 if raw.dtype.itemsize == 1 else 65535.0
     unsigned = raw.view(np.uint8 if raw.dtype.itemsize == 1 else np.uint16).astype(np.float64)
@@ -658,8 +658,11 @@ def _lab_to_pillow(np, data, photometric: int):
             ab = unsigned[..., 1:] - (top + 1) / 2
         ab = ab if raw.dtype.itemsize == 1 else ab / 256.0
         a, b = ab[..., 0], ab[..., 1]
-    lab = np.dstack([lightness * 2.55, a + 128.0, b + 128.0]) + 0.5
-    return np.clip(lab, 0, 255).astype(np.uint8)
+    out = np.empty(lightness.shape + (3,), np.uint8)
+    out[..., 0] = np.clip(lightness * 2.55 + 0.5, 0, 255).astype(np.uint8)
+    for i, channel in ((1, a), (2, b)):  # Pillow's LAB keeps a*/b* as signed bytes
+        out[..., i] = np.clip(np.round(channel), -128, 127).astype(np.int8).view(np.uint8)
+    return out
 
 
 def _palette(np, data, colormap):
