@@ -20,7 +20,9 @@ from collections.abc import Callable
 from worker.exceptions import (
     ConversionCrashedError,
     ConversionError,
+    ConversionKilledError,
     ConversionTimeoutError,
+    NotEnoughMemoryError,
     WorkerError,
 )
 
@@ -42,6 +44,8 @@ def run_isolated(fn: Callable, args: tuple, timeout_s: float):
         os.close(read_end)
     _, status = os.waitpid(pid, 0)
     if not payload:
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+            raise ConversionKilledError(_death(status))
         raise ConversionCrashedError(_death(status))
     kind, value = pickle.loads(payload)
     if kind == "error":
@@ -60,7 +64,7 @@ def _child(fn, args, write_end: int) -> None:
         except WorkerError as exc:
             result = ("error", exc)
         except MemoryError:
-            result = ("error", ConversionError("not enough memory to convert the image"))
+            result = ("error", NotEnoughMemoryError("not enough memory to convert the image"))
         except BaseException as exc:  # a bug of ours, not the file's: say what it was
             result = ("error", ConversionError(f"internal error: {type(exc).__name__}: {exc}"))
         try:

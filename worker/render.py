@@ -30,6 +30,7 @@ from worker.exceptions import (
     CorruptTiffError,
     ImageTooLargeError,
     NotATiffError,
+    NotEnoughMemoryError,
     UnsupportedTiffError,
 )
 
@@ -97,7 +98,7 @@ def render_first_page(path: str | os.PathLike, max_pixels: int) -> Rendering:
         except ImageTooLargeError:
             raise
         except MemoryError:
-            raise ImageTooLargeError("image too large: not enough memory to decode it") from None
+            raise NotEnoughMemoryError("image too large: not enough memory to decode it") from None
         except ConversionError as exc:
             failures.append((name, exc))
         except Exception as exc:  # a decoder's (or our) bug: the next decoder may still read it
@@ -309,7 +310,7 @@ def _check_memory(pixels: int, mode: str, orientation: int) -> None:
     need += 64 * 1024 * 1024
     memory = memory_limit_bytes()
     if need > memory:
-        raise ImageTooLargeError(
+        raise NotEnoughMemoryError(
             f"image too large: decoding this {mode} image of {pixels / 1e6:.1f} megapixels "
             f"needs about {need >> 20} MB, the machine has {memory >> 20} MB"
         )
@@ -324,7 +325,7 @@ def _check_array_memory(pixels: int, samples: int, dtype) -> None:
     need = pixels * samples * itemsize + pixels * 4 * 2 + 64 * 1024 * 1024
     memory = memory_limit_bytes()
     if need > memory:
-        raise ImageTooLargeError(
+        raise NotEnoughMemoryError(
             f"image too large: decoding this image of {pixels / 1e6:.1f} megapixels "
             f"({samples} x {8 * itemsize}-bit samples) needs about {need >> 20} MB, "
             f"the machine has {memory >> 20} MB"
@@ -345,7 +346,7 @@ def _decode_error(exc: Exception) -> ConversionError:
     if "not available" in lowered or "unsupported" in lowered or "not supported" in lowered:
         return UnsupportedTiffError(f"unsupported TIFF: {text}")
     if isinstance(exc, MemoryError):
-        return ImageTooLargeError("not enough memory to decode the image")
+        return NotEnoughMemoryError("not enough memory to decode the image")
     return CorruptTiffError(f"truncated or corrupt TIFF: {text}")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worker.exceptions import ImageTooLargeError, UnsupportedTiffError
+from worker.exceptions import NotEnoughMemoryError, UnsupportedTiffError
 
 PHOTOMETRIC_LOGL, PHOTOMETRIC_LOGLUV = 32844, 32845
 HIGH_PERCENTILE = 99.5
@@ -35,7 +35,7 @@ def _check_memory(width: int, height: int, bands: int) -> None:
     need = width * height * max(bands, 1) * 4 * 3 + 64 * 1024 * 1024
     memory = memory_limit_bytes()
     if need > memory:
-        raise ImageTooLargeError(
+        raise NotEnoughMemoryError(
             f"image too large: decoding this image through libvips needs about {need >> 20} MB, "
             f"the machine has {memory >> 20} MB"
         )
