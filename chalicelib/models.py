@@ -114,6 +114,7 @@ class Task(Model):
     machine_name = UnicodeAttribute(null=True)
     attempt_started_at = NumberAttribute(null=True)
     last_error = UnicodeAttribute(null=True)
+    error_code = UnicodeAttribute(null=True)  # the worker's code for last_error, when it sent one
 
     output_r2_key = UnicodeAttribute(null=True)
     output_file_name = UnicodeAttribute(null=True)

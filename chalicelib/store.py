@@ -393,6 +393,8 @@ def end_attempt(settings: Settings, batch_id: str, task_id: str, attempt: int, m
         task_actions += [Task.open_due.remove(), Task.ended_at.set(now),
                          Task.last_error.set(error or "unknown error")]
         batch_actions.append(Batch.tasks_failed.add(1))
+    code = outcome.error_code if outcome is not None and move is not Move.COMPLETE else None
+    task_actions.append(Task.error_code.set(code) if code else Task.error_code.remove())
     task_actions += [Task.status.set(status), Task.status_key.set(_status_key(status, task_id))]
     try:
         with _transact(settings) as tx:

@@ -26,6 +26,7 @@ class Outcome:
     permanent: bool = False
     output: dict[str, Any] = field(default_factory=dict)
     performance: dict[str, int] | None = None
+    error_code: str | None = None  # the worker's machine-readable kind of failure
 
 
 def after_failure(attempts: int, max_attempts: int, permanent: bool = False) -> Move:

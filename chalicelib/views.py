@@ -47,6 +47,7 @@ def task_json(task: Task) -> dict[str, Any]:
         "attempts": int(task.attempts or 0),
         "machine_id": task.machine_id,
         "last_error": task.last_error,
+        "error_code": task.error_code,
         "output_r2_key": task.output_r2_key,
         "output_file_name": task.output_file_name,
         "output_file_size": int(task.output_file_size) if task.output_file_size is not None else None,
