@@ -24,7 +24,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker import stretch
 from worker.exceptions import (
     ConversionError,
     CorruptTiffError,
@@ -535,7 +534,7 @@ def _render_with_tifffile(path, max_pixels: int) -> Rendering:
     import numpy as np
     import tifffile
 
-    from worker import ycbcr
+    from worker import stretch, ycbcr
 
     try:
         tif = tifffile.TiffFile(path)
@@ -621,6 +620,8 @@ def _to_uint8(np, data, bits: int, nodata: float | None, notes: list[str]):
         values = data[finite] if not finite.all() else data
         if values.size and float(values.min()) >= 0.0 and float(values.max()) <= 1.0:
             return _affine(np, np.nan_to_num(data, nan=0.0), 255.0, 0.0), None
+    from worker import stretch
+
     pixels, invalid = stretch.stretch(data, nodata, notes)
     return pixels, invalid if invalid.any() else None
 
