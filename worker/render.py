@@ -1,29 +1,22 @@
 """Renders the first page of a TIFF as a viewer shows it: an 8-bit `L` or `RGB` Pillow
 image in sRGB, orientation applied, transparency flattened onto white.
 
-Decoding is Pillow's (libtiff) wherever Pillow renders the file faithfully; files Pillow
-cannot open or would misread (planar strips, 12-bit colour, signed, 32-bit and float
-samples) are decoded with tifffile and scaled here. This module never touches R2 or the
-network, and never lets a decoder's exception escape untranslated: everything wrong with
-the file becomes a `ConversionError` with a one-line reason.
-
-Rendering rules (docs/worker.md):
-- unsigned integers of N <= 16 bits: v * 255 / (2**N - 1) (a 12-bit scan uses 4095);
-- float samples: x 255 when every finite value lies in [0, 1], else stretched min..max;
-- signed and 32/64-bit integers: stretched min..max of the page;
-- MinIsWhite inverted; palette through its colour map;
-- CMYK, CIELAB and anything with an embedded ICC profile converted to sRGB by
-  littleCMS (ImageCms); CMYK without a profile goes through a standard SWOP profile;
-- alpha (associated or not) composited onto white.
+Decoders in line: Pillow (libtiff) wherever it renders the file faithfully; tifffile for
+what Pillow cannot open, misreads or declines (`_declines` says why), its arrays turned
+into images by worker.samples; libvips (worker.vipsdecode) last, for LogLuv and what
+neither reads. A decoder's failure hands the file to the next. This module never touches
+R2 or the network, and never lets a decoder's exception escape untranslated: a file no
+decoder reads becomes a `ConversionError` with a one-line reason naming the file's kind.
+Colour goes through worker.colour; the rendering rules are in docs/worker.md.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from worker import colour
+from worker.colour import DEFAULT_CMYK_PROFILE, cmyk_profile_path  # noqa: F401 (re-exported)
 from worker.exceptions import (
     ConversionError,
     CorruptTiffError,
@@ -34,8 +27,6 @@ from worker.exceptions import (
 )
 
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-PROFILES_DIR = Path(__file__).with_name("profiles")
-DEFAULT_CMYK_PROFILE = PROFILES_DIR / "default_cmyk.icc"
 
 # Modes Pillow decodes faithfully (with the post-processing below).
 _PILLOW_MODES = {
@@ -215,7 +206,7 @@ def _render_with_pillow(path, max_pixels: int) -> Rendering:
         if im.mode.startswith("I;16"):
             im = _scale_i16(im, max(bits) if max(bits) <= 16 else 16)
         _close_file(im)
-        image = _to_display(im, icc, notes)
+        image = colour.to_display(im, icc, notes)
         image = _orient(image, orientation, notes)
         _set_dpi(image, dpi, applied)
         return Rendering(image, pages, source, "pillow", notes)
@@ -362,134 +353,6 @@ def _scale_i16(im, bits: int):
     return scaled.convert("L")
 
 
-def _to_display(im, icc: bytes | None, notes: list[str]):
-    """Any decoded mode -> "L" or "RGB" in sRGB, alpha flattened onto white."""
-    from PIL import Image
-
-    mode = im.mode
-    if mode == "1":
-        return im.convert("L")
-    if mode in ("P", "PA"):
-        im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
-        mode = im.mode
-    if mode == "RGBa":
-        im = im.convert("RGBA")
-        mode = "RGBA"
-    if mode == "YCbCr":
-        im = im.convert("RGB")
-        mode = "RGB"
-    if mode == "RGBX":
-        im = im.convert("RGB")
-        mode = "RGB"
-    if mode in ("LA", "RGBA"):
-        base = "L" if mode == "LA" else "RGB"
-        background = Image.new(base, im.size, 255 if base == "L" else (255, 255, 255))
-        background.paste(im.convert(base), mask=im.getchannel("A"))
-        im.close()
-        im, mode = background, base
-        notes.append("alpha flattened onto white")
-    if mode == "CMYK":
-        return _cmyk_to_srgb(im, icc, notes)
-    if mode == "LAB":
-        from PIL import ImageCms
-
-        lab = ImageCms.createProfile("LAB")
-        srgb = ImageCms.createProfile("sRGB")
-        out = ImageCms.profileToProfile(im, lab, srgb, outputMode="RGB")
-        notes.append("CIELAB converted to sRGB")
-        return out
-    if icc and mode in ("L", "RGB"):
-        return _apply_icc(im, icc, notes)
-    if mode not in ("L", "RGB"):
-        return im.convert("RGB")
-    return im
-
-
-def _intent() -> dict:
-    """Relative colorimetric with black-point compensation: what libvips and
-    colour-managed viewers use, so pure red stays (228, 31, 37), not (227, 6, 21)."""
-    from PIL import ImageCms
-
-    return {"renderingIntent": ImageCms.Intent.RELATIVE_COLORIMETRIC,
-            "flags": ImageCms.Flags.BLACKPOINTCOMPENSATION}  # fmt: skip
-
-
-def _open_profile(icc: bytes):
-    from PIL import ImageCms
-
-    try:
-        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        description = (ImageCms.getProfileDescription(profile) or "").strip()
-        return profile, description, profile.profile.xcolor_space.strip()
-    except Exception:
-        return None, "", ""
-
-
-def _apply_icc(im, icc: bytes, notes: list[str]):
-    from PIL import ImageCms
-
-    profile, description, space = _open_profile(icc)
-    if profile is None:
-        notes.append("unreadable ICC profile ignored")
-        return im
-    if description.lower().startswith("srgb"):
-        return im  # already sRGB: nothing to do
-    if (im.mode, space) not in (("RGB", "RGB"), ("L", "GRAY")):
-        notes.append(f"ICC profile {description!r} ({space}) does not fit {im.mode}; ignored")
-        return im
-    srgb = ImageCms.createProfile("sRGB")
-    try:
-        if im.mode == "RGB":
-            out = ImageCms.profileToProfile(
-                im, profile, srgb, **_intent(), outputMode="RGB"
-            )
-        else:
-            rgb = ImageCms.profileToProfile(
-                im, profile, srgb, **_intent(), outputMode="RGB"
-            )
-            out = rgb.convert("L")
-            rgb.close()
-    except Exception as exc:
-        notes.append(f"ICC profile {description!r} could not be applied ({exc}); ignored")
-        return im
-    im.close()
-    notes.append(f"ICC profile {description!r} converted to sRGB")
-    return out
-
-
-def cmyk_profile_path() -> Path:
-    return Path(os.environ.get("WORKER_CMYK_PROFILE") or DEFAULT_CMYK_PROFILE)
-
-
-def _cmyk_to_srgb(im, icc: bytes | None, notes: list[str]):
-    from PIL import ImageCms
-
-    profile, description = None, ""
-    if icc:
-        profile, description, space = _open_profile(icc)
-        if profile is not None and space != "CMYK":
-            notes.append(f"ICC profile {description!r} ({space}) does not fit CMYK; ignored")
-            profile = None
-    if profile is None:
-        path = cmyk_profile_path()
-        try:
-            profile = ImageCms.getOpenProfile(str(path))
-            description = f"default {ImageCms.getProfileDescription(profile).strip()}"
-        except Exception:
-            notes.append("no CMYK profile available; naive CMYK conversion")
-            return im.convert("RGB")
-    srgb = ImageCms.createProfile("sRGB")
-    try:
-        out = ImageCms.profileToProfile(
-            im, profile, srgb, **_intent(), outputMode="RGB"
-        )
-    except Exception as exc:
-        raise UnsupportedTiffError(f"unsupported TIFF: CMYK conversion failed ({exc})") from None
-    im.close()
-    notes.append(f"CMYK converted to sRGB through {description!r}")
-    return out
-
-
 def _valid_dpi(dpi) -> tuple[float, float] | None:
     try:
         x, y = float(dpi[0]), float(dpi[1])
@@ -534,7 +397,8 @@ def _render_with_tifffile(path, max_pixels: int) -> Rendering:
     import numpy as np
     import tifffile
 
-    from worker import stretch, ycbcr
+    from worker import ycbcr
+    from worker.samples import array_to_image, parse_nodata, samples_last
 
     try:
         tif = tifffile.TiffFile(path)
@@ -563,7 +427,7 @@ def _render_with_tifffile(path, max_pixels: int) -> Rendering:
         dpi = _tiff_dpi(page)
         compression = _enum_name(page.compression)
         sample_format = _enum_name(page.sampleformat)
-        nodata = stretch.parse_nodata(page.tags.valueof(42113)) if 42113 in page.tags else None
+        nodata = parse_nodata(page.tags.valueof(42113)) if 42113 in page.tags else None
         try:
             if ycbcr.needs_own_decoder(page):
                 data, photometric, axes = ycbcr.decode(tif, page), 2, "YXS"
@@ -578,11 +442,11 @@ def _render_with_tifffile(path, max_pixels: int) -> Rendering:
         except Exception as exc:
             raise _decode_error(exc) from None
     source = f"photometric {photometric} {bits}-bit {sample_format} {compression}"
-    data = _samples_last(np, data, axes)
+    data = samples_last(np, data, axes)
     notes: list[str] = []
-    image = _array_to_image(np, data, photometric, bits, extras, colormap, nodata, notes)
+    image = array_to_image(np, data, photometric, bits, extras, colormap, nodata, notes)
     del data
-    image = _to_display(image, icc if isinstance(icc, bytes) else None, notes)
+    image = colour.to_display(image, icc if isinstance(icc, bytes) else None, notes)
     image = _orient(image, orientation, notes)
     _set_dpi(image, dpi, orientation)
     return Rendering(image, pages, source, "tifffile", notes)
@@ -590,145 +454,3 @@ def _render_with_tifffile(path, max_pixels: int) -> Rendering:
 
 def _enum_name(value) -> str:
     return str(getattr(value, "name", value)).lower()
-
-
-def _samples_last(np, data, axes: str):
-    """tifffile's array -> (H, W) or (H, W, S)."""
-    keep = [i for i, a in enumerate(axes) if a in "YXS"]
-    for i in reversed(range(len(axes))):
-        if i not in keep:
-            data = data.take(0, axis=i)
-    axes = "".join(a for a in axes if a in "YXS")
-    if "S" in axes and axes != "YXS":
-        data = np.moveaxis(data, axes.index("S"), -1)
-    return np.ascontiguousarray(data)
-
-
-def _to_uint8(np, data, bits: int, nodata: float | None, notes: list[str]):
-    """Scale any sample type to uint8 by the rules in the module docstring; returns the
-    samples and the mask of no-data samples (None when there is none)."""
-    if data.dtype == np.bool_:
-        return data.astype(np.uint8) * 255, None
-    kind = data.dtype.kind
-    if kind == "u" and data.dtype.itemsize <= 2 and nodata is None:
-        bits = bits if 0 < bits <= 8 * data.dtype.itemsize else 8 * data.dtype.itemsize
-        if bits == 8:
-            return data.astype(np.uint8, copy=False), None
-        return _affine(np, data, 255.0 / ((1 << bits) - 1), 0.0), None
-    if kind == "f" and nodata is None:
-        finite = np.isfinite(data)
-        values = data[finite] if not finite.all() else data
-        if values.size and float(values.min()) >= 0.0 and float(values.max()) <= 1.0:
-            return _affine(np, np.nan_to_num(data, nan=0.0), 255.0, 0.0), None
-    from worker import stretch
-
-    pixels, invalid = stretch.stretch(data, nodata, notes)
-    return pixels, invalid if invalid.any() else None
-
-
-def _affine(np, data, scale: float, offset: float):
-    """round(data * scale + offset) clipped to uint8, a block of rows at a time."""
-    out = np.empty(data.shape, np.uint8)
-    step = max(1, (8 << 20) // max(1, data[0].size))
-    for y in range(0, data.shape[0], step):
-        block = data[y : y + step].astype(np.float64) * scale + offset + 0.5
-        np.clip(block, 0, 255, out=block)
-        out[y : y + step] = block.astype(np.uint8)
-    return out
-
-
-_LAB = {8: "CIELAB", 9: "ICC L*a*b*", 10: "ITU L*a*b*"}
-
-
-def _lab_to_pillow(np, data, photometric: int):
-    """Any TIFF L*a*b* (8/16-bit; CIELab with signed a*/b*, ICCLab with unsigned ones
-    offset by half the range, ITULab with the default Decode ranges) as Pillow's 8-bit
-    LAB (L* x 2.55, a*/b* as signed bytes)."""
-    raw = data[..., :3]
-    top = 255.0 if raw.dtype.itemsize == 1 else 65535.0
-    unsigned = raw.view(np.uint8 if raw.dtype.itemsize == 1 else np.uint16).astype(np.float64)
-    if photometric == 10:
-        lightness = unsigned[..., 0] * 100.0 / top
-        a = -85.0 + unsigned[..., 1] * 170.0 / top
-        b = -75.0 + unsigned[..., 2] * 199.0 / top
-    else:
-        lightness = unsigned[..., 0] * 100.0 / top
-        if photometric == 8:
-            signed = raw.view(np.int8 if raw.dtype.itemsize == 1 else np.int16).astype(np.float64)
-            ab = signed[..., 1:]
-        else:
-            ab = unsigned[..., 1:] - (top + 1) / 2
-        ab = ab if raw.dtype.itemsize == 1 else ab / 256.0
-        a, b = ab[..., 0], ab[..., 1]
-    out = np.empty(lightness.shape + (3,), np.uint8)
-    out[..., 0] = np.clip(lightness * 2.55 + 0.5, 0, 255).astype(np.uint8)
-    for i, channel in ((1, a), (2, b)):  # Pillow's LAB keeps a*/b* as signed bytes
-        out[..., i] = np.clip(np.round(channel), -128, 127).astype(np.int8).view(np.uint8)
-    return out
-
-
-def _palette(np, data, colormap):
-    """Indices through the colour map; a map of 8-bit values (0-255, written by some
-    tools instead of TIFF's 16-bit range) is taken as such instead of turning black."""
-    table = np.asarray(colormap).T.astype(np.float64)
-    scale = 1.0 if table.max() <= 255 else 255.0 / 65535.0
-    lut = np.clip(table * scale + 0.5, 0, 255).astype(np.uint8)
-    index = data if data.ndim == 2 else data[..., 0]
-    return np.ascontiguousarray(lut[np.minimum(index, len(lut) - 1)])
-
-
-def _split_alpha(np, data, colour: int, extras):
-    """(colour samples, alpha in 0..1 or None, premultiplied)."""
-    samples = data.shape[2] if data.ndim == 3 else 1
-    if samples <= colour or not extras or extras[0] not in (1, 2):
-        return (data if data.ndim == 2 else data[..., :colour]), None, False
-    alpha = data[..., colour]
-    if alpha.dtype.kind == "f":
-        alpha = np.clip(np.nan_to_num(alpha.astype(np.float32), nan=1.0), 0.0, 1.0)
-    elif alpha.dtype.kind == "u":
-        alpha = alpha.astype(np.float32) / float(np.iinfo(alpha.dtype).max)
-    else:
-        alpha = np.clip(alpha.astype(np.float32) / float(np.iinfo(alpha.dtype).max), 0.0, 1.0)
-    return data[..., :colour], alpha, extras[0] == 1
-
-
-def _array_to_image(np, data, photometric: int, bits: int, extras, colormap, nodata, notes):
-    from PIL import Image
-
-    samples = data.shape[2] if data.ndim == 3 else 1
-    if photometric == 3:  # palette
-        if colormap is None:
-            raise CorruptTiffError("truncated or corrupt TIFF: palette image without colour map")
-        return Image.fromarray(_palette(np, data, colormap), "RGB")
-    if photometric in _LAB and samples >= 3 and data.dtype.itemsize <= 2:
-        notes.append(f"{_LAB[photometric]} {8 * data.dtype.itemsize}-bit read as such")
-        return Image.fromarray(_lab_to_pillow(np, data, photometric), "LAB")
-    if photometric not in (0, 1, 2, 5):
-        raise UnsupportedTiffError(f"unsupported TIFF: photometric interpretation {photometric}")
-    colour = {0: 1, 1: 1, 2: 3, 5: 4}[photometric]
-    if samples < colour:
-        raise CorruptTiffError(
-            f"truncated or corrupt TIFF: {samples} samples for photometric {photometric}"
-        )
-    base, alpha, premultiplied = _split_alpha(np, data, colour, extras)
-    base, invalid = _to_uint8(np, base, bits, nodata, notes)
-    if base.ndim == 2:
-        base = base[..., None]
-        invalid = invalid[..., None] if invalid is not None else None
-    if photometric == 0:
-        base = 255 - base
-    if alpha is not None:
-        colours = base.astype(np.float32)
-        if photometric == 5:  # CMYK over white paper: no ink where transparent
-            colours = colours if premultiplied else colours * alpha[..., None]
-        else:
-            white = 255.0 * (1.0 - alpha[..., None])
-            colours = colours + white if premultiplied else colours * alpha[..., None] + white
-        base = np.clip(colours + 0.5, 0, 255).astype(np.uint8)
-        notes.append("alpha flattened onto white")
-    if invalid is not None:  # no-data shows as nothing: white paper (no ink for CMYK)
-        hole = invalid.all(axis=2)
-        base[hole] = 0 if photometric == 5 else 255
-    mode = {1: "L", 3: "RGB", 4: "CMYK"}[colour]
-    base = np.ascontiguousarray(base if colour > 1 else base[..., 0])
-    return Image.fromarray(base, mode)
