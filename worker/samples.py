@@ -27,7 +27,9 @@ def _to_uint8(np, data, bits: int, nodata: float | None, notes: list[str]):
     if data.dtype == np.bool_:
         return data.astype(np.uint8) * 255, None
     kind = data.dtype.kind
-    if kind == "u" and data.dtype.itemsize <= 2 and nodata is None:
+    container = 8 * data.dtype.itemsize
+    odd_depth = kind == "u" and 16 < bits < container  # 24-bit samples held in 32 bits
+    if kind == "u" and (data.dtype.itemsize <= 2 or odd_depth) and nodata is None:
         bits = bits if 0 < bits <= 8 * data.dtype.itemsize else 8 * data.dtype.itemsize
         if bits == 8:
             return data.astype(np.uint8, copy=False), None

@@ -262,3 +262,12 @@ def test_pillow_decoder_image_is_the_reference(tmp_path):
     path = tmp_path / "plain.tif"
     Image.fromarray(RGB).save(path)
     assert np.array_equal(vips_srgb(path), RGB)
+
+
+def test_24_bit_planar_tiled_rgb_is_scaled_by_its_depth(tmp_path, convert):
+    stored = RGB.astype(np.uint32) * 65793 // 2  # 24-bit samples, half of the range used
+    path = write(tmp_path, "rgb24", np.moveaxis(stored, -1, 0), photometric="rgb",
+                 bitspersample=24, planarconfig="separate", tile=(16, 32))  # fmt: skip
+    assert np.array_equal(tifffile.imread(path).transpose(1, 2, 0), stored)  # tifffile agrees
+    out, _ = convert(path)
+    assert_shows(out, np.round(stored * 255.0 / (2**24 - 1)))  # not stretched to white
