@@ -79,11 +79,14 @@ def render_first_page(path: str | os.PathLike, max_pixels: int) -> Rendering:
     when all fail is the file refused, with what it is and the most telling reason."""
     sniff(path)
     failures: list[tuple[str, ConversionError]] = []
+    declined: list[str] = []
     for name, decoder in (("pillow", _render_with_pillow), ("tifffile", _render_with_tifffile),
                           ("libvips", _render_with_vips)):  # fmt: skip
         try:
-            return decoder(path, max_pixels)
-        except _Declined:
+            rendering = decoder(path, max_pixels)
+        except _Declined as why:
+            if str(why):
+                declined.append(f"{name} declined it: {why}")
             continue
         except ImageTooLargeError:
             raise
@@ -93,6 +96,10 @@ def render_first_page(path: str | os.PathLike, max_pixels: int) -> Rendering:
             failures.append((name, exc))
         except Exception as exc:  # a decoder's (or our) bug: the next decoder may still read it
             failures.append((name, ConversionError(f"internal error: {type(exc).__name__}: {exc}")))
+        else:  # say in the conversion summary which decoders gave up, and why
+            rendering.notes[:0] = declined + [f"{failed} could not decode it: {exc}"
+                                              for failed, exc in failures]
+            return rendering
     raise _verdict(path, failures)
 
 
@@ -113,7 +120,7 @@ def _verdict(path, failures: list[tuple[str, ConversionError]]) -> ConversionErr
 
 
 def describe_kind(path) -> str:
-    """`96 x 64, YCbCr, 3 x 8-bit uint, none, subsampling 2x1`: what the file is, or ""
+    """`96 x 64, ycbcr, 3 x 8-bit uint, none, subsampling 2x1`: what the file is, or ""
     when even its directory cannot be read."""
     try:
         import tifffile
@@ -122,7 +129,7 @@ def describe_kind(path) -> str:
             page = tif.pages.first
             photometric = _enum_name(page.photometric) if 262 in page.tags else "no photometric tag"
             parts = [f"{page.imagewidth} x {page.imagelength}", photometric,
-                     f"{page.samplesperpixel} x {page.bitspersample}-bit {_enum_name(page.sampleformat)}",
+                     f"{page.samplesperpixel} x {page.bitspersample}-bit {_sample_format(page)}",
                      _enum_name(page.compression)]  # fmt: skip
             if page.planarconfig == 2:
                 parts.append("planar")
@@ -134,6 +141,15 @@ def describe_kind(path) -> str:
             return ", ".join(parts)
     except Exception:
         return ""
+
+
+def _sample_format(page) -> str:
+    import tifffile
+
+    try:
+        return tifffile.SAMPLEFORMAT(int(page.sampleformat)).name.lower()
+    except (TypeError, ValueError):
+        return str(page.sampleformat)
 
 
 def int_tag(tags, tag: int, default: int) -> int:
@@ -184,9 +200,10 @@ def _render_with_pillow(path, max_pixels: int) -> Rendering:
         pages = _page_count(im)
         _check_pixels(im.width, im.height, max_pixels)
         tags = im.tag_v2
-        if _declines(im, tags):
+        why = _declines(im, tags)
+        if why:
             im.close()
-            raise _Declined
+            raise _Declined(why)
         bits = _as_tuple(tags.get(258, (1,)))
         applied = int_tag(tags, 274, 1)
         _check_memory(im.width * im.height, im.mode, applied)

@@ -79,8 +79,10 @@ def test_12_bit_grey_with_horizontal_predictor(tmp_path, convert):
     stored = np.round(GREY.astype(np.float64) * 4095 / 255).astype(np.uint16)
     path = save(tmp_path, "grey12-pred", tm.grey12_predictor_tiff(stored))
     assert np.array_equal(tifffile.imread(path), stored)  # the second decoder agrees on the file
-    out, _ = convert(path)
+    out, report = convert(path)
     assert_shows(out, GREY)
+    assert report.decoder == "tifffile"  # libtiff refuses the predictor at 12 bits: handed on
+    assert any(n.startswith("pillow could not decode it") for n in report.notes), report.notes
 
 
 def test_planar_tiled_rgb(tmp_path, convert):
