@@ -147,6 +147,7 @@ class Task(Model):
     machine_name = UnicodeAttribute(null=True)
     attempt_started_at = NumberAttribute(null=True)
     last_error = UnicodeAttribute(null=True)
+    error_code = UnicodeAttribute(null=True)  # the worker's code for last_error, when it sent one
 
     planned_output_key = UnicodeAttribute(null=True)  # decided at intake (phases/output_keys.py)
     output_r2_key = UnicodeAttribute(null=True)  # written: set when the task completes

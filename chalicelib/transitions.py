@@ -26,6 +26,7 @@ class Outcome:
     permanent: bool = False
     output: dict[str, Any] = field(default_factory=dict)
     performance: dict[str, int] | None = None
+    error_code: str | None = None  # the worker's machine-readable kind of failure
 
 
 def attempts_since_retry(attempt: int, base: int) -> int:

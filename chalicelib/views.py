@@ -50,6 +50,7 @@ def task_json(task: Task) -> dict[str, Any]:
         "machine_name": task.machine_name,
         "history": attempt_history(task),
         "last_error": task.last_error,
+        "error_code": task.error_code,
         "planned_output_key": task.planned_output_key,
         "output_r2_key": task.output_r2_key,
         "output_file_name": task.output_file_name,

@@ -25,12 +25,14 @@ class ConversionReport:
     render_ms: int
     encode_ms: int
     notes: list[str] = field(default_factory=list)
+    budget_mb: int = 0  # the memory budget the encoder's path was chosen for
 
     def summary(self) -> str:
         extra = "; ".join(self.notes)
         return (
             f"{self.width}x{self.height} {self.mode} from {self.source} "
-            f"(page 1 of {self.pages}, decoder {self.decoder}, encoder {self.encoder}), "
+            f"(page 1 of {self.pages}, decoder {self.decoder}, encoder {self.encoder}, "
+            f"memory budget {self.budget_mb} MB), "
             f"{self.output_bytes} bytes, render {self.render_ms} ms, encode {self.encode_ms} ms"
             + (f"; {extra}" if extra else "")
         )
@@ -59,6 +61,7 @@ def convert_in_process(in_path: str, out_path: str, limits: Limits) -> Conversio
             output_bytes=os.path.getsize(out_path),
             render_ms=0,
             encode_ms=round((done - started) * 1000),
+            budget_mb=budget >> 20,
         )
     rendering = render_first_page(in_path, limits.max_pixels)
     image = rendering.image
@@ -80,6 +83,7 @@ def convert_in_process(in_path: str, out_path: str, limits: Limits) -> Conversio
         render_ms=round((rendered - started) * 1000),
         encode_ms=round((done - rendered) * 1000),
         notes=rendering.notes,
+        budget_mb=budget >> 20,
     )
 
 

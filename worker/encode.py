@@ -8,8 +8,12 @@ output and closed, so the decoded image and the encoder's buffers are never in m
 together; libvips then reads that file strip by strip.
 
 mozjpeg's multi-pass mode holds two coefficient buffers for the whole image (about 6
-bytes a pixel in 4:2:0 colour, 4 in grey). When that would break the memory budget
-(WORKER_MEMORY_BUDGET_MB, default 600), the image is encoded in one streaming pass
+bytes a pixel in 4:2:0 colour, 4 in grey; trellis quantisation alone already needs them,
+so no streaming pass reaches the same bytes). The memory budget is the machine's memory
+less a reserve (`memory_budget`; WORKER_MEMORY_BUDGET_MB overrides it), so a machine
+sized for the image takes this full-quality path at any size: `full_quality_memory`
+says how much that is. When it would break the budget, the image is encoded in one
+streaming pass
 instead (baseline, no trellis) and then, if its ~4 bytes a pixel fit, losslessly
 re-optimised by mozjpeg (mozjpeg-lossless-optimization: optimal Huffman codes,
 progressive scans): some 20% more bytes than the multi-pass path; past that, the
@@ -36,7 +40,11 @@ MOZJPEG_FULL_BYTES_PER_PIXEL = {"RGB": 6.1, "L": 4.1}
 # peaks near 500 MB with the JPEGs it reads and writes).
 LOSSLESS_BYTES_PER_PIXEL = {"RGB": 4.2, "L": 2.8}
 PROCESS_BASELINE = 48 * MIB
-DEFAULT_BUDGET_MB = 600
+# What the budget leaves to the kernel, the page cache of the staged files and the
+# task's parent process: a fifth of the machine, at least 160 MiB.
+RESERVE_FRACTION = 0.2
+MIN_RESERVE = 160 * MIB
+MIN_BUDGET = 256 * MIB
 
 # One pass, nothing held for the whole image: the large-image path.
 STREAMING_OPTIONS = dict(subsample_mode="on", quant_table=3, optimize_coding=False)
@@ -70,11 +78,25 @@ def _load_pyvips():
 
 
 def memory_budget() -> int:
+    """What one conversion may use: WORKER_MEMORY_BUDGET_MB, else the machine's memory
+    (FLY_VM_MEMORY_MB, the cgroup limit or RAM) less the reserve."""
     raw = os.environ.get("WORKER_MEMORY_BUDGET_MB", "").strip()
     try:
-        return int(float(raw) * MIB) if raw else DEFAULT_BUDGET_MB * MIB
+        if raw:
+            return int(float(raw) * MIB)
     except ValueError:
-        return DEFAULT_BUDGET_MB * MIB
+        pass
+    from worker.settings import memory_limit_bytes
+
+    memory = memory_limit_bytes()
+    return max(MIN_BUDGET, memory - max(MIN_RESERVE, int(memory * RESERVE_FRACTION)))
+
+
+def full_quality_memory(width: int, height: int, mode: str = "RGB") -> int:
+    """The machine memory (bytes) with which `memory_budget` admits the full-quality
+    multi-pass path for this image: what an orchestrator sizing machines should ask."""
+    need = width * height * MOZJPEG_FULL_BYTES_PER_PIXEL[mode] + PROCESS_BASELINE
+    return int(max(need + MIN_RESERVE, need / (1 - RESERVE_FRACTION)))
 
 
 def fits_multipass(width: int, height: int, mode: str, budget: int | None = None) -> bool:

@@ -1,11 +1,15 @@
 """Named failures of the worker. Every message is what the error callback says, so it
-must be precise, one line, and never carry a secret."""
+must be precise, one line, and never carry a secret. Each class carries the
+machine-readable `code` the error callback sends as `error_code` (README, "Retries"):
+the orchestrator decides retry or fail from it, never from the wording."""
 
 from __future__ import annotations
 
 
 class WorkerError(Exception):
     """Base class: anything the worker reports in an error callback."""
+
+    code = "internal"
 
 
 class ConfigError(WorkerError):
@@ -15,9 +19,19 @@ class ConfigError(WorkerError):
 class DownloadError(WorkerError):
     """The TIFF could not be fetched from R2."""
 
+    code = "transfer_failed"
+
+
+class InputMissingError(DownloadError):
+    """R2 answered that the TIFF does not exist (404, NoSuchKey)."""
+
+    code = "input_missing"
+
 
 class UploadError(WorkerError):
     """The JPEG could not be stored in R2."""
+
+    code = "transfer_failed"
 
 
 class CallbackDeliveryError(WorkerError):
@@ -31,22 +45,45 @@ class ConversionError(WorkerError):
 class NotATiffError(ConversionError):
     """The file does not start with a TIFF header."""
 
+    code = "not_tiff"
+
 
 class CorruptTiffError(ConversionError):
     """The file is a TIFF but truncated or damaged."""
+
+    code = "corrupt"
 
 
 class UnsupportedTiffError(ConversionError):
     """A valid TIFF of a kind the worker cannot render."""
 
+    code = "unsupported"
+
 
 class ImageTooLargeError(ConversionError):
     """More pixels than the configured limit (a decompression bomb or a huge scan)."""
+
+    code = "too_large"
 
 
 class ConversionTimeoutError(ConversionError):
     """The conversion ran past the wall-clock limit and was stopped."""
 
+    code = "timeout"
+
+
+class NotEnoughMemoryError(ImageTooLargeError):
+    """The image fits the pixel limit but not this machine's memory: a machine with
+    more memory would convert it."""
+
+    code = "out_of_memory"
+
 
 class ConversionCrashedError(ConversionError):
     """The conversion process died (a signal, most likely the out-of-memory killer)."""
+
+
+class ConversionKilledError(ConversionCrashedError):
+    """The conversion process was killed by SIGKILL: the out-of-memory killer's signal."""
+
+    code = "out_of_memory"

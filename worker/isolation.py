@@ -3,7 +3,9 @@
 Why: a decoder can hang or crash on a hostile file, and the out-of-memory killer can
 take the process; the parent must survive all three to send the error callback. The
 child's result (or its `WorkerError`) comes back pickled through a pipe. Never use this
-for anything that needs the parent's threads (the child has none).
+for anything that needs the parent's threads (a forked child has none); when libvips
+already runs in the parent (its threads would be missing in a fork), the child is a
+fresh interpreter instead.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from collections.abc import Callable
 from worker.exceptions import (
     ConversionCrashedError,
     ConversionError,
+    ConversionKilledError,
     ConversionTimeoutError,
+    NotEnoughMemoryError,
     WorkerError,
 )
 
@@ -31,10 +35,7 @@ def run_isolated(fn: Callable, args: tuple, timeout_s: float):
     sys.stdout.flush()
     sys.stderr.flush()
     read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(read_end)
-        _child(fn, args, write_end)
+    pid = _start_child(fn, args, read_end, write_end)
     os.close(write_end)
     try:
         payload = _collect(read_end, pid, timeout_s)
@@ -42,11 +43,50 @@ def run_isolated(fn: Callable, args: tuple, timeout_s: float):
         os.close(read_end)
     _, status = os.waitpid(pid, 0)
     if not payload:
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+            raise ConversionKilledError(_death(status))
         raise ConversionCrashedError(_death(status))
     kind, value = pickle.loads(payload)
     if kind == "error":
         raise value
     return value
+
+
+def _libvips_running() -> bool:
+    """Whether this process has started libvips: its worker threads do not survive a
+    fork, so a forked child that uses libvips would hang. Never so in contract mode (the
+    parent only downloads, uploads and calls back); so in a process that also converts
+    in-process, such as the tests."""
+    encode = sys.modules.get("worker.encode")
+    return bool(encode is not None and getattr(encode, "_pyvips", None))
+
+
+def _start_child(fn: Callable, args: tuple, read_end: int, write_end: int) -> int:
+    """Fork (cheap, the usual way), or, when libvips runs here, a fresh interpreter that
+    gets (fn, args) pickled on stdin and writes its result to the same pipe."""
+    if not _libvips_running():
+        pid = os.fork()
+        if pid == 0:  # child
+            os.close(read_end)
+            _child(fn, args, write_end)
+        return pid
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import worker.isolation as i; i.exec_child()", str(write_end)],
+        stdin=subprocess.PIPE, pass_fds=(write_end,), env=env,
+    )  # fmt: skip
+    process.stdin.write(pickle.dumps((fn, args)))
+    process.stdin.close()
+    process.returncode = 0  # reaped by run_isolated's waitpid, not by Popen
+    return process.pid
+
+
+def exec_child() -> None:
+    """The fresh interpreter's side of `_start_child`."""
+    fn, args = pickle.load(sys.stdin.buffer)
+    _child(fn, args, int(sys.argv[1]))
 
 
 def _child(fn, args, write_end: int) -> None:
@@ -60,7 +100,7 @@ def _child(fn, args, write_end: int) -> None:
         except WorkerError as exc:
             result = ("error", exc)
         except MemoryError:
-            result = ("error", ConversionError("not enough memory to convert the image"))
+            result = ("error", NotEnoughMemoryError("not enough memory to convert the image"))
         except BaseException as exc:  # a bug of ours, not the file's: say what it was
             result = ("error", ConversionError(f"internal error: {type(exc).__name__}: {exc}"))
         try:

@@ -14,7 +14,7 @@ import shutil
 import urllib.error
 import urllib.request
 
-from worker.exceptions import DownloadError, UploadError
+from worker.exceptions import DownloadError, InputMissingError, UploadError
 from worker.r2 import status_text
 
 CHUNK = 1024 * 1024
@@ -40,7 +40,9 @@ class PresignedTransfer:
                     open(path, "wb") as out:
                 shutil.copyfileobj(response, out, CHUNK)
         except (OSError, ValueError) as exc:
-            raise DownloadError(f"Failed to download TIFF: {_describe(exc)}") from None
+            missing = isinstance(exc, urllib.error.HTTPError) and exc.code == 404
+            error = InputMissingError if missing else DownloadError
+            raise error(f"Failed to download TIFF: {_describe(exc)}") from None
 
     def upload(self, path: str, key: str) -> None:
         size = os.path.getsize(path)

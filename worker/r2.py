@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import http
 
-from worker.exceptions import DownloadError, UploadError
+from worker.exceptions import DownloadError, InputMissingError, UploadError
 from worker.settings import ContractSettings
 
 PART_SIZE = 16 * 1024 * 1024
@@ -48,7 +48,8 @@ class R2:
         try:
             self.client.download_file(self.bucket, key, path, Config=self.transfer)
         except Exception as exc:
-            raise DownloadError(f"Failed to download TIFF: {describe(exc)}") from None
+            error = InputMissingError if is_missing(exc) else DownloadError
+            raise error(f"Failed to download TIFF: {describe(exc)}") from None
 
     def upload(self, path: str, key: str) -> None:
         try:
@@ -68,6 +69,16 @@ def status_text(status: int, fallback: str = "") -> str:
     except ValueError:
         phrase = fallback
     return f"{status} {phrase}".strip()
+
+
+def is_missing(exc: Exception) -> bool:
+    """R2 says the object does not exist: HTTP 404 or the NoSuchKey code (HEAD and
+    GET answer differently)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status == 404 or response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
 def describe(exc: Exception) -> str:

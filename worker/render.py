@@ -1,40 +1,32 @@
 """Renders the first page of a TIFF as a viewer shows it: an 8-bit `L` or `RGB` Pillow
 image in sRGB, orientation applied, transparency flattened onto white.
 
-Decoding is Pillow's (libtiff) wherever Pillow renders the file faithfully; files Pillow
-cannot open or would misread (planar strips, 12-bit colour, signed, 32-bit and float
-samples) are decoded with tifffile and scaled here. This module never touches R2 or the
-network, and never lets a decoder's exception escape untranslated: everything wrong with
-the file becomes a `ConversionError` with a one-line reason.
-
-Rendering rules (docs/worker.md):
-- unsigned integers of N <= 16 bits: v * 255 / (2**N - 1) (a 12-bit scan uses 4095);
-- float samples: x 255 when every finite value lies in [0, 1], else stretched min..max;
-- signed and 32/64-bit integers: stretched min..max of the page;
-- MinIsWhite inverted; palette through its colour map;
-- CMYK, CIELAB and anything with an embedded ICC profile converted to sRGB by
-  littleCMS (ImageCms); CMYK without a profile goes through a standard SWOP profile;
-- alpha (associated or not) composited onto white.
+Decoders in line: Pillow (libtiff) wherever it renders the file faithfully; tifffile for
+what Pillow cannot open, misreads or declines (`_declines` says why), its arrays turned
+into images by worker.samples; libvips (worker.vipsdecode) last, for LogLuv and what
+neither reads. A decoder's failure hands the file to the next. This module never touches
+R2 or the network, and never lets a decoder's exception escape untranslated: a file no
+decoder reads becomes a `ConversionError` with a one-line reason naming the file's kind.
+Colour goes through worker.colour; the rendering rules are in docs/worker.md.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from worker import colour
+from worker.colour import DEFAULT_CMYK_PROFILE, cmyk_profile_path  # noqa: F401 (re-exported)
 from worker.exceptions import (
     ConversionError,
     CorruptTiffError,
     ImageTooLargeError,
     NotATiffError,
+    NotEnoughMemoryError,
     UnsupportedTiffError,
 )
 
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-PROFILES_DIR = Path(__file__).with_name("profiles")
-DEFAULT_CMYK_PROFILE = PROFILES_DIR / "default_cmyk.icc"
 
 # Modes Pillow decodes faithfully (with the post-processing below).
 _PILLOW_MODES = {
@@ -77,54 +69,208 @@ def sniff(path: str | os.PathLike) -> None:
         raise CorruptTiffError("truncated TIFF: the header is incomplete")
 
 
+class _Declined(Exception):
+    """A decoder knows it would misread this file: the next one should decode it."""
+
+
 def render_first_page(path: str | os.PathLike, max_pixels: int) -> Rendering:
+    """Pillow, then tifffile, then libvips: the first that reads the file renders it. A
+    decoder's failure (even an exception of ours) hands the file to the next one; only
+    when all fail is the file refused, with what it is and the most telling reason."""
     sniff(path)
+    failures: list[tuple[str, ConversionError]] = []
+    declined: list[str] = []
+    for name, decoder in (("pillow", _render_with_pillow), ("tifffile", _render_with_tifffile),
+                          ("libvips", _render_with_vips)):  # fmt: skip
+        try:
+            rendering = decoder(path, max_pixels)
+        except _Declined as why:
+            if str(why):
+                declined.append(f"{name} declined it: {why}")
+            continue
+        except ImageTooLargeError:
+            raise
+        except MemoryError:
+            raise NotEnoughMemoryError("image too large: not enough memory to decode it") from None
+        except ConversionError as exc:
+            failures.append((name, exc))
+        except Exception as exc:  # a decoder's (or our) bug: the next decoder may still read it
+            failures.append((name, ConversionError(f"internal error: {type(exc).__name__}: {exc}")))
+        else:  # say in the conversion summary which decoders gave up, and why
+            rendering.notes[:0] = declined + [f"{failed} could not decode it: {exc}"
+                                              for failed, exc in failures]
+            return rendering
+    raise _verdict(path, failures)
+
+
+def _verdict(path, failures: list[tuple[str, ConversionError]]) -> ConversionError:
+    """tifffile parses most strictly, so its reason wins; a typed reason beats an
+    internal one; the file's kind is named so the refusal says what it refused."""
+    if not failures:
+        return UnsupportedTiffError("unsupported TIFF: no decoder reads this file")
+    reasons = dict(failures)
+    chosen = reasons.get("tifffile") or failures[0][1]
+    typed = [e for _, e in failures if type(e) is not ConversionError]
+    if type(chosen) is ConversionError and typed:
+        chosen = typed[0]
+    kind = describe_kind(path)
+    if not kind or kind in str(chosen):
+        return chosen
+    return type(chosen)(f"{chosen} (the file: {kind})")
+
+
+def describe_kind(path) -> str:
+    """`96 x 64, ycbcr, 3 x 8-bit uint, none, subsampling 2x1`: what the file is, or ""
+    when even its directory cannot be read."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            photometric = _enum_name(page.photometric) if 262 in page.tags else "no photometric tag"
+            parts = [f"{page.imagewidth} x {page.imagelength}", photometric,
+                     f"{page.samplesperpixel} x {page.bitspersample}-bit {_sample_format(page)}",
+                     _enum_name(page.compression)]  # fmt: skip
+            if page.planarconfig == 2:
+                parts.append("planar")
+            if page.is_tiled:
+                parts.append("tiled")
+            sub = page.tags.valueof(530)
+            if int(page.photometric) == 6 and sub:
+                parts.append(f"subsampling {sub[0]}x{sub[1]}")
+            return ", ".join(parts)
+    except Exception:
+        return ""
+
+
+def _sample_format(page) -> str:
+    import tifffile
+
+    try:
+        return tifffile.SAMPLEFORMAT(int(page.sampleformat)).name.lower()
+    except (TypeError, ValueError):
+        return str(page.sampleformat)
+
+
+def int_tag(tags, tag: int, default: int) -> int:
+    """A tag's first value as an int, the default when it is absent or of an odd type
+    (an ASCII Orientation, a RATIONAL PlanarConfiguration...)."""
+    try:
+        value = tags.get(tag, default)
+        value = value[0] if isinstance(value, tuple | list) and value else value
+        return int(value) if value is not None else default
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+def _declines(im, tags) -> str | None:
+    """Why Pillow would misread this file, or None when it reads it faithfully."""
+    sample_format = set(_as_tuple(tags.get(339, (1,))))
+    bits = _as_tuple(tags.get(258, (1,)))
+    photometric = int_tag(tags, 262, -1)
+    compression = int_tag(tags, 259, 1)
+    if im.mode not in _PILLOW_MODES or sample_format - {1}:
+        return "a mode Pillow does not render"
+    if int_tag(tags, 284, 1) == 2 and max(bits) > 8:
+        return "planar samples wider than 8 bits"
+    if 262 not in tags:
+        return "no photometric tag (Pillow guesses it wrong for colour)"
+    if int_tag(tags, 274, 1) in (5, 6, 7, 8) and compression == 1:
+        return "uncompressed with a transposing orientation (Pillow shears the rows)"
+    if photometric == 3 and max(_as_tuple(tags.get(320, (0,)))) <= 255:
+        return "a colour map of 8-bit values"
+    if photometric == 0 and max(bits) > 8:
+        return "MinIsWhite wider than 8 bits (Pillow does not invert it)"
+    if photometric == 6 and compression not in (6, 7):
+        sub = _as_tuple(tags.get(530, (2, 2)))
+        if tuple(sub) != (1, 1) or int_tag(tags, 284, 1) == 2:
+            return "YCbCr with chroma subsampling or planes, not JPEG-compressed"
+    return None
+
+
+def _render_with_pillow(path, max_pixels: int) -> Rendering:
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = None  # the limit is enforced here, before decoding
     try:
         im = Image.open(path)
-    except Exception as exc:  # Pillow cannot parse it: let tifffile try
-        return _render_with_tifffile(path, max_pixels, pillow_error=exc)
+    except Exception:  # Pillow cannot parse it: the next decoder
+        raise _Declined from None
     try:
         pages = _page_count(im)
         _check_pixels(im.width, im.height, max_pixels)
         tags = im.tag_v2
-        sample_format = set(_as_tuple(tags.get(339, (1,))))
-        bits = _as_tuple(tags.get(258, (1,)))
-        planar_wide = tags.get(284, 1) == 2 and max(bits) > 8  # Pillow misreads these
-        if im.mode not in _PILLOW_MODES or sample_format - {1} or planar_wide:
+        why = _declines(im, tags)
+        if why:
             im.close()
-            return _render_with_tifffile(path, max_pixels, pillow_error=None)
-        _check_memory(im.width * im.height, im.mode, int(tags.get(274, 1) or 1))
-        compression = _compression_name(im)
-        source = f"{im.mode} {max(bits)}-bit {compression}"
+            raise _Declined(why)
+        bits = _as_tuple(tags.get(258, (1,)))
+        applied = int_tag(tags, 274, 1)
+        _check_memory(im.width * im.height, im.mode, applied)
+        source = f"{im.mode} {max(bits)}-bit {_compression_name(im)}"
         icc = im.info.get("icc_profile")
         dpi = _valid_dpi(im.info.get("dpi"))
         notes: list[str] = []
-        applied = int(tags.get(274, 1) or 1)
         try:
             im.load()
         except Exception as exc:
-            if tags.get(259, 1) in _PILLOW_COMPRESSIONS:
-                raise _decode_error(exc) from None
-            im.close()  # a codec Pillow's libtiff may lack (WebP, JPEG XL...): tifffile
-            return _render_with_tifffile(path, max_pixels, pillow_error=exc)
+            raise _decode_error(exc) from None
         # Recent Pillow applies the Orientation tag on load and then drops it; older
         # Pillow leaves both to us.
-        orientation = int(im.tag_v2.get(274, 1) or 1)
+        orientation = int_tag(im.tag_v2, 274, 1)
         if applied != 1 and orientation == 1:
             notes.append(f"orientation {applied} applied")
         if im.mode.startswith("I;16"):
             im = _scale_i16(im, max(bits) if max(bits) <= 16 else 16)
         _close_file(im)
-        image = _to_display(im, icc, notes)
+        image = colour.to_display(im, icc, notes)
         image = _orient(image, orientation, notes)
         _set_dpi(image, dpi, applied)
         return Rendering(image, pages, source, "pillow", notes)
     except BaseException:
         _close_file(im)
         raise
+
+
+def _render_with_vips(path, max_pixels: int) -> Rendering:
+    from worker import vipsdecode
+
+    header = _header(path)
+    if header is None:
+        raise _Declined
+    width, height, photometric, compression, orientation, pages = header
+    _check_pixels(width, height, max_pixels)
+    if photometric in (32844, 32845) and compression not in (34676, 34677):
+        raise UnsupportedTiffError(
+            f"unsupported TIFF: LogLuv/LogL (photometric {photometric}) needs SGILOG "
+            f"compression, this file has compression {compression}"
+        )
+    notes: list[str] = []
+    try:
+        image = vipsdecode.render(str(path), photometric, notes)
+    except ConversionError:
+        raise
+    except Exception as exc:
+        message = str(exc).strip().splitlines()
+        raise _decode_error(ValueError(message[-1].strip() if message else type(exc).__name__)) from None
+    image = _orient(image, orientation, notes)
+    return Rendering(image, pages, f"photometric {photometric}", "libvips", notes)
+
+
+def _header(path) -> tuple[int, int, int | None, int, int, int] | None:
+    """(width, height, photometric, compression, orientation, pages) from tifffile's parse of the
+    first directory, or None when it cannot be read."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            photometric = int(page.photometric) if 262 in page.tags else None
+            orientation = int_tag({274: page.tags.valueof(274, 1)}, 274, 1)
+            return (page.imagewidth, page.imagelength, photometric, int(page.compression),
+                    orientation, len(tif.pages))
+    except Exception:
+        return None
 
 
 def _close_file(im) -> None:
@@ -171,9 +317,25 @@ def _check_memory(pixels: int, mode: str, orientation: int) -> None:
     need += 64 * 1024 * 1024
     memory = memory_limit_bytes()
     if need > memory:
-        raise ImageTooLargeError(
+        raise NotEnoughMemoryError(
             f"image too large: decoding this {mode} image of {pixels / 1e6:.1f} megapixels "
             f"needs about {need >> 20} MB, the machine has {memory >> 20} MB"
+        )
+
+
+def _check_array_memory(pixels: int, samples: int, dtype) -> None:
+    """The tifffile path holds the decoded array (and a float copy of a block at a
+    time) plus the 8-bit image and one converted copy of it."""
+    from worker.settings import memory_limit_bytes
+
+    itemsize = getattr(dtype, "itemsize", 1) or 1
+    need = pixels * samples * itemsize + pixels * 4 * 2 + 64 * 1024 * 1024
+    memory = memory_limit_bytes()
+    if need > memory:
+        raise NotEnoughMemoryError(
+            f"image too large: decoding this image of {pixels / 1e6:.1f} megapixels "
+            f"({samples} x {8 * itemsize}-bit samples) needs about {need >> 20} MB, "
+            f"the machine has {memory >> 20} MB"
         )
 
 
@@ -191,7 +353,7 @@ def _decode_error(exc: Exception) -> ConversionError:
     if "not available" in lowered or "unsupported" in lowered or "not supported" in lowered:
         return UnsupportedTiffError(f"unsupported TIFF: {text}")
     if isinstance(exc, MemoryError):
-        return ImageTooLargeError("not enough memory to decode the image")
+        return NotEnoughMemoryError("not enough memory to decode the image")
     return CorruptTiffError(f"truncated or corrupt TIFF: {text}")
 
 
@@ -206,125 +368,6 @@ def _scale_i16(im, bits: int):
     scaled = wide.point(lambda v: v * scale + 0.5)
     wide.close()
     return scaled.convert("L")
-
-
-def _to_display(im, icc: bytes | None, notes: list[str]):
-    """Any decoded mode -> "L" or "RGB" in sRGB, alpha flattened onto white."""
-    from PIL import Image
-
-    mode = im.mode
-    if mode == "1":
-        return im.convert("L")
-    if mode in ("P", "PA"):
-        im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
-        mode = im.mode
-    if mode == "RGBa":
-        im = im.convert("RGBA")
-        mode = "RGBA"
-    if mode == "YCbCr":
-        im = im.convert("RGB")
-        mode = "RGB"
-    if mode == "RGBX":
-        im = im.convert("RGB")
-        mode = "RGB"
-    if mode in ("LA", "RGBA"):
-        base = "L" if mode == "LA" else "RGB"
-        background = Image.new(base, im.size, 255 if base == "L" else (255, 255, 255))
-        background.paste(im.convert(base), mask=im.getchannel("A"))
-        im.close()
-        im, mode = background, base
-        notes.append("alpha flattened onto white")
-    if mode == "CMYK":
-        return _cmyk_to_srgb(im, icc, notes)
-    if mode == "LAB":
-        from PIL import ImageCms
-
-        lab = ImageCms.createProfile("LAB")
-        srgb = ImageCms.createProfile("sRGB")
-        out = ImageCms.profileToProfile(im, lab, srgb, outputMode="RGB")
-        notes.append("CIELAB converted to sRGB")
-        return out
-    if icc and mode in ("L", "RGB"):
-        return _apply_icc(im, icc, notes)
-    if mode not in ("L", "RGB"):
-        return im.convert("RGB")
-    return im
-
-
-def _open_profile(icc: bytes):
-    from PIL import ImageCms
-
-    try:
-        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        description = (ImageCms.getProfileDescription(profile) or "").strip()
-        return profile, description, profile.profile.xcolor_space.strip()
-    except Exception:
-        return None, "", ""
-
-
-def _apply_icc(im, icc: bytes, notes: list[str]):
-    from PIL import ImageCms
-
-    profile, description, space = _open_profile(icc)
-    if profile is None:
-        notes.append("unreadable ICC profile ignored")
-        return im
-    if description.lower().startswith("srgb"):
-        return im  # already sRGB: nothing to do
-    if (im.mode, space) not in (("RGB", "RGB"), ("L", "GRAY")):
-        notes.append(f"ICC profile {description!r} ({space}) does not fit {im.mode}; ignored")
-        return im
-    srgb = ImageCms.createProfile("sRGB")
-    try:
-        if im.mode == "RGB":
-            out = ImageCms.profileToProfile(
-                im, profile, srgb, renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode="RGB"
-            )
-        else:
-            rgb = ImageCms.profileToProfile(
-                im, profile, srgb, renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode="RGB"
-            )
-            out = rgb.convert("L")
-            rgb.close()
-    except Exception as exc:
-        notes.append(f"ICC profile {description!r} could not be applied ({exc}); ignored")
-        return im
-    im.close()
-    notes.append(f"ICC profile {description!r} converted to sRGB")
-    return out
-
-
-def cmyk_profile_path() -> Path:
-    return Path(os.environ.get("WORKER_CMYK_PROFILE") or DEFAULT_CMYK_PROFILE)
-
-
-def _cmyk_to_srgb(im, icc: bytes | None, notes: list[str]):
-    from PIL import ImageCms
-
-    profile, description = None, ""
-    if icc:
-        profile, description, space = _open_profile(icc)
-        if profile is not None and space != "CMYK":
-            notes.append(f"ICC profile {description!r} ({space}) does not fit CMYK; ignored")
-            profile = None
-    if profile is None:
-        path = cmyk_profile_path()
-        try:
-            profile = ImageCms.getOpenProfile(str(path))
-            description = f"default {ImageCms.getProfileDescription(profile).strip()}"
-        except Exception:
-            notes.append("no CMYK profile available; naive CMYK conversion")
-            return im.convert("RGB")
-    srgb = ImageCms.createProfile("sRGB")
-    try:
-        out = ImageCms.profileToProfile(
-            im, profile, srgb, renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode="RGB"
-        )
-    except Exception as exc:
-        raise UnsupportedTiffError(f"unsupported TIFF: CMYK conversion failed ({exc})") from None
-    im.close()
-    notes.append(f"CMYK converted to sRGB through {description!r}")
-    return out
 
 
 def _valid_dpi(dpi) -> tuple[float, float] | None:
@@ -367,17 +410,17 @@ def _orient(im, orientation: int, notes: list[str]):
 # --- tifffile decoding -----------------------------------------------------------------
 
 
-def _render_with_tifffile(path, max_pixels: int, pillow_error: Exception | None) -> Rendering:
-    try:
-        import numpy as np
-        import tifffile
-    except ImportError:  # pragma: no cover - both are worker requirements
-        raise _decode_error(pillow_error or ValueError("unsupported TIFF")) from None
+def _render_with_tifffile(path, max_pixels: int) -> Rendering:
+    import numpy as np
+    import tifffile
+
+    from worker import ycbcr
+    from worker.samples import array_to_image, parse_nodata, samples_last
 
     try:
         tif = tifffile.TiffFile(path)
     except Exception as exc:
-        raise _decode_error(pillow_error or exc) from None
+        raise _decode_error(exc) from None
     with tif:
         try:
             pages = len(tif.pages)
@@ -387,17 +430,26 @@ def _render_with_tifffile(path, max_pixels: int, pillow_error: Exception | None)
         if page is None:
             raise CorruptTiffError("truncated or corrupt TIFF: no readable image directory")
         _check_pixels(page.imagewidth, page.imagelength, max_pixels)
-        photometric = int(page.photometric)
+        samples = int(page.samplesperpixel)
+        _check_array_memory(page.imagewidth * page.imagelength, samples, page.dtype)
+        # No Photometric tag: libtiff's guess, RGB for three samples or more, else grey.
+        photometric = int(page.photometric) if 262 in page.tags else (2 if samples >= 3 else 1)
+        if photometric in (32844, 32845):
+            raise UnsupportedTiffError("unsupported TIFF: LogLuv needs libtiff's SGILOG codec")
         bits = int(page.bitspersample)
         extras = tuple(int(x) for x in (page.extrasamples or ()))
-        orientation = int(page.tags.valueof(274, 1) or 1)
+        orientation = int_tag({274: page.tags.valueof(274, 1)}, 274, 1)
         icc = page.tags.valueof(34675)
         colormap = page.colormap
         dpi = _tiff_dpi(page)
         compression = _enum_name(page.compression)
         sample_format = _enum_name(page.sampleformat)
+        nodata = parse_nodata(page.tags.valueof(42113)) if 42113 in page.tags else None
         try:
-            data = page.asarray()
+            if ycbcr.needs_own_decoder(page):
+                data, photometric, axes = ycbcr.decode(tif, page), 2, "YXS"
+            else:
+                data, axes = page.asarray(), page.axes
         except (NotImplementedError, ImportError) as exc:
             raise UnsupportedTiffError(f"unsupported TIFF: {exc}") from None
         except ValueError as exc:
@@ -406,13 +458,12 @@ def _render_with_tifffile(path, max_pixels: int, pillow_error: Exception | None)
             raise _decode_error(exc) from None
         except Exception as exc:
             raise _decode_error(exc) from None
-        axes = page.axes
     source = f"photometric {photometric} {bits}-bit {sample_format} {compression}"
-    data = _samples_last(np, data, axes)
+    data = samples_last(np, data, axes)
     notes: list[str] = []
-    image = _array_to_image(np, data, photometric, bits, extras, colormap, notes)
+    image = array_to_image(np, data, photometric, bits, extras, colormap, nodata, notes)
     del data
-    image = _to_display(image, icc if isinstance(icc, bytes) else None, notes)
+    image = colour.to_display(image, icc if isinstance(icc, bytes) else None, notes)
     image = _orient(image, orientation, notes)
     _set_dpi(image, dpi, orientation)
     return Rendering(image, pages, source, "tifffile", notes)
@@ -420,97 +471,3 @@ def _render_with_tifffile(path, max_pixels: int, pillow_error: Exception | None)
 
 def _enum_name(value) -> str:
     return str(getattr(value, "name", value)).lower()
-
-
-def _samples_last(np, data, axes: str):
-    """tifffile's array -> (H, W) or (H, W, S)."""
-    keep = [i for i, a in enumerate(axes) if a in "YXS"]
-    for i in reversed(range(len(axes))):
-        if i not in keep:
-            data = data.take(0, axis=i)
-    axes = "".join(a for a in axes if a in "YXS")
-    if "S" in axes and axes != "YXS":
-        data = np.moveaxis(data, axes.index("S"), -1)
-    return np.ascontiguousarray(data)
-
-
-def _to_uint8(np, data, bits: int):
-    """Scale any sample type to uint8 by the rules in the module docstring."""
-    if data.dtype == np.bool_:
-        return data.astype(np.uint8) * 255
-    kind = data.dtype.kind
-    if kind == "u" and data.dtype.itemsize <= 2:
-        bits = bits if 0 < bits <= 8 * data.dtype.itemsize else 8 * data.dtype.itemsize
-        if bits == 8:
-            return data.astype(np.uint8, copy=False)
-        return _affine(np, data, 255.0 / ((1 << bits) - 1), 0.0)
-    if kind == "f":
-        finite = data[np.isfinite(data)] if not np.isfinite(data).all() else data
-        lo = float(finite.min()) if finite.size else 0.0
-        hi = float(finite.max()) if finite.size else 0.0
-        if lo >= 0.0 and hi <= 1.0:
-            return _affine(np, np.nan_to_num(data, nan=0.0), 255.0, 0.0)
-        data = np.nan_to_num(data, nan=lo, posinf=hi, neginf=lo)
-    else:
-        lo, hi = float(data.min()), float(data.max())
-    if hi <= lo:
-        return np.zeros(data.shape, np.uint8)
-    scale = 255.0 / (hi - lo)
-    return _affine(np, data, scale, -lo * scale)
-
-
-def _affine(np, data, scale: float, offset: float):
-    """round(data * scale + offset) clipped to uint8, a block of rows at a time."""
-    out = np.empty(data.shape, np.uint8)
-    step = max(1, (8 << 20) // max(1, data[0].size))
-    for y in range(0, data.shape[0], step):
-        block = data[y : y + step].astype(np.float64) * scale + offset + 0.5
-        np.clip(block, 0, 255, out=block)
-        out[y : y + step] = block.astype(np.uint8)
-    return out
-
-
-def _array_to_image(np, data, photometric: int, bits: int, extras, colormap, notes):
-    from PIL import Image
-
-    samples = data.shape[2] if data.ndim == 3 else 1
-    if photometric == 3:  # palette
-        if colormap is None:
-            raise CorruptTiffError("truncated or corrupt TIFF: palette image without colour map")
-        lut = _to_uint8(np, np.asarray(colormap).T.astype(np.uint16), 16)
-        index = data if data.ndim == 2 else data[..., 0]
-        return Image.fromarray(np.ascontiguousarray(lut[np.minimum(index, len(lut) - 1)]), "RGB")
-    if photometric == 8 and data.dtype in (np.uint8, np.int8) and samples >= 3:  # CIELAB
-        raw = data.view(np.uint8)
-        lab = raw[..., :3].copy()
-        lab[..., 1:] = (raw[..., 1:3].view(np.int8).astype(np.int16) + 128).astype(np.uint8)
-        return Image.fromarray(lab, "LAB")
-    if photometric not in (0, 1, 2, 5):
-        raise UnsupportedTiffError(f"unsupported TIFF: photometric interpretation {photometric}")
-    pixels = _to_uint8(np, data, bits)
-    colour = {0: 1, 1: 1, 2: 3, 5: 4}[photometric]
-    if samples < colour:
-        raise CorruptTiffError(
-            f"truncated or corrupt TIFF: {samples} samples for photometric {photometric}"
-        )
-    if pixels.ndim == 2:
-        pixels = pixels[..., None]
-    alpha = None
-    if samples > colour and extras and extras[0] in (1, 2):
-        alpha = pixels[..., colour].astype(np.float32) / 255.0
-        premultiplied = extras[0] == 1
-    base = pixels[..., :colour]
-    if photometric == 0:
-        base = 255 - base
-    if alpha is not None:
-        colours = base.astype(np.float32)
-        if photometric == 5:  # CMYK over white paper: no ink where transparent
-            colours = colours if premultiplied else colours * alpha[..., None]
-        else:
-            white = 255.0 * (1.0 - alpha[..., None])
-            colours = colours + white if premultiplied else colours * alpha[..., None] + white
-        base = np.clip(colours + 0.5, 0, 255).astype(np.uint8)
-        notes.append("alpha flattened onto white")
-    mode = {1: "L", 3: "RGB", 4: "CMYK"}[colour]
-    base = np.ascontiguousarray(base if colour > 1 else base[..., 0])
-    return Image.fromarray(base, mode)

@@ -27,7 +27,8 @@ REQUIRED = (
 REQUIRED_PRESIGNED = ("TASK_ID", "BATCH_ID", "INPUT_R2_KEY", "CALLBACK_URL", "INPUT_URL", "OUTPUT_URL")
 
 # Bytes of memory per pixel a large conversion needs at its peak (plain scans are
-# decoded strip by strip and the encoder picks a path within WORKER_MEMORY_BUDGET_MB;
+# decoded strip by strip and the encoder picks a path within the memory budget,
+# worker.encode.memory_budget;
 # Pillow's whole-image decoding of other kinds takes 4 bytes a pixel for RGB), plus a
 # fixed allowance for the interpreter, libraries and buffers. A 1024 MB machine takes
 # plain scans up to ~260 MP.

@@ -45,12 +45,15 @@ def success_body(settings: ContractSettings, output_key: str, size: int, timings
     }
 
 
-def error_body(settings: ContractSettings, message: str) -> dict:
+def error_body(settings: ContractSettings, message: str, code: str = "internal") -> dict:
+    """contracts §3's error callback plus `error_code`, the machine-readable kind of
+    failure (worker.exceptions) the orchestrator's retry decision reads."""
     return {
         "task_id": settings.task_id,
         "batch_id": settings.batch_id,
         "status": "error",
         "error": message,
+        "error_code": code,
     }
 
 
@@ -77,6 +80,7 @@ def _report_bad_environment(env, message: str, log: TaskLog) -> int:
         "batch_id": env.get("BATCH_ID", "").strip(),
         "status": "error",
         "error": f"Invalid worker environment: {message}",
+        "error_code": ConfigError.code,
     }
     try:
         deliver(url, body, token=env.get("CALLBACK_TOKEN", "").strip() or None, attempts=3,
@@ -121,8 +125,8 @@ def run_task(settings: ContractSettings, limits: Limits) -> int:
         step = time.monotonic()
         try:
             report = convert_file(tiff_path, jpeg_path, limits)
-        except ConversionError as exc:
-            raise ConversionError(f"Failed to convert TIFF: {exc}") from None
+        except ConversionError as exc:  # same class, so the same error_code
+            raise type(exc)(f"Failed to convert TIFF: {exc}") from None
         timings["conversion"] = _ms(time.monotonic() - step)
         log.info(f"converted in {timings['conversion']} ms: {report.summary()}")
         if report.pages > 1:
@@ -137,7 +141,7 @@ def run_task(settings: ContractSettings, limits: Limits) -> int:
         timings["total"] = _ms(time.monotonic() - started)
         body = success_body(settings, output_key, size, timings)
     except WorkerError as exc:
-        body = error_body(settings, log.redact(str(exc)))
+        body = error_body(settings, log.redact(str(exc)), exc.code)
         log.error(f"failed: {body['error']}")
     except Exception as exc:  # a bug of ours: report it, keep the traceback in the log
         body = error_body(

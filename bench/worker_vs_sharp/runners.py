@@ -27,6 +27,7 @@ class Run:
     seconds: float
     peak_rss_mb: float
     error: str = ""
+    stdout: str = ""
 
 
 def ensure_sharp() -> Path:
@@ -47,16 +48,19 @@ def sharp_command(module: Path, src: Path, dst: Path) -> tuple[list[str], dict]:
     return ["node", str(SHARP_SCRIPT), str(src), str(dst)], {"SHARP_MODULE": str(module)}
 
 
-def worker_command(src: Path, dst: Path) -> tuple[list[str], dict]:
-    return [sys.executable, "-m", "worker", "convert", str(src), str(dst)], {
-        "WORKER_MAX_PIXELS": "400000000"
-    }
+def worker_command(src: Path, dst: Path, machine_mb: int | None = None) -> tuple[list[str], dict]:
+    """Our conversion as a Fly machine of `machine_mb` would run it (FLY_VM_MEMORY_MB is
+    what the worker sizes its memory budget from)."""
+    env = {"WORKER_MAX_PIXELS": "400000000"}
+    if machine_mb:
+        env["FLY_VM_MEMORY_MB"] = str(machine_mb)
+    return [sys.executable, "-m", "worker", "convert", str(src), str(dst)], env
 
 
 def measure(command: list[str], extra_env: dict, timeout: float = 900) -> Run:
     env = {**os.environ, **extra_env}
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)  # fmt: skip
     peak = 0
     while True:
@@ -70,8 +74,10 @@ def measure(command: list[str], extra_env: dict, timeout: float = 900) -> Run:
     seconds = time.perf_counter() - started
     process.returncode = code = os.waitstatus_to_exitcode(status)
     stderr = process.stderr.read().decode(errors="replace").strip()
+    stdout = process.stdout.read().decode(errors="replace").strip()
     process.stderr.close()
-    return Run(code == 0, seconds, peak / 2**20, stderr.splitlines()[-1] if stderr else "")
+    process.stdout.close()
+    return Run(code == 0, seconds, peak / 2**20, stderr.splitlines()[-1] if stderr else "", stdout)
 
 
 def _tree_rss(pid: int) -> int:

@@ -1,40 +1,33 @@
 """The TIFF conversion phase: one Fly machine per TIFF, converting it to JPEG in R2.
 
-Which worker errors are permanent (fail at once, no retry): the input is missing (404,
-NoSuchKey, "not found"), or the file itself cannot be converted (not a TIFF, corrupt,
-truncated, unsupported, a decompression bomb / too many pixels). A new machine would get
-the same bytes and the same answer. Everything else (network, 5xx, upload failures, out
-of memory, timeouts) is retried on a new machine while attempts remain.
+Which worker errors are permanent (fail at once, no retry) is decided from the
+callback's `error_code` by the table in `worker_errors`; the wording counts only for a
+worker that sends no code.
 """
 
 from __future__ import annotations
 
 import posixpath
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidCallbackError
 from ..settings import Settings
 from ..transitions import Outcome
+from . import worker_errors
 from .base import Discovery, FileEntry, MachineContext, Phase, TaskSpec, TaskView
 from .output_keys import TIFF_SUFFIX, OutputPlanner, jpeg_name
 
 NAME = "TIFF_CONVERSION"
-PERMANENT_ERROR = re.compile(
-    r"\b404\b|not ?found|nosuchkey|no such key|not a tiff|cannot identify|unidentified|"
-    r"corrupt|truncated|unsupported|decompression ?bomb|too many pixels|exceeds .*pixel|"
-    r"invalid tiff|not a valid",
-    re.IGNORECASE,
-)
+PERMANENT_ERROR = worker_errors.PERMANENT_WORDING  # the fallback for code-less callbacks
 
 
 def is_tiff(file_name: str) -> bool:
     return bool(TIFF_SUFFIX.search(file_name or ""))
 
 
-def is_permanent(error: str) -> bool:
-    return bool(PERMANENT_ERROR.search(error or ""))
+def is_permanent(error: str, error_code: object = None) -> bool:
+    return worker_errors.is_permanent(error_code, error)
 
 
 class TiffConversion(Phase):
@@ -110,8 +103,9 @@ class TiffConversion(Phase):
 
     def interpret_callback(self, body: Mapping[str, Any]) -> Outcome:
         if body["status"] == "error":
-            error = body["error"]
-            return Outcome(ok=False, error=error, permanent=is_permanent(error))
+            error, code = body["error"], body.get("error_code")
+            code = code if isinstance(code, str) and code else None
+            return Outcome(ok=False, error=error, permanent=is_permanent(error, code), error_code=code)
         key, name, size = body.get("output_r2_key"), body.get("output_file_name"), body.get("output_file_size")
         if not isinstance(key, str) or not key or not isinstance(name, str) or not name:
             raise InvalidCallbackError("success callback needs output_r2_key and output_file_name")

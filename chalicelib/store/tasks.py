@@ -244,7 +244,7 @@ def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple
     if end.move is Move.COMPLETE:
         assert end.outcome is not None
         task += [*_moved_to(TaskStatus.COMPLETED, task_id), Task.open_due.remove(), Task.ended_at.set(now),
-                 Task.last_error.remove()]
+                 Task.last_error.remove(), Task.error_code.remove()]
         for name, value in end.outcome.output.items():
             if name == "output_r2_key" and end.keep_planned_output:
                 # presigned: the planned key is the only one the machine could write
@@ -256,7 +256,9 @@ def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple
         batch.append(Batch.tasks_completed.add(1))
         return task, batch
     error = end.error or "unknown error"
-    task += [Task.last_error.set(error), _log(attempt)["error"].set(error[:1000])]
+    code = end.outcome.error_code if end.outcome is not None else None
+    task += [Task.last_error.set(error), _log(attempt)["error"].set(error[:1000]),
+             Task.error_code.set(code) if code else Task.error_code.remove()]
     if end.move is Move.RETRY:
         retry_at = end.retry_at if end.retry_at is not None else now
         task += [*_moved_to(TaskStatus.PENDING, task_id), Task.open_due.set(pending_due(retry_at))]

@@ -280,5 +280,6 @@ def list_tasks(client: Client, batch_id: str = "batch_abc", status: str | None =
     raise AssertionError("the tasks route kept returning a next token")
 
 
-def error_body(env: dict[str, Any], error: str) -> dict[str, Any]:
-    return {"task_id": env["TASK_ID"], "batch_id": env["BATCH_ID"], "status": "error", "error": error}
+def error_body(env: dict[str, Any], error: str, error_code: str | None = None) -> dict[str, Any]:
+    body = {"task_id": env["TASK_ID"], "batch_id": env["BATCH_ID"], "status": "error", "error": error}
+    return body if error_code is None else {**body, "error_code": error_code}

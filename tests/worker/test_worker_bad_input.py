@@ -181,3 +181,17 @@ def test_too_large_for_the_machine_memory(tmp_path, monkeypatch):
     tifffile.imwrite(buf, np.zeros((1000, 1000, 3), np.uint8), photometric="rgb",
                      extratags=[(274, "H", 1, 6, True)])  # fmt: skip
     check(tmp_path, buf.getvalue(), ImageTooLargeError, "the machine has 64 MB")
+
+
+def test_isolated_conversion_after_libvips_ran_in_this_process(tmp_path):
+    """libvips' threads do not survive fork: once it has run here, the child must be a
+    fresh interpreter, or the conversion hangs until its time limit."""
+    from worker.convert import convert_in_process
+    from worker.isolation import _libvips_running
+
+    path = tmp_path / "small.tif"
+    tifffile.imwrite(path, tm.quadrant_rgb(), photometric="rgb")
+    convert_in_process(str(path), str(tmp_path / "first.jpg"), LIMITS)  # libvips runs here
+    assert _libvips_running()
+    report = convert_file(str(path), str(tmp_path / "second.jpg"), Limits(50_000_000, timeout_s=20))
+    assert report.encoder.startswith("mozjpeg")

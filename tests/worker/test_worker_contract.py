@@ -96,6 +96,7 @@ def test_missing_key_sends_the_contract_error(worker_env, receiver, s3):
         "batch_id": "batch_t",
         "status": "error",
         "error": "Failed to download TIFF: 404 Not Found",
+        "error_code": "input_missing",
     }
 
 
@@ -106,6 +107,7 @@ def test_bad_tiff_sends_a_precise_error(s3, worker_env, receiver):
     body = receiver.requests[-1]["body"]
     assert body["status"] == "error"
     assert body["error"] == "Failed to convert TIFF: not a TIFF file: it starts with b'%PDF-1.7'"
+    assert body["error_code"] == "not_tiff"
     assert "Traceback" not in result.stdout + result.stderr
 
 
@@ -164,6 +166,7 @@ def test_incomplete_environment_is_reported_by_callback(worker_env, receiver):
         "status": "error",
         "error": "Invalid worker environment: Missing environment variables: "
         "R2_SECRET_ACCESS_KEY, R2_BUCKET",
+        "error_code": "internal",
     }
 
 
@@ -172,6 +175,7 @@ def test_unreachable_r2_reports_download_failure(worker_env, receiver):
     result = run_worker(env, timeout=120)
     assert result.returncode == 1
     assert receiver.requests[-1]["body"]["error"].startswith("Failed to download TIFF: ")
+    assert receiver.requests[-1]["body"]["error_code"] == "transfer_failed"
 
 
 def test_multipart_upload_of_a_large_jpeg(s3, worker_env, receiver, tmp_path):

@@ -53,3 +53,4 @@ def test_presigned_missing_input_is_the_contract_error(s3, worker_env, receiver)
     [request] = receiver.requests
     assert request["body"]["status"] == "error"
     assert request["body"]["error"] == "Failed to download TIFF: 404 Not Found"
+    assert request["body"]["error_code"] == "input_missing"

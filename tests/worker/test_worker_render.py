@@ -381,3 +381,21 @@ def test_cmyk_with_embedded_profile_uses_it(tmp_path, convert):
     assert any("through 'Artifex" in n for n in report.notes), report.notes  # embedded, not default
     q = quadrant_means(out)
     assert q[0].min() > 235 and q[2].max() < 70
+
+
+def test_memory_budget_follows_the_machine(monkeypatch):
+    from worker.encode import fits_multipass, full_quality_memory, memory_budget
+
+    mib = 1024 * 1024
+    monkeypatch.delenv("WORKER_MEMORY_BUDGET_MB", raising=False)
+    monkeypatch.setenv("FLY_VM_MEMORY_MB", "1024")
+    assert memory_budget() == 1024 * mib - int(1024 * mib * 0.2)
+    assert fits_multipass(12200, 8200, "RGB")  # 100 MP: full quality on the default machine
+    assert not fits_multipass(19400, 12900, "RGB")  # 250 MP does not fit 1024 MB
+    need = full_quality_memory(19400, 12900, "RGB")
+    monkeypatch.setenv("FLY_VM_MEMORY_MB", str(-(-need // mib)))
+    assert fits_multipass(19400, 12900, "RGB")  # ... and does on the machine sized for it
+    monkeypatch.setenv("FLY_VM_MEMORY_MB", str(need // mib - 2))
+    assert not fits_multipass(19400, 12900, "RGB")
+    monkeypatch.setenv("WORKER_MEMORY_BUDGET_MB", "300")
+    assert memory_budget() == 300 * mib  # the override still wins
