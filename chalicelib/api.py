@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import admin, callbacks, intake, signing, store
+from . import admin, callbacks, intake, responses, signing, store
 from .clock import iso, now_ms
 from .errors import (
     ConflictError,
@@ -25,11 +25,7 @@ from .services import Services
 from .views import TASK_STATUSES, batch_status, task_json
 
 SERVICE = "arke-preprocessing-orchestrator"
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type",
-}
+CORS_HEADERS = responses.CORS_HEADERS
 MAX_PAGE = 500
 Answer = tuple[int, dict[str, Any]]
 
