@@ -10,7 +10,7 @@ from typing import Any
 
 from chalice import Chalice, Rate, Response
 
-from chalicelib import api, responses, scheduler
+from chalicelib import api, console, responses, scheduler
 from chalicelib import intake as intake_logic
 from chalicelib.logs import log
 from chalicelib.services import get_services
@@ -73,6 +73,22 @@ def status(batch_id: str) -> Response:
 @_route("/status/{batch_id}/tasks", "GET")
 def tasks(batch_id: str) -> Response:
     return _answer(api.tasks(batch_id, _query()))
+
+
+@_route("/status/{batch_id}/timeline", "GET")
+def timeline(batch_id: str) -> Response:
+    return _answer(api.timeline(batch_id))
+
+
+@_route("/batches", "GET")
+def batches() -> Response:
+    return _answer(api.batches(_query()))
+
+
+@_route("/console", "GET")
+def console_page() -> Response:
+    """The batch console (chalicelib/console.html): HTML, the one answer that is not JSON."""
+    return Response(body=console.page(), status_code=200, headers=dict(console.HEADERS))
 
 
 @_route("/callback/{batch_id}/{task_id}", "POST")

@@ -17,7 +17,8 @@ from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
-from .models import ACTIVE, Batch, File, Task
+from . import timeline
+from .models import ACTIVE, LISTED, Batch, File, Task
 from .settings import Settings
 from .states import BatchStatus, TaskStatus
 from .transitions import Move, Outcome
@@ -62,7 +63,8 @@ def get_batch(batch_id: str) -> Batch | None:
 
 def create_batch(batch_id: str, source: dict[str, Any], now: int, replace_error: bool) -> bool:
     """Put a new batch in INTAKE; with `replace_error`, only over a batch in ERROR."""
-    batch = Batch(batch_id, status=BatchStatus.INTAKE.value, started_at=now, updated_at=now, source=source)
+    batch = Batch(batch_id, status=BatchStatus.INTAKE.value, started_at=now, updated_at=now, source=source,
+                  listed=LISTED, timeline={})
     condition = (Batch.status == BatchStatus.ERROR.value) if replace_error else Batch.batch_id.does_not_exist()
     try:
         batch.save(condition=condition)
@@ -394,6 +396,7 @@ def end_attempt(settings: Settings, batch_id: str, task_id: str, attempt: int, m
                          Task.last_error.set(error or "unknown error")]
         batch_actions.append(Batch.tasks_failed.add(1))
     task_actions += [Task.status.set(status), Task.status_key.set(_status_key(status, task_id))]
+    batch_actions += timeline.count_action(move, now)  # the console's per-minute chart
     try:
         with _transact(settings) as tx:
             tx.update(Task(batch_id, task_id), actions=task_actions, condition=_in_flight(attempt))
