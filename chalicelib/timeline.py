@@ -72,6 +72,8 @@ def timeline_json(batch: Batch, now: int) -> dict[str, Any]:
     """GET /status/{batchId}/timeline: the chart, the recent rate and the ETA it gives."""
     raw = batch.timeline.as_dict() if batch.timeline is not None else {}
     series = points(raw)
+    if series and batch.completed_at is None:  # still running: quiet minutes up to now show
+        series += [(m, 0, 0) for m in range(series[-1][0] + 1, minute_of(now) + 1)]
     total, done = int(batch.tasks_total or 0), int(batch.tasks_completed or 0)
     rate = rate_per_minute(series, now)
     return {"batch_id": batch.batch_id, "status": batch.status, "bucket_seconds": MINUTE_MS // 1000,

@@ -10,7 +10,7 @@ import json
 import re
 
 import app
-from chalicelib import timeline
+from chalicelib import store, timeline
 from chalicelib.timeline import MINUTE_MS, eta_seconds, points, rate_per_minute
 from chalicelib.transitions import Move
 
@@ -128,3 +128,13 @@ def test_console_is_one_self_contained_page(client):
     assert "<script>" in html and "<style>" in html
     assert not re.search(r"""(src|href)=["']https?://""", html)  # no CDN, nothing fetched elsewhere
     assert "localStorage" not in html and "sessionStorage" not in html and "document.cookie" not in html
+
+
+def test_a_running_batch_shows_its_quiet_minutes_up_to_now(services, client, fly):
+    app.intake(sqs_event(message(tiffs=2, others=0)), LambdaContext(30))
+    run_pass(services)
+    post_callback(client, fly.requests[0])
+    batch = store.get_batch("batch_abc")
+    later = timeline.timeline_json(batch, int(batch.updated_at) + 3 * MINUTE_MS)
+    assert [p["completed"] for p in later["points"]] == [1, 0, 0, 0]
+    assert later["rate_per_minute"] < 1  # one task in the last few minutes
