@@ -111,7 +111,7 @@ def callback(services: Services, batch_id: str, task_id: str, raw: bytes | None,
         return error(413, "callback body is larger than 1 MB")
     try:
         result = callbacks.handle_callback(services, batch_id, task_id, raw, query.get("attempt"),
-                                           headers.get("authorization"))
+                                           headers.get("authorization"), query.get("spawned"))
     except UnauthorizedError as exc:
         log("[Callback]", "unauthorized", batch_id=batch_id[:128], task_id=task_id[:128], reason=str(exc))
         return error(401, str(exc))
