@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import admin, callbacks, intake, listing, responses, signing, store
+from . import admin, callbacks, intake, listing, signing, store
 from .clock import iso, now_ms
 from .errors import (
     ConflictError,
@@ -26,7 +26,6 @@ from .timeline import timeline_json
 from .views import TASK_STATUSES, batch_status, task_json
 
 SERVICE = "arke-preprocessing-orchestrator"
-CORS_HEADERS = responses.CORS_HEADERS
 MAX_PAGE = 500
 Answer = tuple[int, dict[str, Any]]
 

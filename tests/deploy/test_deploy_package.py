@@ -71,6 +71,7 @@ def test_bundle_holds_the_app_and_not_the_local_stack(packaged):
     names = zipfile.ZipFile(packaged / "deployment.zip").namelist()
     assert "app.py" in names
     assert "chalicelib/store.py" in names
+    assert "chalicelib/console.html" in names  # the console page is read from the bundle
     assert any(n.startswith("pynamodb/") for n in names)
     assert not any(n.startswith(("arke_local/", "tests/", "worker/", "infra/")) for n in names)
 
