@@ -95,6 +95,7 @@ class Batch(Model):
     # Tasks ended per minute, "c<minute>"/"f<minute>" -> count (chalicelib/timeline.py);
     # the callback's own transaction adds to it, so the chart costs no read of tasks.
     timeline = MapAttribute(null=True)
+    reopened_at = NumberAttribute(null=True)  # the last admin retry or redelivery
 
 
 class OpenIndex(LocalSecondaryIndex["Task"]):

@@ -476,7 +476,8 @@ def reopen_batch(batch_id: str, status: str, now: int, expect: tuple[str, ...]) 
             actions=[Batch.status.set(status), Batch.active.set(ACTIVE), Batch.due_at.set(now),
                      Batch.updated_at.set(now), Batch.error.remove(), Batch.completed_at.remove(),
                      Batch.delivered_at.remove(), Batch.delivery_error.remove(),
-                     Batch.delivery_attempts.set(0), Batch.pass_errors.set(0)],
+                     Batch.delivery_attempts.set(0), Batch.pass_errors.set(0),
+                     Batch.reopened_at.set(now)],  # progress is measured from here (metrics)
             condition=Batch.status.is_in(*expect),
         )
     except UpdateError as exc:

@@ -14,6 +14,7 @@ import pytest
 
 import app
 from chalicelib import metrics
+from chalicelib.models import Batch
 
 from .conftest import (
     LambdaContext,
@@ -22,6 +23,7 @@ from .conftest import (
     error_body,
     get_status,
     message,
+    post_admin,
     run_pass,
     sqs_event,
     success_body,
@@ -106,6 +108,7 @@ def test_latency_and_progress_helpers():
     assert metrics.seconds_since_progress(now - 3_600_000, {f"c{minute - 10}": 2}, now) == (
         now - (minute - 9) * 60_000) // 1000
     assert metrics.seconds_since_progress(now - 3_600_000, {f"c{minute}": 1}, now) == 0
+    assert metrics.seconds_since_progress(now - 3_600_000, {f"c{minute - 30}": 1}, now, now - 5000) == 5
 
 
 def test_a_batch_emits_the_guides_metrics(services, client, fly, ingest, emf):
@@ -153,3 +156,22 @@ def test_a_failed_delivery_is_counted(services, client, fly, ingest, emf):
     (failed,) = _named(emf(), "DeliveryFailed")
     check_emf(failed)
     assert failed["DeliveryAttempts"] == 1 and failed["batch_id"] == "batch_abc"
+
+
+def test_an_admin_retry_is_not_a_stall(services, client, fly, ingest, emf):
+    """A batch whose last task ended an hour ago, retried now: its passes report the time
+    since the retry, not since that task (the stalled-batch alarm must not fire)."""
+    app.intake(sqs_event(message(tiffs=1, others=0)), LambdaContext(30))
+    run_pass(services)
+    (route, env) = callback_path(fly.requests[0])
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {env['CALLBACK_TOKEN']}"}
+    client.http.post(route, headers=headers, body=json.dumps(error_body(env, "Failed to download TIFF: 404 Not Found")))
+    drive(services, lambda: get_status(client)["status"] == "DONE", timeout=15)
+    hour_ago = int(time.time() * 1000) - 3_600_000
+    Batch("batch_abc").update(actions=[Batch.started_at.set(hour_ago),
+                                       Batch.timeline.set({f"f{hour_ago // 60_000}": 1})])
+    assert post_admin(client, "retry").status_code == 200
+    seen = len(emf())
+    run_pass(services)
+    (after,) = _named(emf()[seen:], "SecondsSinceProgress")
+    assert after["SecondsSinceProgress"] < 60
