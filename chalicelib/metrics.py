@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 from .clock import now_ms
+from .logs import log
 
 NAMESPACE = "Arke/Preprocess"
 DIMENSIONS = [["stage", "phase"], ["stage"]]
@@ -76,11 +77,18 @@ def record(stage: str, phase: str | None, values: dict[str, float], properties: 
 
 def emit(stage: str, phase: str | None, batch_id: str, properties: dict[str, Any] | None = None,
          **values: float | None) -> None:
-    """Write one record for `batch_id`; metrics given as None are left out."""
+    """Write one record for `batch_id`; metrics given as None are left out. A record that
+    cannot be built is dropped with a log line: a metric never fails a callback or a pass."""
     present = {name: value for name, value in values.items() if value is not None}
-    if present:
-        _logger.info(json.dumps(record(stage, phase, present, {"batch_id": batch_id, **(properties or {})}),
-                                separators=(",", ":")))
+    if not present:
+        return
+    try:
+        line = json.dumps(record(stage, phase, present, {"batch_id": batch_id, **(properties or {})}),
+                          separators=(",", ":"))
+    except (ValueError, TypeError) as exc:
+        log("[Batch]", "metric_dropped", batch_id=batch_id, metrics=",".join(present), error=str(exc))
+        return
+    _logger.info(line)
 
 
 def latency_ms(spawned_param: str | None, now: int) -> int | None:

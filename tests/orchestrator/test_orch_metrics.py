@@ -98,6 +98,15 @@ def test_record_shape_and_guards():
         metrics.record("dev", "p", {"MachinesSpawned": 1}, {"batch_id": "b", "stage": "x"})
 
 
+def test_a_bad_record_is_dropped_not_raised(emf, logs):
+    metrics.emit("dev", "p", "batch_abc", NoSuchMetric=1)
+    metrics.emit("dev", "p", "batch_abc", {"stage": "clash"}, MachinesSpawned=1)
+    metrics.emit("dev", "p", "batch_abc", MachinesSpawned=None)  # nothing to say: no record
+    out = logs.readouterr().out  # the metric lines would be here too (emf's stream)
+    assert '{"_aws"' not in out
+    assert out.count("[Batch] metric_dropped batch_id=batch_abc") == 2
+
+
 def test_latency_and_progress_helpers():
     now = 1_800_000_000_000
     assert metrics.latency_ms(str(now - 2500), now) == 2500
