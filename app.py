@@ -17,7 +17,7 @@ from chalicelib.services import get_services
 from chalicelib.settings import get_settings
 
 app = Chalice(app_name="arke-preprocessing-orchestrator")
-app.register_middleware(responses.middleware(lambda: app.lambda_context), "http")
+app.register_middleware(responses.contract_middleware, "http")
 if os.environ.get("AWS_CHALICE_CLI_MODE"):  # `chalice local`/`package`; never set in Lambda
     from arke_local.gateway_responses import install_in_chalice_local
 

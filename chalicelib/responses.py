@@ -57,18 +57,20 @@ def _chalice_error(response: Response) -> str | None:
     return None
 
 
-def request_id(request: Any, lambda_context: Any) -> str:
-    """The id the client is shown: Lambda's request id (API Gateway's when Lambda has none)."""
-    rid = getattr(lambda_context, "aws_request_id", None)
+def request_id(request: Any) -> str:
+    """The id the client is shown: the request's own Lambda request id (API Gateway's when
+    there is none). Read from the request, not the app: chalice local serves requests on
+    threads, and an id taken from the app could be another request's."""
+    rid = getattr(getattr(request, "lambda_context", None), "aws_request_id", None)
     if not rid and request is not None:
         rid = (getattr(request, "context", None) or {}).get("requestId")
     return str(rid or "unknown")
 
 
-def contract_answer(request: Any, response: Response, lambda_context: Any) -> Response:
+def contract_answer(request: Any, response: Response) -> Response:
     """`response` in the contract's shape, with CORS; a 500 logged under its request id."""
     if response.status_code >= 500:
-        rid = request_id(request, lambda_context)
+        rid = request_id(request)
         context = getattr(request, "context", None) or {}
         log("[HTTP]", "internal_error", request_id=rid, method=getattr(request, "method", None),
             route=getattr(request, "path", None), path=context.get("path"), status=response.status_code)
@@ -79,18 +81,15 @@ def contract_answer(request: Any, response: Response, lambda_context: Any) -> Re
             response.headers.setdefault(name, value)
         return response
     fixed = error_response(response.status_code, message)
-    for name in ("Allow",):
-        if name in response.headers:
-            fixed.headers[name] = response.headers[name]
+    if "Allow" in response.headers:
+        fixed.headers["Allow"] = response.headers["Allow"]
     return fixed
 
 
-def middleware(lambda_context: Callable[[], Any]) -> Callable[[Any, Callable[[Any], Response]], Response]:
-    """The Chalice `http` middleware; `lambda_context` reads the app's current context."""
-    def contract(event: Any, get_response: Callable[[Any], Response]) -> Response:
-        try:
-            response = get_response(event)
-        except Exception:  # noqa: BLE001 - what Chalice lets through (ChaliceUnhandledError)
-            response = Response(body={"Code": "InternalServerError"}, status_code=500)
-        return contract_answer(event, response, lambda_context())
-    return contract
+def contract_middleware(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    """The Chalice `http` middleware: every answer through `contract_answer`."""
+    try:
+        response = get_response(event)
+    except Exception:  # noqa: BLE001 - what Chalice lets through (ChaliceUnhandledError)
+        response = Response(body={"Code": "InternalServerError"}, status_code=500)
+    return contract_answer(event, response)
