@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test demo up lint bench bench-worker bench-orchestrator clean
+.PHONY: venv browser test demo up lint bench bench-worker bench-orchestrator clean
 
 $(STAMP): requirements.txt requirements-dev.txt worker/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,13 @@ $(STAMP): requirements.txt requirements-dev.txt worker/requirements.txt pyprojec
 
 venv: $(STAMP)
 
-test: venv
+# The console's browser test drives Debian's chromium through its chromedriver (nothing is
+# downloaded at test time); installed here when missing (CI runs as root).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; }
+
+test: venv browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: venv

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import admin, callbacks, intake, signing, store
+from . import admin, callbacks, intake, listing, signing, store
 from .clock import iso, now_ms
 from .errors import (
     ConflictError,
@@ -22,14 +22,10 @@ from .ids import id_problem
 from .logs import log
 from .messages import parse_body
 from .services import Services
+from .timeline import timeline_json
 from .views import TASK_STATUSES, batch_status, task_json
 
 SERVICE = "arke-preprocessing-orchestrator"
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type",
-}
 MAX_PAGE = 500
 Answer = tuple[int, dict[str, Any]]
 
@@ -61,16 +57,50 @@ def tasks(batch_id: str, query: dict[str, str]) -> Answer:
     wanted = query.get("status") or None
     if wanted is not None and wanted not in TASK_STATUSES:
         return error(400, f"status must be one of {', '.join(TASK_STATUSES)}")
-    raw_limit = query.get("limit", "50")
-    if not (raw_limit.isascii() and raw_limit.isdigit()) or len(raw_limit) > 4 or not 1 <= int(raw_limit) <= MAX_PAGE:
+    limit = _limit(query, 50, MAX_PAGE)
+    if limit is None:
         return error(400, f"limit must be an integer from 1 to {MAX_PAGE}")
     if store.get_batch(batch_id) is None:
         return error(404, f"batch {batch_id} not found")
     try:
-        items, token = store.tasks_page(batch_id, wanted, int(raw_limit), query.get("next") or None)
+        items, token = store.tasks_page(batch_id, wanted, limit, query.get("next") or None)
     except ValueError as exc:
         return error(400, str(exc))
     return 200, {"batch_id": batch_id, "tasks": [task_json(t) for t in items], "next": token}
+
+
+def _limit(query: dict[str, str], default: int, maximum: int) -> int | None:
+    """`?limit=` as an integer from 1 to `maximum`, or None when it is anything else."""
+    raw = query.get("limit", str(default))
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 4 or not 1 <= int(raw) <= maximum:
+        return None
+    return int(raw)
+
+
+def batches(query: dict[str, str]) -> Answer:
+    """GET /batches: the active batches (first page only) and a page of recent ones."""
+    limit = _limit(query, 20, listing.MAX_LIMIT)
+    if limit is None:
+        return error(400, f"limit must be an integer from 1 to {listing.MAX_LIMIT}")
+    token = query.get("next") or None
+    try:
+        recent, next_token = listing.recent_page(limit, token)
+    except ValueError as exc:
+        return error(400, str(exc))
+    active = [] if token else listing.active_batches()
+    return 200, {"active": [batch_status(b) for b in active], "recent": [batch_status(b) for b in recent],
+                 "next": next_token}
+
+
+def timeline(batch_id: str) -> Answer:
+    """GET /status/{batchId}/timeline: tasks finished per minute, the rate and the ETA."""
+    problem = id_problem(batch_id, "batchId")
+    if problem:
+        return error(400, problem)
+    batch = store.get_batch(batch_id)
+    if batch is None:
+        return error(404, f"batch {batch_id} not found")
+    return 200, timeline_json(batch, now_ms())
 
 
 def callback(services: Services, batch_id: str, task_id: str, raw: bytes | None,
@@ -80,7 +110,7 @@ def callback(services: Services, batch_id: str, task_id: str, raw: bytes | None,
         return error(413, "callback body is larger than 1 MB")
     try:
         result = callbacks.handle_callback(services, batch_id, task_id, raw, query.get("attempt"),
-                                           headers.get("authorization"))
+                                           headers.get("authorization"), query.get("spawned"))
     except UnauthorizedError as exc:
         log("[Callback]", "unauthorized", batch_id=batch_id[:128], task_id=task_id[:128], reason=str(exc))
         return error(401, str(exc))

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import signing, store
+from . import metrics, signing, store
 from .backoff import jittered_ms
 from .clock import now_ms
 from .errors import InvalidCallbackError, NotFoundError, UnauthorizedError
@@ -79,7 +79,8 @@ def authorize(services: Services, batch_id: str, task_id: str, attempt: int | No
 
 
 def handle_callback(services: Services, batch_id: str, task_id: str, raw: bytes | None,
-                    attempt_param: str | None, authorization: str | None = None) -> CallbackResult:
+                    attempt_param: str | None, authorization: str | None = None,
+                    spawned_param: str | None = None) -> CallbackResult:
     attempt = parse_route(batch_id, task_id, attempt_param)
     authorize(services, batch_id, task_id, attempt, authorization)
     body = parse_body(batch_id, task_id, raw)
@@ -98,6 +99,8 @@ def handle_callback(services: Services, batch_id: str, task_id: str, raw: bytes 
             batch_id=batch_id, task_id=task_id, attempt=attempt, error=outcome.error,
             permanent=outcome.permanent or None,
             output_r2_key=outcome.output.get("output_r2_key"))
+        metrics.callback_counted(services.settings.stage, phase.name, batch_id, task_id, move.value,
+                                 metrics.latency_ms(spawned_param, now_ms()))
         return CallbackResult(True)
     task = store.get_task(batch_id, task_id)
     if task is None:

@@ -14,7 +14,7 @@ from .errors import InvalidMessageError
 from .ids import id_problem
 
 HEADER_FIELDS = ("batch_id", "r2_prefix", "uploader", "root_path", "parent_pi", "total_files",
-                 "total_bytes", "uploaded_at", "finalized_at", "manifest_r2_key")
+                 "total_bytes", "uploaded_at", "finalized_at", "manifest_r2_key", "metadata")
 FILE_STRING_FIELDS = ("r2_key", "logical_path", "file_name", "content_type")
 
 

@@ -23,12 +23,18 @@ from pynamodb.attributes import (
     NumberAttribute,
     UnicodeAttribute,
 )
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, LocalSecondaryIndex
+from pynamodb.indexes import (
+    AllProjection,
+    GlobalSecondaryIndex,
+    KeysOnlyProjection,
+    LocalSecondaryIndex,
+)
 from pynamodb.models import Model
 
 from .settings import Settings
 
 ACTIVE = "active"
+LISTED = "batch"
 
 
 class ActiveIndex(GlobalSecondaryIndex["Batch"]):
@@ -38,6 +44,18 @@ class ActiveIndex(GlobalSecondaryIndex["Batch"]):
 
     active = UnicodeAttribute(hash_key=True)
     due_at = NumberAttribute(range_key=True)
+
+
+class RecentIndex(GlobalSecondaryIndex["Batch"]):
+    """Every batch by start time (the console's list). Keys only: its keys are written once,
+    when the batch is created, so the callbacks' counter updates never touch the index."""
+
+    class Meta:
+        index_name = "recent-index"
+        projection = KeysOnlyProjection()
+
+    listed = UnicodeAttribute(hash_key=True)
+    started_at = NumberAttribute(range_key=True)
 
 
 class Batch(Model):
@@ -51,6 +69,8 @@ class Batch(Model):
     active = UnicodeAttribute(null=True)
     due_at = NumberAttribute(null=True)
     active_index = ActiveIndex()
+    listed = UnicodeAttribute(null=True)
+    recent_index = RecentIndex()
 
     tasks_total = NumberAttribute(default=0)
     tasks_completed = NumberAttribute(default=0)
@@ -80,6 +100,10 @@ class Batch(Model):
     delivered_at = NumberAttribute(null=True)
 
     source = JSONAttribute(null=True)
+    # Tasks ended per minute, "c<minute>"/"f<minute>" -> count (chalicelib/timeline.py);
+    # the callback's own transaction adds to it, so the chart costs no read of tasks.
+    timeline = MapAttribute(null=True)
+    reopened_at = NumberAttribute(null=True)  # the last admin retry or redelivery
 
 
 IN_FLIGHT_KEY = "#in-flight"  # no batch id can start with '#' (ids.py)

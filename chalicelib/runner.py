@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import ingest, signing, store
+from . import ingest, metrics, signing, store
 from .backoff import exponential_ms, jittered_ms
 from .clock import now_ms
 from .errors import DeliveryError, FlyError, FlyRateLimitedError
@@ -131,7 +131,8 @@ class BatchPass:
         return MachineContext(
             settings=settings,
             secrets=secrets,
-            callback_url=f"{settings.orchestrator_url}/callback/{self.batch_id}/{task_id}?attempt={attempt}",
+            callback_url=(f"{settings.orchestrator_url}/callback/{self.batch_id}/{task_id}?attempt={attempt}"
+                          f"&spawned={now_ms()}"),  # spawn time, for the callback latency metric
             callback_token=signing.callback_token(key, self.batch_id, task_id, attempt) if key else None,
             presign=None if settings.machine_r2_credentials else services.presign(),
         )
@@ -161,6 +162,7 @@ class BatchPass:
             store.unclaim_task(self.settings, self.batch_id, task.task_id, attempt, retry_at, now_ms())
             log(phase.log_prefix, "spawn_rate_limited", batch_id=self.batch_id, task_id=task.task_id,
                 retry_after_s=exc.retry_after_s)
+            metrics.emit(self.settings.stage, phase.name, self.batch_id, FlyRateLimited=1)
             return "rate_limited"
         except FlyError as exc:
             return self._spawn_failed(phase, task, attempt, exc)
@@ -239,11 +241,15 @@ class BatchPass:
         store.delivery_succeeded(self.batch_id, now_ms())
         log("[Batch]", "batch_done", batch_id=self.batch_id, files=len(files), delivery_attempts=attempts,
             seconds=round((now - int(self.batch.started_at)) / 1000, 3))
+        metrics.emit(settings.stage, self.batch.phase, self.batch_id, DeliveryAttempts=attempts,
+                     SuccessRate=metrics.percent(self.batch.tasks_completed, self.batch.tasks_total),
+                     BatchSeconds=round((now - int(self.batch.started_at)) / 1000, 3))
         return None
 
     def _delivery_failed(self, attempts: int, error: str, retryable: bool = True) -> int | None:
         now = now_ms()
         log("[Batch]", "delivery_failed", batch_id=self.batch_id, attempt=attempts, error=error)
+        metrics.emit(self.settings.stage, self.batch.phase, self.batch_id, DeliveryFailed=1, DeliveryAttempts=attempts)
         if not retryable or attempts >= self.settings.max_retry_attempts:
             store.delivery_failed(self.batch_id, error, now, now)
             end_in_error(self.services, self.batch_id, f"Final callback failed after {attempts} attempts: {error}",

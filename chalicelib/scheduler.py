@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import store
+from . import metrics, store
 from .clock import now_ms
 from .logs import log
 from .runner import BatchPass, monotonic_deadline, pass_error_delay_ms
@@ -58,6 +58,7 @@ def run_due_passes(services: Services, owner: str, report: TickReport | None = N
             _pass_failed(services, batch.batch_id, owner, int(batch.pass_errors or 0) + 1, exc)
             continue
         capacity = max(0, capacity - batch_pass.report.capacity_used)
+        metrics.pass_ended(settings.stage, batch, batch_pass.report.spawned, now_ms())
         report.passes += 1
         report.spawned += batch_pass.report.spawned
         errors_reset = 0 if batch.pass_errors else None

@@ -29,6 +29,7 @@ def batch_status(batch: Batch) -> dict[str, Any]:
         "updated_at": iso(batch.updated_at),
         "completed_at": iso(batch.completed_at),
         "error": batch.error,
+        "metadata": (batch.source or {}).get("metadata"),  # contracts §1: carried, not read
         "phases": batch.phase_history or [],
         "delivery": {
             "attempts": int(batch.delivery_attempts or 0),

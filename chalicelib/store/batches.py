@@ -6,7 +6,7 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from ..models import ACTIVE, IN_FLIGHT_KEY, Batch, InFlight
+from ..models import ACTIVE, IN_FLIGHT_KEY, LISTED, Batch, InFlight
 from ..states import BatchStatus
 from .dynamo import lost_race
 
@@ -35,7 +35,7 @@ def create_batch(batch_id: str, source: dict[str, Any], now: int, owner: str, le
     """A new batch in INTAKE, claimed by `owner`. With `replace` (a batch in ERROR), over
     that one only: the next generation, whose intake first removes the old items."""
     batch = Batch(batch_id, status=BatchStatus.INTAKE.value, started_at=now, updated_at=now,
-                  source=source, intake_owner=owner, intake_until=now + lease_ms)
+                  source=source, intake_owner=owner, intake_until=now + lease_ms, listed=LISTED, timeline={})
     if replace is None:
         condition = Batch.batch_id.does_not_exist()
     else:
@@ -165,4 +165,5 @@ def reopen_batch(batch_id: str, status: str, now: int, expect: tuple[str, ...]) 
         Batch.updated_at.set(now), Batch.error.remove(), Batch.completed_at.remove(),
         Batch.delivered_at.remove(), Batch.delivery_error.remove(),
         Batch.delivery_attempts.set(0), Batch.pass_errors.set(0), Batch.delivery_generation.add(1),
+        Batch.reopened_at.set(now),  # progress is measured from here (metrics)
     ], Batch.status.is_in(*expect)) is not None

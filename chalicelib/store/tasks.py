@@ -18,6 +18,7 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
+from .. import timeline
 from ..models import IN_FLIGHT_KEY, Batch, File, InFlight, Task
 from ..settings import Settings
 from ..states import BatchStatus, TaskStatus
@@ -240,7 +241,8 @@ class AttemptEnd:
 def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple[list[Any], list[Any]]:
     task: list[Any] = [Task.updated_at.set(now), _log(attempt)["ended_at"].set(now),
                        _log(attempt)["outcome"].set(end.move.value)]
-    batch: list[Any] = [Batch.tasks_in_flight.add(-1), Batch.updated_at.set(now)]
+    batch: list[Any] = [Batch.tasks_in_flight.add(-1), Batch.updated_at.set(now),
+                        *timeline.count_action(end.move, now)]  # the console's per-minute chart
     if end.move is Move.COMPLETE:
         assert end.outcome is not None
         task += [*_moved_to(TaskStatus.COMPLETED, task_id), Task.open_due.remove(), Task.ended_at.set(now),

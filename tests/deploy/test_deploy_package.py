@@ -71,6 +71,7 @@ def test_bundle_holds_the_app_and_not_the_local_stack(packaged):
     names = zipfile.ZipFile(packaged / "deployment.zip").namelist()
     assert "app.py" in names
     assert "chalicelib/store/__init__.py" in names and "chalicelib/store/tasks.py" in names
+    assert "chalicelib/console.html" in names  # the console page is read from the bundle
     assert any(n.startswith("pynamodb/") for n in names)
     assert not any(n.startswith(("arke_local/", "tests/", "worker/", "infra/")) for n in names)
 
@@ -148,3 +149,28 @@ def test_roles_carry_the_policy_files(template):
         assert doc["PolicyDocument"] == json.loads(path.read_text()), role
     assert resources["Tick"]["Properties"]["Role"] == {"Fn::GetAtt": ["TickRole", "Arn"]}
     assert resources["Intake"]["Properties"]["Role"] == {"Fn::GetAtt": ["IntakeRole", "Arn"]}
+
+
+def test_api_answers_what_lambda_cannot_in_the_contract_shape(template):
+    """issue 11 §7 deployed: a path with no route is API Gateway's to answer (403 "Missing
+    Authentication Token" by default); the gateway responses make it a 404 `{"error"}` with
+    CORS, and every other gateway error `{"error"}` with CORS. A wrong method reaches the
+    app (every route declares every method), which answers the contract's 405."""
+    from arke_local.gateway_responses import gateway_responses
+
+    body = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    answers = body["x-amazon-apigateway-gateway-responses"]
+    assert answers == gateway_responses()  # what chalice local answers with, too
+    assert answers["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404"
+    for kind in ("MISSING_AUTHENTICATION_TOKEN", "DEFAULT_4XX", "DEFAULT_5XX"):
+        params = answers[kind]["responseParameters"]
+        assert params["gatewayresponse.header.Access-Control-Allow-Origin"] == "'*'"
+        allowed = params["gatewayresponse.header.Access-Control-Allow-Headers"].strip("'")
+        assert {"Authorization", "X-Admin-Token", "Content-Type"} <= {h.strip() for h in allowed.split(",")}
+        rendered = answers[kind]["responseTemplates"]["application/json"]
+        sample = rendered.replace("$context.error.messageString", '"x"').replace("$context.requestId", "r")
+        assert set(json.loads(sample)) == {"error", "request_id"}
+    for path, methods in body["paths"].items():
+        assert {"get", "post", "put", "patch", "delete", "options"} <= set(methods), path
+        for method in methods.values():
+            assert method["consumes"] == ["*/*"], path

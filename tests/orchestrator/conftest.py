@@ -185,6 +185,14 @@ def callback_path(request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return f"{url.path}?{url.query}", env
 
 
+def without_spawned(url: str) -> str:
+    """A callback URL without its `&spawned=<ms>` (the spawn time behind the callback
+    latency metric), which every machine's URL must end with."""
+    head, sep, spawned = url.rpartition("&spawned=")
+    assert sep and spawned.isdigit() and abs(int(spawned) - time.time() * 1000) < 600_000, url
+    return head
+
+
 def success_body(env: dict[str, Any], size: int = 4242) -> dict[str, Any]:
     key = env["INPUT_R2_KEY"].rsplit(".", 1)[0] + ".jpg"
     return {"task_id": env["TASK_ID"], "batch_id": env["BATCH_ID"], "status": "success",

@@ -27,7 +27,7 @@ from .conftest import (
 )
 
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-        "Access-Control-Allow-Headers": "Content-Type"}
+        "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Admin-Token"}
 JSON = {"Content-Type": "application/json"}
 
 
@@ -132,6 +132,7 @@ def test_status_route_shapes(client, running):
     for stamp in (body["started_at"], body["updated_at"]):
         datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     assert body["delivery"] == {"attempts": 0, "last_error": None, "delivered_at": None}
+    assert body["metadata"] == {"k": "v"}  # the queue message's, carried (contracts §1)
 
     missing = client.http.get("/status/batch_nope")
     assert missing.status_code == 404 and missing.json_body == {"error": "batch batch_nope not found"}

@@ -22,6 +22,7 @@ from .conftest import (
     post_callback,
     run_pass,
     sqs_event,
+    without_spawned,
 )
 
 SEED_ENV = {"TASK_ID", "BATCH_ID", "INPUT_R2_KEY", "R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID",
@@ -127,7 +128,7 @@ def test_machine_request_matches_the_contract(services, client, fly, env):
         assert (env["R2_ACCOUNT_ID"], env["R2_ACCESS_KEY_ID"], env["R2_SECRET_ACCESS_KEY"]) == (
             "acct", "r2-key-id", "r2-secret")
         assert env["R2_BUCKET"] == "arke-staging"
-        assert env["CALLBACK_URL"] == f"https://orchestrator.test/callback/batch_abc/{task['task_id']}?attempt=1"
+        assert without_spawned(env["CALLBACK_URL"]) == f"https://orchestrator.test/callback/batch_abc/{task['task_id']}?attempt=1"
         assert "R2_ENDPOINT_URL" not in env
     # the callback URL is one the routes accept, exactly as given
     assert post_callback(client, fly.requests[0]).json_body == {"ok": True}
@@ -153,7 +154,7 @@ def test_machine_request_follows_configuration_and_secrets(services, client, fly
     assert machine_env["R2_ACCESS_KEY_ID"] == "r2-key-id"
     assert machine_env["R2_BUCKET"] == "other-bucket"
     task_id = machine_env["TASK_ID"]
-    assert machine_env["CALLBACK_URL"] == f"https://orch.example/prod/callback/batch_abc/{task_id}?attempt=1"
+    assert without_spawned(machine_env["CALLBACK_URL"]) == f"https://orch.example/prod/callback/batch_abc/{task_id}?attempt=1"
     # API Gateway strips the stage prefix (/prod) before the route sees the path
     answer = post_callback(client, request, path=f"/callback/batch_abc/{task_id}?attempt=1")
     assert answer.json_body == {"ok": True}
