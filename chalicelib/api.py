@@ -21,6 +21,7 @@ from .errors import (
 from .ids import id_problem
 from .logs import log
 from .messages import parse_body
+from .models import Batch
 from .services import Services
 from .timeline import timeline_json
 from .views import TASK_STATUSES, batch_status, task_json
@@ -40,14 +41,20 @@ def health(services: Services) -> Answer:
                  "unsigned_callbacks_accepted": services.settings.accept_unsigned_callbacks}
 
 
-def status(batch_id: str) -> Answer:
+def _batch_or_error(batch_id: str) -> Batch | Answer:
+    """The batch a read route is about, or its 400 (bad id) or 404 (unknown) answer."""
     problem = id_problem(batch_id, "batchId")
     if problem:
         return error(400, problem)
     batch = store.get_batch(batch_id)
     if batch is None:
         return error(404, f"batch {batch_id} not found")
-    return 200, batch_status(batch)
+    return batch
+
+
+def status(batch_id: str) -> Answer:
+    batch = _batch_or_error(batch_id)
+    return batch if isinstance(batch, tuple) else (200, batch_status(batch))
 
 
 def tasks(batch_id: str, query: dict[str, str]) -> Answer:
@@ -94,13 +101,8 @@ def batches(query: dict[str, str]) -> Answer:
 
 def timeline(batch_id: str) -> Answer:
     """GET /status/{batchId}/timeline: tasks finished per minute, the rate and the ETA."""
-    problem = id_problem(batch_id, "batchId")
-    if problem:
-        return error(400, problem)
-    batch = store.get_batch(batch_id)
-    if batch is None:
-        return error(404, f"batch {batch_id} not found")
-    return 200, timeline_json(batch, now_ms())
+    batch = _batch_or_error(batch_id)
+    return batch if isinstance(batch, tuple) else (200, timeline_json(batch, now_ms()))
 
 
 def callback(services: Services, batch_id: str, task_id: str, raw: bytes | None,

@@ -11,13 +11,20 @@ import json
 import logging
 import sys
 
-_logger = logging.getLogger("arke")
-if not _logger.handlers:
-    _handler = logging.StreamHandler(sys.stdout)
-    _handler.setFormatter(logging.Formatter("%(message)s"))
-    _logger.addHandler(_handler)
-    _logger.setLevel(logging.INFO)
-    _logger.propagate = False
+
+def stdout_logger(name: str) -> logging.Logger:
+    """A logger writing bare lines to stdout (Lambda sends stdout to CloudWatch Logs)."""
+    logger = logging.getLogger(name)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+_logger = stdout_logger("arke")
 
 
 def _fmt(value: object) -> str:

@@ -16,12 +16,10 @@ secret in a property: only ids, counts and durations go here.
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from typing import Any
 
 from .clock import now_ms
-from .logs import log
+from .logs import log, stdout_logger
 
 NAMESPACE = "Arke/Preprocess"
 DIMENSIONS = [["stage", "phase"], ["stage"]]
@@ -41,13 +39,7 @@ UNITS = {
     "DeliveryFailed": "Count",
 }
 
-_logger = logging.getLogger("arke.metrics")
-if not _logger.handlers:
-    _handler = logging.StreamHandler(sys.stdout)
-    _handler.setFormatter(logging.Formatter("%(message)s"))
-    _logger.addHandler(_handler)
-    _logger.setLevel(logging.INFO)
-    _logger.propagate = False
+_logger = stdout_logger("arke.metrics")
 
 
 def record(stage: str, phase: str | None, values: dict[str, float], properties: dict[str, Any],
