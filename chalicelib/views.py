@@ -64,20 +64,23 @@ def task_json(task: Task) -> dict[str, Any]:
 
 
 def attempt_history(task: Task) -> list[dict[str, Any]]:
-    """Every attempt the task has had, oldest first, each with its machine and outcome."""
+    """Every attempt the task has had, oldest first, each with its machine and outcome
+    (from the attempt log's `{n}:start`, `{n}:machine` and `{n}:end` keys)."""
     log = task.attempt_log.as_dict() if task.attempt_log is not None else {}
-    entries = []
-    for number, entry in sorted(log.items(), key=lambda item: int(item[0])):
-        entries.append({
-            "attempt": int(number),
-            "machine_name": entry.get("machine_name"),
-            "machine_id": entry.get("machine_id"),
-            "started_at": iso(entry.get("started_at")),
-            "ended_at": iso(entry.get("ended_at")),
-            "outcome": entry.get("outcome"),
-            "error": entry.get("error"),
-        })
-    return entries
+    attempts: dict[int, dict[str, Any]] = {}
+    for key, value in log.items():
+        number, _, part = key.partition(":")
+        if not number.isdigit():
+            continue
+        entry = attempts.setdefault(int(number), {})
+        if part == "machine":
+            entry["machine_id"] = value
+        elif isinstance(value, dict):
+            entry.update(value)
+    return [{"attempt": n, "machine_name": e.get("machine_name"), "machine_id": e.get("machine_id"),
+             "started_at": iso(e.get("started_at")), "ended_at": iso(e.get("ended_at")),
+             "outcome": e.get("outcome"), "error": e.get("error")}
+            for n, e in sorted(attempts.items())]
 
 
 def task_view_for_phase(task: Task) -> TaskView:

@@ -50,8 +50,11 @@ def _in_flight(attempt: int) -> Any:
     return (Task.status == TaskStatus.PROCESSING.value) & (Task.attempts == attempt)
 
 
-def _log(attempt: int) -> Any:
-    return Task.attempt_log[str(attempt)]
+def _log(attempt: int, part: str) -> Any:
+    """One key of the attempt log: `{attempt}:start`, `:machine` or `:end`. Flat keys in a
+    map every task is created with, so no write ever names a path that may not exist
+    (DynamoDB refuses an update under a missing map key, whatever its condition)."""
+    return Task.attempt_log[f"{attempt}:{part}"]
 
 
 def _machines(tx: Any, delta: int, cap: int | None = None) -> None:
@@ -179,7 +182,7 @@ def claim_task(settings: Settings, task: Task, phase: str, machine_name: str, de
                            Task.open_due.set(deadline), Task.attempt_started_at.set(now),
                            Task.machine_id.remove(), Task.machine_name.set(machine_name),
                            Task.updated_at.set(now),
-                           _log(attempt).set({"started_at": now, "machine_name": machine_name})],
+                           _log(attempt, "start").set({"started_at": now, "machine_name": machine_name})],
                   condition=(Task.status == TaskStatus.PENDING.value) & (Task.attempts == task.attempts))
         tx.update(Batch(task.batch_id), actions=[Batch.tasks_in_flight.add(1), Batch.updated_at.set(now)],
                   condition=Batch.status == phase)
@@ -196,7 +199,7 @@ def claim_task(settings: Settings, task: Task, phase: str, machine_name: str, de
 def record_machine(batch_id: str, task_id: str, attempt: int, machine_id: str) -> bool:
     try:
         Task(batch_id, task_id).update(
-            actions=[Task.machine_id.set(machine_id), _log(attempt)["machine_id"].set(machine_id)],
+            actions=[Task.machine_id.set(machine_id), _log(attempt, "machine").set(machine_id)],
             condition=_in_flight(attempt),
         )
     except UpdateError as exc:
@@ -214,7 +217,7 @@ def unclaim_task(settings: Settings, batch_id: str, task_id: str, attempt: int, 
         tx.update(Task(batch_id, task_id),
                   actions=[*_moved_to(TaskStatus.PENDING, task_id), Task.attempts.set(attempt - 1),
                            Task.open_due.set(pending_due(retry_at)), Task.machine_name.remove(),
-                           Task.updated_at.set(now), _log(attempt).remove()],
+                           Task.updated_at.set(now), _log(attempt, "start").remove()],
                   condition=_in_flight(attempt))
         tx.update(Batch(batch_id), actions=[Batch.tasks_in_flight.add(-1)], condition=Batch.batch_id.exists())
         _machines(tx, -1)
@@ -239,8 +242,10 @@ class AttemptEnd:
 
 
 def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple[list[Any], list[Any]]:
-    task: list[Any] = [Task.updated_at.set(now), _log(attempt)["ended_at"].set(now),
-                       _log(attempt)["outcome"].set(end.move.value)]
+    entry: dict[str, Any] = {"ended_at": now, "outcome": end.move.value}
+    if end.move is not Move.COMPLETE:
+        entry["error"] = (end.error or "unknown error")[:1000]
+    task: list[Any] = [Task.updated_at.set(now), _log(attempt, "end").set(entry)]
     batch: list[Any] = [Batch.tasks_in_flight.add(-1), Batch.updated_at.set(now),
                         *timeline.count_action(end.move, now)]  # the console's per-minute chart
     if end.move is Move.COMPLETE:
@@ -257,9 +262,8 @@ def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple
             task.append(Task.performance.set(end.outcome.performance))
         batch.append(Batch.tasks_completed.add(1))
         return task, batch
-    error = end.error or "unknown error"
     code = end.outcome.error_code if end.outcome is not None else None
-    task += [Task.last_error.set(error), _log(attempt)["error"].set(error[:1000]),
+    task += [Task.last_error.set(end.error or "unknown error"),
              Task.error_code.set(code) if code else Task.error_code.remove()]
     if end.move is Move.RETRY:
         retry_at = end.retry_at if end.retry_at is not None else now
@@ -324,8 +328,7 @@ def _close_page(tx: Any, batch_id: str, page: list[Task], running: list[Task], e
                    Task.last_error.set(error), Task.ended_at.set(now), Task.updated_at.set(now)]
         if task.status == TaskStatus.PROCESSING.value:
             attempt = int(task.attempts)
-            actions += [_log(attempt)["ended_at"].set(now), _log(attempt)["outcome"].set("closed"),
-                        _log(attempt)["error"].set(error)]
+            actions.append(_log(attempt, "end").set({"ended_at": now, "outcome": "closed", "error": error}))
         tx.update(Task(batch_id, task.task_id), actions=actions, condition=same)
     tx.update(Batch(batch_id), actions=[Batch.tasks_failed.add(len(page)),
                                         Batch.tasks_in_flight.add(-len(running)), Batch.updated_at.set(now)],
