@@ -41,8 +41,8 @@ def handle_body(services: Services, body: str | bytes, message_id: str | None = 
 
 
 def start_batch(services: Services, message: QueueMessage, message_id: str | None = None) -> str:
-    """Returns "started", "duplicate" or "error"; raises IntakeBusy while another intake
-    of the same batch is under way (SQS delivers the message again later)."""
+    """Returns "started", "duplicate", "superseded" or "error"; raises IntakeBusy while
+    another intake of the same batch is under way (SQS delivers the message again later)."""
     batch_id, settings = message.batch_id, services.settings
     owner = f"intake-{uuid.uuid4().hex[:12]}"
     batch = _claim(batch_id, message, owner, settings.lease_ms)
@@ -63,11 +63,18 @@ def start_batch(services: Services, message: QueueMessage, message_id: str | Non
     now = now_ms()
     files = (File(batch_id, e.position, directory_path=e.directory_path, processing_config=e.processing_config,
                   info=e.info) for e in entries)
-    store.write_intake(settings, batch_id, owner, now + settings.lease_ms, now, bool(batch.intake_clean),
-                       files, phase.name, specs)
-    activated = store.activate_batch(batch_id, owner, phase.name if specs else None, len(specs), now_ms())
-    if not activated:
-        raise store.IntakeFenceLost(f"batch {batch_id} left INTAKE before it was activated")
+    try:
+        store.write_intake(settings, batch_id, owner, now + settings.lease_ms, now, bool(batch.intake_clean),
+                           files, phase.name, specs)
+        if not store.activate_batch(batch_id, owner, phase.name if specs else None, len(specs), now_ms()):
+            raise store.IntakeFenceLost(f"batch {batch_id} left INTAKE before it was activated")
+    except store.IntakeFenceLost:
+        # Another intake took over (this one stalled past its claim) or an admin reset the
+        # batch: whoever did owns it now. Nothing was written after that moment.
+        current = store.get_batch(batch_id)
+        log("[Queue]", "intake_superseded", batch_id=batch_id, status=current.status if current else None,
+            message_id=message_id)
+        return "superseded"
     log("[Queue]", "batch_started", batch_id=batch_id, files=len(entries), tasks=len(specs), phase=phase.name,
         generation=int(batch.generation or 1), message_id=message_id)
     return "started"
