@@ -11,8 +11,9 @@ import app
 from chalicelib import scheduler, store
 from chalicelib.clock import now_ms
 from chalicelib.models import Batch
-from chalicelib.runner import BatchPass, monotonic_deadline
+from chalicelib.runner import monotonic_deadline
 from chalicelib.services import build_services
+from chalicelib.spawner import Spawner
 
 from .conftest import (
     LambdaContext,
@@ -159,7 +160,7 @@ def test_racing_passes_on_one_batch_claim_each_task_once(services, client, fly):
 
     def spawn(svc):
         start.wait()
-        BatchPass(svc, batch, 1000, monotonic_deadline(5)).spawn(phase)
+        Spawner(svc, batch.batch_id, 1000, monotonic_deadline(5)).spawn(phase)
 
     threads = [threading.Thread(target=spawn, args=(svc,)) for svc in (services, other)]
     for t in threads:

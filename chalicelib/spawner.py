@@ -1,0 +1,139 @@
+"""Creating a batch's machines within one pass: the token bucket, the 429 gate and the
+shared in-flight cap, with each creation's outcome carried into the task's attempt.
+
+A claim (pending -> processing, the next attempt) comes before the creation, so two passes
+never create a machine for one attempt. What may have been created without being recorded
+(the answer timed out, or was a 5xx) is found again by its name and destroyed at the end.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from . import metrics, signing, store
+from .backoff import jittered_ms
+from .clock import now_ms
+from .errors import FlyError, FlyRateLimitedError
+from .logs import log
+from .models import Task
+from .phases import MachineContext, Phase
+from .services import Services
+from .settings import SettingsError
+from .shutdown import destroy_machines
+from .transitions import after_failure, attempts_since_retry
+from .views import task_view_for_phase
+
+
+@dataclass
+class SpawnReport:
+    """What the tick needs back: machines started, in-flight slots used."""
+
+    spawned: int = 0
+    capacity_used: int = 0
+    unrecorded: list[str] = field(default_factory=list)  # names of machines that may exist
+
+
+class Spawner:
+    def __init__(self, services: Services, batch_id: str, capacity: int, token_deadline: float) -> None:
+        self.services, self.settings, self.batch_id = services, services.settings, batch_id
+        self.capacity = capacity
+        self.token_deadline = token_deadline
+        self.report = SpawnReport()
+        self.cap_full = False
+
+    def spawn(self, phase: Phase) -> None:
+        # A machine that could never call back is not worth starting: fail the pass instead
+        # (it backs off, then ends in ERROR with this reason).
+        if not self.settings.orchestrator_url:
+            raise SettingsError("ORCHESTRATOR_URL is not set; machines could not call back")
+        if not self.settings.accept_unsigned_callbacks and not self.services.secrets().get("CALLBACK_SIGNING_KEY"):
+            raise SettingsError("CALLBACK_SIGNING_KEY is not set; machines' callbacks would be refused")
+        limit = min(phase.batch_size(self.settings), self.capacity)
+        tasks = store.ready_tasks(self.batch_id, now_ms(), limit)
+        if not tasks:
+            return
+        workers = min(self.settings.spawn_concurrency, len(tasks))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spawn") as pool:
+            results = list(pool.map(lambda t: self.spawn_one(phase, t), tasks))
+        self.report.capacity_used = sum(1 for r in results if r in ("spawned", "failed"))
+        if self.cap_full:
+            log(phase.log_prefix, "in_flight_cap_reached", batch_id=self.batch_id,
+                cap=self.settings.max_machines_in_flight)
+
+    def machine_context(self, task_id: str, attempt: int) -> MachineContext:
+        settings, services = self.settings, self.services
+        secrets = services.secrets()
+        key = secrets.get("CALLBACK_SIGNING_KEY")
+        return MachineContext(
+            settings=settings,
+            secrets=secrets,
+            callback_url=(f"{settings.orchestrator_url}/callback/{self.batch_id}/{task_id}?attempt={attempt}"
+                          f"&spawned={now_ms()}"),  # spawn time, for the callback latency metric
+            callback_token=signing.callback_token(key, self.batch_id, task_id, attempt) if key else None,
+            presign=None if settings.machine_r2_credentials else services.presign(),
+        )
+
+    def spawn_one(self, phase: Phase, task: Task) -> str:
+        services = self.services
+        if self.cap_full or not services.bucket.take(self.token_deadline, services.gate):
+            return "no_token"
+        now = now_ms()
+        deadline = now + phase.task_timeout_ms(self.settings)
+        name = phase.machine_name(task.task_id, int(task.attempts) + 1)
+        try:
+            attempt = store.claim_task(self.settings, task, phase.name, name, deadline, now)
+        except store.InFlightCapReached:
+            self.cap_full = True
+            services.bucket.give_back()
+            return "cap_full"
+        if attempt is None:
+            return "lost"
+        request = phase.machine_request(self.batch_id, task_view_for_phase(task), attempt,
+                                        self.machine_context(task.task_id, attempt))
+        try:
+            machine = services.fly().create_machine(request)
+        except FlyRateLimitedError as exc:
+            services.gate.close_for(exc.retry_after_s)
+            retry_at = now_ms() + int(exc.retry_after_s * 1000)
+            store.unclaim_task(self.settings, self.batch_id, task.task_id, attempt, retry_at, now_ms())
+            log(phase.log_prefix, "spawn_rate_limited", batch_id=self.batch_id, task_id=task.task_id,
+                retry_after_s=exc.retry_after_s)
+            metrics.emit(self.settings.stage, phase.name, self.batch_id, FlyRateLimited=1)
+            return "rate_limited"
+        except FlyError as exc:
+            return self._spawn_failed(phase, task, attempt, exc)
+        if not store.record_machine(self.batch_id, task.task_id, attempt, machine["id"]):
+            # The task moved on while we were creating it: a reset closed it (don't leave the
+            # machine running), or the machine was quick and its callback already came (then
+            # destroying it is a no-op). Either way it counts as started.
+            services.fly().destroy_machine(machine["id"])
+            self.report.spawned += 1
+            return "spawned"
+        self.report.spawned += 1
+        log(phase.log_prefix, "machine_started", batch_id=self.batch_id, task_id=task.task_id,
+            attempt=attempt, machine_id=machine["id"], name=request["name"])
+        return "spawned"
+
+    def _spawn_failed(self, phase: Phase, task: Task, attempt: int, exc: FlyError) -> str:
+        now = now_ms()
+        since = attempts_since_retry(attempt, int(task.attempts_base or 0))
+        move = after_failure(since, self.settings.max_retry_attempts)
+        error = f"Machine creation failed: {exc}"
+        retry_at = now + jittered_ms(since, self.settings.alarm_delay_error_retry_ms)
+        store.end_attempt(self.settings, self.batch_id, task.task_id, attempt,
+                          store.AttemptEnd(move, phase.name, error=error, retry_at=retry_at), now)
+        if exc.status is None or exc.status >= 500:
+            # No answer, or a server error: the machine may have been created all the same.
+            self.report.unrecorded.append(phase.machine_name(task.task_id, attempt))
+        log(phase.log_prefix, "spawn_failed", batch_id=self.batch_id, task_id=task.task_id,
+            attempt=attempt, status=exc.status, move=move.value, error=str(exc))
+        return "failed"
+
+
+
+def destroy_unrecorded(services: Services, batch_id: str, names: list[str]) -> None:
+    """Machines whose creation was never recorded, found again by their names."""
+    if names:
+        destroyed = destroy_machines(services, [], names)
+        log("[Batch]", "unrecorded_machines", batch_id=batch_id, names=len(names), destroyed=destroyed)

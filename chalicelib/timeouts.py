@@ -1,0 +1,43 @@
+"""Attempts past their deadline: retried or failed, and their silent machines destroyed.
+
+A processing task's deadline sits in the sparse open-index, so a pass reads only the
+tasks that timed out. A machine whose id was recorded is destroyed by id; one whose
+creation was never recorded (its pass died in between) is left to be found by its name.
+"""
+
+from __future__ import annotations
+
+from . import store
+from .backoff import jittered_ms
+from .clock import now_ms
+from .logs import log
+from .phases import Phase
+from .services import Services
+from .shutdown import destroy_machines
+from .transitions import after_failure, attempts_since_retry
+
+TIMEOUT_PAGE = 100
+
+
+def time_out(services: Services, batch_id: str, phase: Phase, unrecorded: list[str]) -> None:
+    """Retry or fail attempts past their deadline, and destroy their machines: by id, or
+    (names added to `unrecorded`) by name when the creation was never recorded."""
+    settings, now = services.settings, now_ms()
+    silent: list[str] = []
+    for task in store.timed_out_tasks(batch_id, now, TIMEOUT_PAGE):
+        attempt = int(task.attempts)
+        since = attempts_since_retry(attempt, int(task.attempts_base or 0))
+        move = after_failure(since, settings.max_retry_attempts)
+        error = (f"Timed out after {phase.task_timeout_ms(settings)} ms "
+                 f"(attempt {attempt}, machine {task.machine_id or 'none'})")
+        retry_at = now + jittered_ms(since, settings.alarm_delay_error_retry_ms)
+        end = store.AttemptEnd(move, phase.name, error=error, retry_at=retry_at)
+        if store.end_attempt(settings, batch_id, task.task_id, attempt, end, now):
+            log(phase.log_prefix, "task_timed_out", batch_id=batch_id, task_id=task.task_id,
+                attempt=attempt, machine_id=task.machine_id, move=move.value)
+            if task.machine_id:
+                silent.append(task.machine_id)
+            elif task.machine_name:
+                unrecorded.append(task.machine_name)
+    if silent:
+        destroy_machines(services, silent)
