@@ -12,7 +12,6 @@ ours is replaced; both actors run their real code against moto.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -31,7 +30,6 @@ from .conftest import (
     LambdaContext,
     get_status,
     list_tasks,
-    make_services,
     message,
     post_admin,
     post_callback,
@@ -41,16 +39,19 @@ from .conftest import (
 
 
 @contextlib.contextmanager
-def before_first(settings: Any, operation: str, action: Callable[[], None]) -> Iterator[list[bool]]:
-    """Run `action` once, just before the first DynamoDB `operation` request is sent (by any
-    of the orchestrator's clients). Yields a flag list: [True] once it ran."""
+def before_first(settings: Any, operation: str, action: Callable[[], None],
+                 match: bytes = b"") -> Iterator[list[bool]]:
+    """Run `action` once, just before the first DynamoDB `operation` request whose body
+    contains `match` is sent (by any of the orchestrator's clients). Yields a flag list:
+    [True] once it ran."""
     fired: list[bool] = []
     clients = [model._get_connection().connection.client for model in MODELS]
     clients.append(store.connection(settings).client)
     emitters = {id(c.meta.events): c.meta.events for c in clients}
 
-    def hook(**_kwargs: Any) -> None:
-        if not fired:
+    def hook(params: dict[str, Any], **_kwargs: Any) -> None:
+        body = params.get("body") or b""
+        if not fired and match in (body if isinstance(body, bytes) else body.encode()):
             fired.append(True)  # first, so the action's own requests pass straight through
             action()
 
@@ -83,25 +84,24 @@ def _claim_first(services: Any) -> tuple[Task, int]:
     return task, attempt
 
 
-def test_machine_created_for_a_task_reset_meanwhile_is_destroyed(services, client, fly, env):
-    """Fly answers slowly; the admin resets the batch while the machine is being created.
-    The machine must not run on unrecorded (nobody would ever destroy it)."""
-    services = make_services(env, FLY_REQUEST_TIMEOUT_MS="5000")
-    fly.timeout_s = 1.0  # the stub creates the machine, then answers after 1 s
-    fly.script = ["timeout"]
+def test_machine_created_for_a_task_reset_meanwhile_is_destroyed(services, client, fly):
+    """The admin resets the batch while Fly creates the machine: when the pass goes to
+    record the machine, its task is closed. The machine must not run on unrecorded
+    (nobody would ever destroy it)."""
     _start()
-    tick = threading.Thread(target=scheduler.run_due_passes, args=(services, "tick-a"))
-    tick.start()
-    end = time.monotonic() + 5
-    while not fly.requests:
-        assert time.monotonic() < end, "no creation was attempted"
-        time.sleep(0.01)
-    reset = post_admin(client, "reset")
-    tick.join(10)
-    assert reset.status_code == 200 and reset.json_body["tasks_closed"] == 1
+    resets = []
+
+    def reset() -> None:
+        resets.append(post_admin(client, "reset"))
+
+    with before_first(services.settings, "UpdateItem", reset, match=b"machine_name") as fired:
+        scheduler.run_due_passes(services, "test-tick")
+    assert fired and resets[0].status_code == 200
+    assert resets[0].json_body == {"ok": True, "message": "Batch reset", "tasks_closed": 1,
+                                   "machines_destroyed": 0}  # it could not know the machine yet
 
     [created] = fly.created()
-    assert created["id"] in fly.deleted
+    assert fly.deleted == [created["id"]]
     [task] = list_tasks(client)
     assert task["status"] == "failed" and task["last_error"] == RESET_ERROR
     assert task["machine_id"] is None
