@@ -205,3 +205,45 @@ def test_a_pass_whose_lease_expired_does_not_free_its_successors(services, clien
     assert batch.lease_owner == "tick-new" and int(batch.lease_until) > now_ms()
     assert run_pass(services, owner="tick-third").passes == 0
     assert fly.requests == []
+
+
+def test_second_copy_of_a_restart_message_changes_nothing(services, client, fly):
+    """Two copies of the message that restarts an ERROR batch: both read ERROR; the first
+    restarts the batch and a pass starts its machine before the second writes. The
+    second must find the batch no longer in ERROR and leave it alone."""
+    _start()
+    assert post_admin(client, "reset").status_code == 200
+
+    def first_copy_and_a_pass() -> None:
+        app.intake(sqs_event(message(tiffs=1, others=0), message_id="copy-1"), LambdaContext(30))
+        run_pass(services)
+
+    with before_first(services.settings, "PutItem", first_copy_and_a_pass) as fired:
+        app.intake(sqs_event(message(tiffs=1, others=0), message_id="copy-2"), LambdaContext(30))
+    assert fired
+    [created] = fly.created()
+    [task] = list_tasks(client)
+    assert task["status"] == "processing" and task["attempts"] == 1
+    assert task["machine_id"] == created["id"]
+    status = get_status(client)
+    assert status["status"] == "TIFF_CONVERSION" and status["error"] is None
+    assert status["progress"]["tasks_in_flight"] == 1
+
+
+def test_intake_finished_by_a_second_copy_is_activated_once(services, client, fly):
+    """The first copy of a message wrote the batch in INTAKE and its tasks; before it
+    activates, a second copy finishes the intake, activates, and a pass starts the
+    machine. The first copy's activation must then change nothing."""
+
+    def second_copy_and_a_pass() -> None:
+        app.intake(sqs_event(message(tiffs=1, others=0), message_id="copy-2"), LambdaContext(30))
+        run_pass(services)
+
+    with before_first(services.settings, "UpdateItem", second_copy_and_a_pass, match=b"INTAKE") as fired:
+        app.intake(sqs_event(message(tiffs=1, others=0), message_id="copy-1"), LambdaContext(30))
+    assert fired
+    [created] = fly.created()
+    [task] = list_tasks(client)
+    assert task["status"] == "processing" and task["machine_id"] == created["id"]
+    assert _recount() == (Counter(processing=1), {"completed": 0, "failed": 0, "in_flight": 1})
+    assert get_status(client)["status"] == "TIFF_CONVERSION"
