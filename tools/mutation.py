@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tools" / "mutations.toml"
 BACKUP = ROOT / ".mutation-backup"
 GUARD_TESTS = "tests/orchestrator/test_orch_guards*.py"  # run first: they kill fastest
+ORCHESTRATOR_TESTS = "tests/orchestrator/test_*.py"
 TIMEOUT_S = 300
 
 
@@ -76,9 +77,12 @@ def load(path: Path) -> list[Mutation]:
 
 
 def default_command() -> list[str]:
+    """pytest -x on every file of tests/orchestrator, the guard tests first (named one by
+    one: given a folder, pytest would run them in its own order)."""
     guards = sorted(glob.glob(str(ROOT / GUARD_TESTS)))
+    rest = sorted(set(glob.glob(str(ROOT / ORCHESTRATOR_TESTS))) - set(guards))
     return [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-            *(os.path.relpath(g, ROOT) for g in guards), "tests/orchestrator"]
+            *(os.path.relpath(f, ROOT) for f in guards + rest)]
 
 
 def recover_backups() -> None:
