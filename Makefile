@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv browser test demo up lint bench bench-worker bench-orchestrator clean
+.PHONY: venv browser test demo up lint bench bench-worker bench-orchestrator mutation clean
 
 $(STAMP): requirements.txt requirements-dev.txt worker/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ bench-orchestrator: venv
 	$(PY) -m bench.orchestrator
 
 bench: bench-orchestrator bench-worker
+
+# Not part of test or CI: break each guard of tools/mutations.toml, run the fast tests
+# (e.g. MUTATION_ARGS='--only failed-fraction-boundary' or '--list').
+mutation: venv
+	$(PY) tools/mutation.py $(MUTATION_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
