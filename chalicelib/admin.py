@@ -19,10 +19,8 @@ def reset_batch(services: Services, batch_id: str) -> dict[str, int]:
     batch = store.get_batch(batch_id)
     if batch is None:
         raise NotFoundError(f"batch {batch_id} not found")
-    if batch.status == BatchStatus.DONE.value:
-        raise ConflictError(f"batch {batch_id} is DONE; there is nothing to reset")
     ended = end_in_error(services, batch_id, RESET_ERROR, "reset")
-    if ended is None:  # it became DONE meanwhile
+    if ended is None:  # fail_batch refuses a DONE batch, also one that became DONE just now
         raise ConflictError(f"batch {batch_id} is DONE; there is nothing to reset")
     log("[Batch]", "batch_reset", batch_id=batch_id, tasks_closed=ended.tasks_closed,
         machines_destroyed=ended.machines_destroyed)

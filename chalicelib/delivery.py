@@ -23,7 +23,9 @@ def deliver(services: Services, batch: Batch) -> int | None:
         ingest.deliver(settings, services.http, batch_id, files, ingest.idempotency_key(batch))
     except DeliveryError as exc:
         return _delivery_failed(services, batch, attempts, str(exc), exc.retryable)
-    store.delivery_succeeded(batch_id, now_ms())
+    if not store.delivery_succeeded(batch_id, now_ms()):
+        log("[Batch]", "delivery_superseded", batch_id=batch_id, delivery_attempts=attempts)
+        return None
     seconds = round((now - int(batch.started_at)) / 1000, 3)
     log("[Batch]", "batch_done", batch_id=batch_id, files=len(files), delivery_attempts=attempts, seconds=seconds)
     metrics.emit(settings.stage, batch.phase, batch_id, DeliveryAttempts=attempts,

@@ -142,12 +142,13 @@ def advance_phase(batch: Batch, next_phase: str | None, total: int, now: int) ->
     return _update(batch.batch_id, actions, condition) is not None
 
 
-def delivery_succeeded(batch_id: str, now: int) -> None:
-    _update(batch_id, [
+def delivery_succeeded(batch_id: str, now: int) -> bool:
+    """FINALIZING -> DONE; False when the batch left FINALIZING meanwhile (a reset)."""
+    return _update(batch_id, [
         Batch.status.set(BatchStatus.DONE.value), Batch.active.remove(),
         Batch.due_at.remove(), Batch.delivered_at.set(now), Batch.completed_at.set(now),
         Batch.updated_at.set(now), Batch.delivery_attempts.add(1), Batch.delivery_error.remove(),
-    ], Batch.status == BatchStatus.FINALIZING.value)
+    ], Batch.status == BatchStatus.FINALIZING.value) is not None
 
 
 def delivery_failed(batch_id: str, error: str, next_due: int, now: int) -> None:
