@@ -17,7 +17,6 @@ from . import store
 from .clock import now_ms
 from .logs import log
 from .services import Services
-from .states import BatchStatus
 
 
 def destroy_machines(services: Services, machine_ids: list[str], names: list[str] | tuple[()] = ()) -> int:
@@ -32,7 +31,6 @@ def destroy_machines(services: Services, machine_ids: list[str], names: list[str
 
 @dataclass(frozen=True)
 class Ended:
-    changed: bool
     tasks_closed: int
     machines_destroyed: int
 
@@ -40,16 +38,13 @@ class Ended:
 def end_in_error(services: Services, batch_id: str, error: str, reason: str,
                  expect_status: str | None = None) -> Ended | None:
     """-> ERROR with `error`, its open tasks failed and their machines destroyed. A batch
-    already in ERROR has its leftovers closed again (an interrupted reset, harmless).
+    already in ERROR is closed again (whatever an interrupted reset left open, harmless).
     None when nothing was done: the batch is DONE, gone, or not in `expect_status`."""
     now = now_ms()
-    changed = store.fail_batch(batch_id, error, now, expect_status=expect_status)
-    if not changed:
-        batch = store.get_batch(batch_id)
-        if batch is None or batch.status != BatchStatus.ERROR.value or expect_status:
-            return None
+    if not store.fail_batch(batch_id, error, now, expect_status=expect_status):
+        return None
     closed = store.close_open_tasks(services.settings, batch_id, error, now)
     destroyed = destroy_machines(services, closed.machine_ids, closed.machine_names)
     log("[Batch]", "batch_error", batch_id=batch_id, reason=reason, tasks_closed=closed.closed,
         machines=len(closed.machine_ids) + len(closed.machine_names), machines_destroyed=destroyed)
-    return Ended(changed, closed.closed, destroyed)
+    return Ended(closed.closed, destroyed)
