@@ -62,12 +62,13 @@ def escalated_memory_mb(memory_mb: int, settings: Settings) -> int:
     return bounded(2 * memory_mb, settings)
 
 
-def attempt_memory_mb(next_memory_mb: int | None, settings: Settings) -> int | None:
-    """What an escalation left on the task for its next attempt (bounded again, as the cap
-    may have been lowered since); None when none did, and the image decides."""
-    if next_memory_mb is None:
+def attempt_memory_mb(known_mb: int | None, settings: Settings) -> int | None:
+    """The memory the task already holds for its next attempt (an escalation's, or the last
+    attempt's), bounded again as the settings may have changed since; None when it holds
+    none, and the image decides."""
+    if known_mb is None:
         return None
-    return bounded(next_memory_mb, settings)
+    return bounded(known_mb, settings)
 
 
 def machine_guest(memory_mb: int) -> dict[str, Any]:

@@ -93,7 +93,8 @@ def read_tiff_header(s3, bucket: str, key: str) -> ImageHeader:  # noqa: ANN001 
             if exc.response.get("Error", {}).get("Code") == "InvalidRange":  # offset past the end
                 return b""
             raise
-        data = body.read()
+        data = body.read(size)  # never more, even from a server that ignored the Range
+        body.close()
         chunks.append((offset, data))
         return data[:length]
 

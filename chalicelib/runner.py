@@ -129,12 +129,13 @@ class BatchPass:
 
     def machine_memory_mb(self, phase: Phase, task: Task) -> int:
         """The memory of the task's next machine: what an out-of-memory end left for it,
-        else what its image needs (one or two ranged GETs of its header), else the default."""
+        else what its earlier attempt had (the header is read once per task), else what its
+        image needs (one or two ranged GETs of its header), else the default."""
         settings = self.settings
-        escalated = machine_size.attempt_memory_mb(
-            int(task.next_memory_mb) if task.next_memory_mb is not None else None, settings)
-        if escalated is not None:
-            return escalated
+        known = task.next_memory_mb if task.next_memory_mb is not None else task.memory_mb
+        remembered = machine_size.attempt_memory_mb(int(known) if known is not None else None, settings)
+        if remembered is not None:
+            return remembered
         if not phase.sizes_machine_from_tiff:
             return settings.machine_memory_mb
         try:
