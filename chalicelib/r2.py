@@ -22,6 +22,7 @@ HEADER_CHUNK_BYTES = 64 * 1024  # one GET holds the header and, mostly, the firs
 MAX_HEADER_GETS = 4  # header, IFD at the end, out-of-line values: more is not a header
 # A header read holds up one spawn thread: short, and retried once (then the default size).
 HEADER_READ_TIMEOUT_S = 5
+HEADER_CONNECT_TIMEOUT_S = 2
 HEADER_READ_ATTEMPTS = 2
 
 
@@ -32,7 +33,7 @@ def endpoint_url(settings: Settings, secrets: Mapping[str, str]) -> str:
 
 
 def client(settings: Settings, secrets: Mapping[str, str], read_timeout_s: int = 30,
-           attempts: int = 3):  # noqa: ANN201 - boto3 client
+           attempts: int = 3, connect_timeout_s: int = 5):  # noqa: ANN201 - boto3 client
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url(settings, secrets),
@@ -40,7 +41,7 @@ def client(settings: Settings, secrets: Mapping[str, str], read_timeout_s: int =
         aws_secret_access_key=secrets.get("R2_SECRET_ACCESS_KEY") or None,
         region_name="auto" if not settings.r2_endpoint_url else settings.region,
         config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                      retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5,
+                      retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=connect_timeout_s,
                       read_timeout=read_timeout_s),
     )
 

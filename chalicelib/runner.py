@@ -48,6 +48,7 @@ class BatchPass:
         self.report = PassReport()
         self.cap_full = False
         self.unrecorded: list[str] = []  # names of machines that may exist unrecorded
+        self.r2_unreachable = False  # a header read got no answer: the pass sizes by default
 
     @property
     def batch_id(self) -> str:
@@ -136,15 +137,20 @@ class BatchPass:
         remembered = machine_size.attempt_memory_mb(int(known) if known is not None else None, settings)
         if remembered is not None:
             return remembered
-        if not phase.sizes_machine_from_tiff:
+        if not phase.sizes_machine_from_tiff or self.r2_unreachable:
             return settings.machine_memory_mb
+        header = None
         try:
             header = r2.read_tiff_header(self.services.r2(), settings.r2_bucket, task.input_r2_key)
-        except (TiffHeaderError, BotoCoreError, ClientError) as exc:
+        except BotoCoreError as exc:
+            # No answer (connection, timeout): the rest of the pass does not wait on R2 again.
+            self.r2_unreachable = True
+            log(phase.log_prefix, "tiff_header_unreadable", batch_id=self.batch_id, task_id=task.task_id,
+                error=str(exc)[:300], rest_of_pass="default memory")
+        except (TiffHeaderError, ClientError) as exc:
             # The worker will read the same bytes and say precisely what is wrong.
             log(phase.log_prefix, "tiff_header_unreadable", batch_id=self.batch_id, task_id=task.task_id,
                 error=str(exc)[:300])
-            header = None
         return machine_size.memory_for_image(header, settings)
 
     def machine_context(self, task_id: str, attempt: int, memory_mb: int) -> MachineContext:

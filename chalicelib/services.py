@@ -44,7 +44,7 @@ class Services:
         with self._r2_lock:
             if self._r2 is None:
                 self._r2 = r2.client(self.settings, self.secrets(), r2.HEADER_READ_TIMEOUT_S,
-                                     r2.HEADER_READ_ATTEMPTS)
+                                     r2.HEADER_READ_ATTEMPTS, r2.HEADER_CONNECT_TIMEOUT_S)
             return self._r2
 
     def fly(self) -> FlyClient:

@@ -180,6 +180,14 @@ def test_a_large_scan_gets_a_bigger_machine_and_the_task_shows_it(services, clie
     assert tasks[keys[1]]["memory_mb"] == 1024
 
 
+def test_an_unreachable_r2_costs_one_header_read_per_pass(services, env, fly, logs):
+    services = make_services(env, R2_ENDPOINT_URL="http://127.0.0.1:9", SPAWN_CONCURRENCY="1")  # refused
+    _start(services, [tiff_header_file(20000, 15000, 3)] * 3)
+    assert [g["memory_mb"] for g in _guest_by_key(fly).values()] == [1024, 1024, 1024]
+    out = logs.readouterr().out
+    assert out.count("tiff_header_unreadable") == 1 and "rest_of_pass" in out and "Could not connect" in out
+
+
 def test_the_request_never_exceeds_the_cap(services, env, fly):
     services = make_services(env, MAX_MACHINE_MEMORY_MB="6144")
     _start(services, [tiff_header_file(60000, 50000, 3, big=True)])  # 3 GP: 23 GB at full quality
