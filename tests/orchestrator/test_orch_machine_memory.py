@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 
 import app
 from chalicelib import machine_size, r2
+from chalicelib.models import Task
 from chalicelib.settings import Settings, SettingsError
 from chalicelib.tiff_header import TiffHeaderError
 from worker import encode
@@ -225,3 +226,15 @@ def test_only_out_of_memory_escalates_and_the_escalation_is_kept(services, clien
     fail_last("Failed to upload JPEG: 500", "transfer_failed", 4)  # a later failure keeps it
     # the retries did not read the header again (it is gone: that would give 1024)
     assert [r["body"]["config"]["guest"]["memory_mb"] for r in fly.created()] == [2304, 2304, 4608, 4608]
+
+
+def test_an_attempt_claimed_before_memory_was_recorded_escalates_from_the_seeds_machine(services, client, fly):
+    _start(services, [None])
+    (request,) = fly.created()
+    env = callback_path(request)[1]
+    # as an item written by the version before this one: no memory recorded at its claim
+    Task("batch_abc", env["TASK_ID"]).update(actions=[Task.memory_mb.remove(), Task.memory_mb_after_oom.remove()])
+    answer = post_callback(client, request, error_body(env, OOM, "out_of_memory"))
+    assert answer.status_code == 200 and answer.json_body.get("ignored") is None, answer.body
+    drive(services, lambda: len(fly.created()) == 2)
+    assert fly.created()[1]["body"]["config"]["guest"]["memory_mb"] == 2048
