@@ -1,11 +1,12 @@
 """A machine image for the Fly emulator that needs a fixed amount of memory, whatever its
 machine has: the stand-in for a worker converting a scan too large for a small machine.
 
-The "conversion" runs in a forked child (as the real worker's does) that touches
-`argv[1]` MiB and holds them a moment. If the child is SIGKILLed (the emulator's OOM
-killer, as the kernel's would) the machine sends the worker's error callback with
-`error_code` `out_of_memory`; otherwise the success callback (contracts §3). Stdlib only:
-the emulator gives a machine nothing but its env.
+The "conversion" touches `argv[1]` MiB and holds them a moment: in a forked child (as the
+real worker's does) by default, or with `argv[2] == "main"` in the machine's main process.
+If the child is SIGKILLed (the emulator's OOM killer, as the kernel's would) the machine
+sends the worker's error callback with `error_code` `out_of_memory`; if the main process
+is, the machine just dies (no callback, only Fly's exit event says why); otherwise the
+success callback (contracts §3). Stdlib only: the emulator gives a machine nothing but its env.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def callback(body: dict) -> None:
 
 
 def main() -> int:
+    if sys.argv[2:] == ["main"]:
+        convert(int(sys.argv[1]))
+        return succeed()
     pid = os.fork()
     if pid == 0:
         convert(int(sys.argv[1]))
@@ -48,9 +52,13 @@ def main() -> int:
                   "error": f"conversion process was killed by SIGKILL (out of memory?) on a "
                            f"{os.environ.get('FLY_VM_MEMORY_MB')} MB machine"})
         return 1
+    return succeed()
+
+
+def succeed() -> int:
     key = os.environ["OUTPUT_R2_KEY"]
-    callback({**ids, "status": "success", "output_r2_key": key, "output_file_name": key.rsplit("/", 1)[-1],
-              "output_file_size": 1234})
+    callback({"task_id": os.environ["TASK_ID"], "batch_id": os.environ["BATCH_ID"], "status": "success",
+              "output_r2_key": key, "output_file_name": key.rsplit("/", 1)[-1], "output_file_size": 1234})
     return 0
 
 

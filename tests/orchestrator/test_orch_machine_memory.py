@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 
 import app
 from chalicelib import machine_size, r2
+from chalicelib.fly import exit_was_oom
 from chalicelib.models import Task
 from chalicelib.settings import Settings, SettingsError
 from chalicelib.tiff_header import TiffHeaderError
@@ -238,3 +239,46 @@ def test_an_attempt_claimed_before_memory_was_recorded_escalates_from_the_seeds_
     assert answer.status_code == 200 and answer.json_body.get("ignored") is None, answer.body
     drive(services, lambda: len(fly.created()) == 2)
     assert fly.created()[1]["body"]["config"]["guest"]["memory_mb"] == 2048
+
+
+# ---- a machine killed outright: no callback, the timeout asks Fly why -----------------------
+
+def _exit(oom: object) -> dict:
+    return {"type": "exit", "request": {"exit_event": {"exit_code": 137, "oom_killed": oom}}}
+
+
+@pytest.mark.parametrize(("machine", "killed"), [
+    ({"events": [{"type": "destroy"}, _exit(True)]}, True),
+    ({"events": [_exit(False)]}, False),
+    ({"events": [_exit("true")]}, False),  # only Fly's boolean counts
+    ({"events": [{"type": "start", "request": {"exit_event": {"oom_killed": True}}}]}, False),
+    ({"events": [{"type": "exit", "request": None}, "junk", None]}, False),
+    ({"events": "none"}, False), ({}, False), ([], False), (None, False),
+])  # fmt: skip
+def test_an_oom_kill_is_read_from_the_machines_exit_event(machine, killed):
+    assert exit_was_oom(machine) is killed
+
+
+@pytest.mark.parametrize("oom", [True, False])
+def test_a_timed_out_attempt_whose_machine_was_oom_killed_gets_twice_the_memory(services, env, client, fly, oom):
+    services = make_services(env, TASK_TIMEOUT_TIFF_CONVERSION="300")
+    _start(services, [None])
+    if oom:
+        fly.oom_killed.add(fly.created()[0]["id"])
+    drive(services, lambda: len(fly.created()) == 2)
+    assert fly.shown == [fly.created()[0]["id"]]  # one Get Machine, for the silent one
+    assert fly.created()[1]["body"]["config"]["guest"]["memory_mb"] == (2048 if oom else 1024)
+    (task,) = list_tasks(client)
+    assert ("killed for memory (OOM)" in task["history"][0]["error"]) is oom
+    assert task["error_code"] == ("out_of_memory" if oom else None)
+
+
+def test_when_fly_does_not_answer_a_pass_stops_asking_and_times_out_as_before(services, env, client, fly):
+    services = make_services(env, TASK_TIMEOUT_TIFF_CONVERSION="300")
+    _start(services, [None, None, None])
+    fly.show_answer = 429
+    fly.oom_killed.update(r["id"] for r in fly.created())
+    drive(services, lambda: len(fly.created()) == 6)
+    assert len(fly.shown) == 1  # the first 429 ended the asking for that pass
+    assert [r["body"]["config"]["guest"]["memory_mb"] for r in fly.created()[3:]] == [1024] * 3
+    assert {t["error_code"] for t in list_tasks(client)} == {None}

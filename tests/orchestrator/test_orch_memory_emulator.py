@@ -1,7 +1,9 @@
 """Memory escalation through the Fly emulator's memory limit (issue 9 §5): the orchestrator
 creates real emulated machines over HTTP; the emulator enforces `guest.memory_mb` with its
-OOM killer; a machine whose conversion needs more than that is killed, says out_of_memory,
-and the next attempt's machine, twice the size, converts."""
+OOM killer; a machine whose conversion needs more than that is killed and the next
+attempt's machine, twice the size, converts. Both ways a machine fails for memory: its
+conversion child is killed and it says out_of_memory, or the machine itself is killed and
+says nothing (its task times out, and Fly's exit event says why)."""
 
 from __future__ import annotations
 
@@ -53,9 +55,11 @@ class ChaliceBridge:
         self.server.server_close()
 
 
-@pytest.fixture
-def emulator() -> Iterator[FlyEmulator]:
-    command = [sys.executable, "tests/orchestrator/memory_hungry_machine.py", str(NEEDS_MB)]
+@pytest.fixture(params=["child"])
+def emulator(request: pytest.FixtureRequest) -> Iterator[FlyEmulator]:
+    """The hungry machine; it touches its memory in a forked child, or with param "main" in
+    its main process."""
+    command = [sys.executable, "tests/orchestrator/memory_hungry_machine.py", str(NEEDS_MB), request.param]
     with FlyEmulator(port=0, images={IMAGE: command}, create_rate=0) as fly:
         yield fly
 
@@ -80,3 +84,20 @@ def test_a_machine_killed_for_memory_is_retried_on_one_twice_the_size(services, 
     assert [h["outcome"] for h in task["history"]] == ["retry", "complete"]
     assert "on a 256 MB machine" in task["history"][0]["error"]
     assert emulator.stats["oom_kills"] == 1  # the emulator's OOM killer, not our code, ended attempt 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the emulator's memory limit reads /proc")
+@pytest.mark.parametrize("emulator", ["main"], indirect=True)
+def test_a_machine_killed_outright_for_memory_times_out_and_is_retried_twice_the_size(
+        services, env, client, emulator, bridge):
+    services = make_services(env, FLY_API_HOSTNAME=emulator.url, ORCHESTRATOR_URL=bridge.url,
+                             MACHINE_MEMORY_MB="256", MAX_MACHINE_MEMORY_MB="1024",
+                             TASK_TIMEOUT_TIFF_CONVERSION="1500")
+    app.intake(sqs_event(message(tiffs=1, others=0)), LambdaContext(30))
+
+    ended = ("completed", "failed")
+    (task,) = drive(services, lambda: [t for t in list_tasks(client) if t["status"] in ended], timeout=30)
+    assert task["status"] == "completed", task["history"]
+    assert [h["memory_mb"] for h in task["history"]] == [256, 512]
+    assert "killed for memory (OOM)" in task["history"][0]["error"]
+    assert emulator.stats["oom_kills"] == 1
