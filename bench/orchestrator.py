@@ -2,7 +2,8 @@
 
 Run: `make bench-orchestrator` (or `python -m bench.orchestrator [--sizes 100,5000]`).
 The smallest size (at most 100 tasks) also runs from message to DONE for the per-task count.
-AWS is moto in-process, Fly is the local emulator with idle machines and no rate limit,
+AWS and R2 are moto in-process (each TIFF a 24 MP header, read by ranged GETs to size its
+machine), Fly is the local emulator with idle machines and no rate limit,
 the ingest service is the local receiver; callbacks go through the real routes (Chalice's
 test client). Times are moto's, not DynamoDB's: read them as ratios between sizes (the
 baseline is the smallest batch), which is what invariant 4 is about.
@@ -25,6 +26,7 @@ BASE_ENV = {
     "R2_SECRET_ACCESS_KEY": "bench", "FLY_CREATE_RATE": "1000000", "FLY_CREATE_BURST": "1000000",
     "MAX_MACHINES_IN_FLIGHT": "100000", "ALARM_DELAY_TIFF_CONVERSION": "50",
 }
+R2_ENDPOINT = "https://bench.r2.cloudflarestorage.com"  # the account's endpoint, served by moto
 
 
 def message(batch_id: str, tiffs: int) -> dict[str, Any]:
@@ -35,6 +37,20 @@ def message(batch_id: str, tiffs: int) -> dict[str, Any]:
     return {"batch_id": batch_id, "r2_prefix": prefix, "total_files": tiffs,
             "directories": [{"directory_path": "scans", "processing_config": {"ocr": False,
                              "describe": False, "pinax": False}, "files": files}]}
+
+
+def put_headers(body: dict[str, Any]) -> None:
+    """Each TIFF of the message as a 24 MP RGB header (its IFD at the end, as streaming
+    writers place it: two ranged GETs), where the orchestrator's R2 client finds it."""
+    import boto3
+
+    from tests.orchestrator.tiff_headers import tiff_header_file
+
+    data = tiff_header_file(6000, 4000, 3, ifd_at_end=True, data_bytes=100_000)
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="arke-staging")
+    for file in body["directories"][0]["files"]:
+        s3.put_object(Bucket="arke-staging", Key=file["r2_key"], Body=data)
 
 
 def drain_due(services: Any, owner: str) -> float:
@@ -69,8 +85,11 @@ def run_size(size: int, fly_url: str, ingest_url: str) -> dict[str, Any]:
     ensure_tables(settings)
     use_services(services)
     counter = RequestCounter().attach(settings)
+    header_gets: list[str] = []
+    services.r2().meta.events.register("before-call.s3.GetObject", lambda **_: header_gets.append("get"))
     batch_id = f"bench_{size}"
     result: dict[str, Any] = {"tasks": size}
+    put_headers(message(batch_id, size))
 
     started = time.perf_counter()
     intake.handle_body(services, json.dumps(message(batch_id, size)), "bench")
@@ -80,6 +99,7 @@ def run_size(size: int, fly_url: str, ingest_url: str) -> dict[str, Any]:
 
     result["spawn_pass_s"] = drain_due(services, "bench")
     result["spawn_pass_requests"] = counter.total()
+    result["header_gets_per_machine"] = len(header_gets) / min(size, SPAWN_PER_PASS)
     counter.take()
     batch = store.get_batch(batch_id)
     assert batch.status == "TIFF_CONVERSION", (batch.status, batch.error)
@@ -147,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     from arke_local.moto_server import serialize_dynamodb
 
     serialize_dynamodb()  # moto's DynamoDB is not thread-safe; real DynamoDB is linearizable
+    os.environ["MOTO_S3_CUSTOM_ENDPOINTS"] = R2_ENDPOINT
 
     rows = []
     with mock_aws():
@@ -176,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         if "requests_per_task" in r:
             print(f"\nHappy path, {r['tasks']} tasks from message to DONE: "
                   f"{r['requests_per_task']:.2f} DynamoDB requests per task")
+    print(f"\nSizing machines from the TIFF header: {base['header_gets_per_machine']:.2f} R2 ranged GETs "
+          "per machine (IFD at the end of the file)")
     print("\nDetail:", json.dumps(rows, indent=1))
     return 0
 

@@ -1,4 +1,4 @@
-"""Fly Machines API client: create and destroy machines, nothing more.
+"""Fly Machines API client: create and destroy machines, and ask whether one was OOM-killed.
 
 The same code talks to Fly and to the local emulator; only `FLY_API_HOSTNAME` differs.
 Errors come back named (errors.FlyError, FlyRateLimitedError) so the spawner can decide:
@@ -92,6 +92,20 @@ class FlyClient:
                 if isinstance(m, dict) and m.get("name") in names and m.get("id")
                 and m.get("state") not in ("destroyed", "destroying")]
 
+    def killed_for_memory(self, machine_id: str) -> bool | None:
+        """Whether the machine's process was killed by the OOM killer (an exit event with
+        `oom_killed`, as Fly reports it; destroyed machines stay readable for a while). One
+        Get Machine; None when Fly did not answer it (429 included), so a caller stops asking."""
+        try:
+            response = self._session.get(f"{self._base}/{machine_id}", headers=self._headers,
+                                         timeout=self._timeout)
+            machine = response.json() if response.ok else None
+        except (requests.RequestException, ValueError):
+            return None
+        if response.status_code == 404:
+            return False
+        return exit_was_oom(machine) if machine is not None else None
+
     def destroy_machine(self, machine_id: str) -> bool:
         """Best effort: force-destroy a machine we gave up on. True if it is gone."""
         try:
@@ -100,3 +114,16 @@ class FlyClient:
         except requests.RequestException:
             return False
         return response.ok or response.status_code == 404
+
+
+def exit_was_oom(machine: object) -> bool:
+    """Whether a Machine object's events hold an exit the OOM killer caused."""
+    events = machine.get("events") if isinstance(machine, dict) else None
+    for event in events if isinstance(events, list) else []:
+        if not isinstance(event, dict) or event.get("type") != "exit":
+            continue
+        request = event.get("request")
+        exit_event = request.get("exit_event") if isinstance(request, dict) else None
+        if isinstance(exit_event, dict) and exit_event.get("oom_killed") is True:
+            return True
+    return False

@@ -172,6 +172,12 @@ class Task(Model):
     attempt_started_at = NumberAttribute(null=True)
     last_error = UnicodeAttribute(null=True)
     error_code = UnicodeAttribute(null=True)  # the worker's code for last_error, when it sent one
+    # Machine memory (README "Machine memory"): the latest attempt's, set by its claim with
+    # what the attempt after it gets should it run out; an out_of_memory end copies that
+    # into next_memory_mb, which the next claim uses instead of sizing from the image.
+    memory_mb = NumberAttribute(null=True)
+    memory_mb_after_oom = NumberAttribute(null=True)
+    next_memory_mb = NumberAttribute(null=True)
 
     planned_output_key = UnicodeAttribute(null=True)  # decided at intake (phases/output_keys.py)
     output_r2_key = UnicodeAttribute(null=True)  # written: set when the task completes

@@ -27,6 +27,8 @@ class Services:
     http: requests.Session = field(default_factory=requests.Session)
     _fly: FlyClient | None = None
     _presign: Presign | None = None
+    _r2: object | None = None
+    _r2_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def secrets(self) -> dict[str, str]:
         return load_secrets(self.settings)
@@ -35,6 +37,15 @@ class Services:
         if self._presign is None:
             self._presign = r2.presigner(self.settings, self.secrets())
         return self._presign
+
+    def r2(self):  # noqa: ANN201 - a boto3 S3 client, shared by the spawn threads
+        """The orchestrator's R2 client for TIFF headers (short timeouts); boto3 clients are thread-safe
+        once made, but making them is not, hence the lock."""
+        with self._r2_lock:
+            if self._r2 is None:
+                self._r2 = r2.client(self.settings, self.secrets(), r2.HEADER_READ_TIMEOUT_S,
+                                     r2.HEADER_READ_ATTEMPTS, r2.HEADER_CONNECT_TIMEOUT_S)
+            return self._r2
 
     def fly(self) -> FlyClient:
         if self._fly is None:

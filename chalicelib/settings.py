@@ -61,6 +61,26 @@ def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+MEMORY_STEP_MB = 256  # Fly's guest.memory_mb steps
+MAX_SHARED_MEMORY_MB = 16384  # Fly: 2048 MB per shared CPU, at most 8 of them
+
+
+def _memory_mb(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    value = _int(env, name, default, minimum)
+    if value % MEMORY_STEP_MB or value > MAX_SHARED_MEMORY_MB:
+        raise SettingsError(f"{name} must be a multiple of {MEMORY_STEP_MB} up to {MAX_SHARED_MEMORY_MB}")
+    return value
+
+
+def _memory_range(env: Mapping[str, str]) -> tuple[int, int]:
+    """MACHINE_MEMORY_MB (the default machine, the floor) and MAX_MACHINE_MEMORY_MB (the cap)."""
+    floor = _memory_mb(env, "MACHINE_MEMORY_MB", Settings.machine_memory_mb, MEMORY_STEP_MB)
+    cap = _memory_mb(env, "MAX_MACHINE_MEMORY_MB", Settings.max_machine_memory_mb, MEMORY_STEP_MB)
+    if cap < floor:
+        raise SettingsError("MAX_MACHINE_MEMORY_MB must be at least MACHINE_MEMORY_MB")
+    return floor, cap
+
+
 @dataclass(frozen=True)
 class Settings:
     stage: str = "dev"
@@ -81,6 +101,8 @@ class Settings:
     fly_request_timeout_ms: int = 15000
     max_machines_in_flight: int = 1000
     spawn_concurrency: int = 8
+    machine_memory_mb: int = 1024  # the seed's machine; the floor of every request
+    max_machine_memory_mb: int = 8192
 
     orchestrator_url: str = ""
     worker_url: str = "https://ingest.arke.institute"
@@ -115,6 +137,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         stage = _str(env, "STAGE", "dev")
+        machine_memory_mb, max_machine_memory_mb = _memory_range(env)
         return cls(
             stage=stage,
             region=_str(env, "AWS_DEFAULT_REGION", _str(env, "AWS_REGION", "us-east-1")),
@@ -133,6 +156,8 @@ class Settings:
             fly_request_timeout_ms=_int(env, "FLY_REQUEST_TIMEOUT_MS", cls.fly_request_timeout_ms, 100),
             max_machines_in_flight=_int(env, "MAX_MACHINES_IN_FLIGHT", cls.max_machines_in_flight, 1),
             spawn_concurrency=_int(env, "SPAWN_CONCURRENCY", cls.spawn_concurrency, 1),
+            machine_memory_mb=machine_memory_mb,
+            max_machine_memory_mb=max_machine_memory_mb,
             orchestrator_url=_str(env, "ORCHESTRATOR_URL", "").rstrip("/"),
             worker_url=_str(env, "WORKER_URL", cls.worker_url).rstrip("/"),
             r2_bucket=_str(env, "R2_BUCKET", cls.r2_bucket),

@@ -11,7 +11,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import metrics, signing, store
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import machine_size, metrics, r2, signing, store
 from .backoff import jittered_ms
 from .clock import now_ms
 from .errors import FlyError, FlyRateLimitedError
@@ -21,6 +23,7 @@ from .phases import MachineContext, Phase
 from .services import Services
 from .settings import SettingsError
 from .shutdown import destroy_machines
+from .tiff_header import TiffHeaderError
 from .transitions import after_failure, attempts_since_retry
 from .views import task_view_for_phase
 
@@ -41,6 +44,7 @@ class Spawner:
         self.token_deadline = token_deadline
         self.report = SpawnReport()
         self.cap_full = False
+        self.r2_unreachable = False  # a header read got no answer: the pass sizes by default
 
     def spawn(self, phase: Phase) -> None:
         # A machine that could never call back is not worth starting: fail the pass instead
@@ -61,7 +65,32 @@ class Spawner:
             log(phase.log_prefix, "in_flight_cap_reached", batch_id=self.batch_id,
                 cap=self.settings.max_machines_in_flight)
 
-    def machine_context(self, task_id: str, attempt: int) -> MachineContext:
+    def machine_memory_mb(self, phase: Phase, task: Task) -> int:
+        """The memory of the task's next machine: what an out-of-memory end left for it,
+        else what its earlier attempt had (the header is read once per task), else what its
+        image needs (one or two ranged GETs of its header), else the default."""
+        settings = self.settings
+        known = task.next_memory_mb if task.next_memory_mb is not None else task.memory_mb
+        remembered = machine_size.attempt_memory_mb(int(known) if known is not None else None, settings)
+        if remembered is not None:
+            return remembered
+        if not phase.sizes_machine_from_tiff or self.r2_unreachable:
+            return settings.machine_memory_mb
+        header = None
+        try:
+            header = r2.read_tiff_header(self.services.r2(), settings.r2_bucket, task.input_r2_key)
+        except BotoCoreError as exc:
+            # No answer (connection, timeout): the rest of the pass does not wait on R2 again.
+            self.r2_unreachable = True
+            log(phase.log_prefix, "tiff_header_unreadable", batch_id=self.batch_id, task_id=task.task_id,
+                error=str(exc)[:300], rest_of_pass="default memory")
+        except (TiffHeaderError, ClientError) as exc:
+            # The worker will read the same bytes and say precisely what is wrong.
+            log(phase.log_prefix, "tiff_header_unreadable", batch_id=self.batch_id, task_id=task.task_id,
+                error=str(exc)[:300])
+        return machine_size.memory_for_image(header, settings)
+
+    def machine_context(self, task_id: str, attempt: int, memory_mb: int) -> MachineContext:
         settings, services = self.settings, self.services
         secrets = services.secrets()
         key = secrets.get("CALLBACK_SIGNING_KEY")
@@ -72,17 +101,19 @@ class Spawner:
                           f"&spawned={now_ms()}"),  # spawn time, for the callback latency metric
             callback_token=signing.callback_token(key, self.batch_id, task_id, attempt) if key else None,
             presign=None if settings.machine_r2_credentials else services.presign(),
+            memory_mb=memory_mb,
         )
 
     def spawn_one(self, phase: Phase, task: Task) -> str:
         services = self.services
         if self.cap_full or not services.bucket.take(self.token_deadline, services.gate):
             return "no_token"
+        memory_mb = self.machine_memory_mb(phase, task)
         now = now_ms()
         deadline = now + phase.task_timeout_ms(self.settings)
         name = phase.machine_name(task.task_id, int(task.attempts) + 1)
         try:
-            attempt = store.claim_task(self.settings, task, phase.name, name, deadline, now)
+            attempt = store.claim_task(self.settings, task, phase.name, name, deadline, now, memory_mb)
         except store.InFlightCapReached:
             self.cap_full = True
             services.bucket.give_back()
@@ -90,7 +121,7 @@ class Spawner:
         if attempt is None:
             return "lost"
         request = phase.machine_request(self.batch_id, task_view_for_phase(task), attempt,
-                                        self.machine_context(task.task_id, attempt))
+                                        self.machine_context(task.task_id, attempt, memory_mb))
         try:
             machine = services.fly().create_machine(request)
         except FlyRateLimitedError as exc:
@@ -112,7 +143,7 @@ class Spawner:
             return "spawned"
         self.report.spawned += 1
         log(phase.log_prefix, "machine_started", batch_id=self.batch_id, task_id=task.task_id,
-            attempt=attempt, machine_id=machine["id"], name=request["name"])
+            attempt=attempt, machine_id=machine["id"], name=request["name"], memory_mb=memory_mb)
         return "spawned"
 
     def _spawn_failed(self, phase: Phase, task: Task, attempt: int, exc: FlyError) -> str:

@@ -12,11 +12,13 @@ from .backoff import jittered_ms
 from .clock import now_ms
 from .logs import log
 from .phases import Phase
+from .phases.worker_errors import OUT_OF_MEMORY
 from .services import Services
 from .shutdown import destroy_machines
-from .transitions import after_failure, attempts_since_retry
+from .transitions import Outcome, after_failure, attempts_since_retry
 
 TIMEOUT_PAGE = 100
+OOM_CHECKS_PER_PASS = 10  # Get Machine requests a pass may make (Fly: 5/s, bursts of 10)
 
 
 def time_out(services: Services, batch_id: str, phase: Phase, unrecorded: list[str]) -> None:
@@ -24,14 +26,23 @@ def time_out(services: Services, batch_id: str, phase: Phase, unrecorded: list[s
     (names added to `unrecorded`) by name when the creation was never recorded."""
     settings, now = services.settings, now_ms()
     silent: list[str] = []
+    oom_checks = OOM_CHECKS_PER_PASS
     for task in store.timed_out_tasks(batch_id, now, TIMEOUT_PAGE):
         attempt = int(task.attempts)
         since = attempts_since_retry(attempt, int(task.attempts_base or 0))
         move = after_failure(since, settings.max_retry_attempts)
         error = (f"Timed out after {phase.task_timeout_ms(settings)} ms "
                  f"(attempt {attempt}, machine {task.machine_id or 'none'})")
+        outcome = None
+        if task.machine_id and oom_checks > 0:  # killed for memory? then the retry gets more
+            oom_checks -= 1
+            killed = services.fly().killed_for_memory(task.machine_id)
+            oom_checks = 0 if killed is None else oom_checks  # Fly did not answer: stop asking
+            if killed:
+                error += ": the machine was killed for memory (OOM)"
+                outcome = Outcome(ok=False, error=error, error_code=OUT_OF_MEMORY)
         retry_at = now + jittered_ms(since, settings.alarm_delay_error_retry_ms)
-        end = store.AttemptEnd(move, phase.name, error=error, retry_at=retry_at)
+        end = store.AttemptEnd(move, phase.name, outcome=outcome, error=error, retry_at=retry_at)
         if store.end_attempt(settings, batch_id, task.task_id, attempt, end, now):
             log(phase.log_prefix, "task_timed_out", batch_id=batch_id, task_id=task.task_id,
                 attempt=attempt, machine_id=task.machine_id, move=move.value)

@@ -52,6 +52,8 @@ def task_json(task: Task) -> dict[str, Any]:
         "history": attempt_history(task),
         "last_error": task.last_error,
         "error_code": task.error_code,
+        "memory_mb": int(task.memory_mb) if task.memory_mb is not None else None,
+        "next_memory_mb": int(task.next_memory_mb) if task.next_memory_mb is not None else None,
         "planned_output_key": task.planned_output_key,
         "output_r2_key": task.output_r2_key,
         "output_file_name": task.output_file_name,
@@ -78,6 +80,7 @@ def attempt_history(task: Task) -> list[dict[str, Any]]:
         elif isinstance(value, dict):
             entry.update(value)
     return [{"attempt": n, "machine_name": e.get("machine_name"), "machine_id": e.get("machine_id"),
+             "memory_mb": int(e["memory_mb"]) if e.get("memory_mb") is not None else None,
              "started_at": iso(e.get("started_at")), "ended_at": iso(e.get("ended_at")),
              "outcome": e.get("outcome"), "error": e.get("error")}
             for n, e in sorted(attempts.items())]

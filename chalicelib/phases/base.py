@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..machine_size import machine_guest
 from ..settings import Settings
 from ..transitions import Outcome
 
@@ -69,6 +70,7 @@ class MachineContext:
     callback_url: str
     callback_token: str | None = field(default=None, repr=False)
     presign: Presign | None = field(default=None, repr=False)
+    memory_mb: int = 1024  # the machine's guest.memory_mb (machine_size.py decides it)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class Phase(ABC):
     log_prefix: str
     next_phase: str | None = None
     machine_prefix: str = "task"
+    # Whether the runner sizes the machine's memory from the input's TIFF header.
+    sizes_machine_from_tiff: bool = False
 
     def task_id(self, batch_id: str, key: str) -> str:
         return task_id_for(self.task_prefix, batch_id, key)
@@ -144,6 +148,6 @@ class Phase(ABC):
                 "env": self.machine_env(batch_id, task, attempt, ctx),
                 "auto_destroy": True,
                 "restart": {"policy": "no"},
-                "guest": {"memory_mb": 1024, "cpus": 2, "cpu_kind": "shared"},
+                "guest": machine_guest(ctx.memory_mb),
             },
         }

@@ -35,6 +35,7 @@ class TiffConversion(Phase):
     task_prefix = "tiff"
     machine_prefix = "tiff"
     log_prefix = "[TiffConversion]"
+    sizes_machine_from_tiff = True
 
     def __init__(self, next_phase: str | None = None) -> None:
         self.next_phase = next_phase

@@ -14,6 +14,7 @@ import re
 
 PERMANENT = "permanent"
 RETRY = "retry"
+OUT_OF_MEMORY = "out_of_memory"  # retried on a machine with twice the memory (machine_size.py)
 
 ERROR_CODES: dict[str, str] = {
     "input_missing": PERMANENT,  # R2 has no such key (404, NoSuchKey)
@@ -21,7 +22,7 @@ ERROR_CODES: dict[str, str] = {
     "corrupt": PERMANENT,  # a TIFF, but truncated or damaged
     "unsupported": PERMANENT,  # a valid TIFF of a kind no decoder renders
     "too_large": PERMANENT,  # over the pixel limit (a bomb, or a scan past WORKER_MAX_PIXELS)
-    "out_of_memory": RETRY,  # the machine was too small (or the OOM killer struck)
+    OUT_OF_MEMORY: RETRY,  # the machine was too small (or the OOM killer struck)
     "transfer_failed": RETRY,  # download/upload failed: network, 5xx, throttling
     "timeout": RETRY,  # the conversion ran past its wall-clock limit
     "internal": RETRY,  # a bug or a bad environment: maybe not on the next machine

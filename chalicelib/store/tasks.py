@@ -18,8 +18,9 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
-from .. import timeline
+from .. import machine_size, timeline
 from ..models import IN_FLIGHT_KEY, Batch, File, InFlight, Task
+from ..phases.worker_errors import OUT_OF_MEMORY
 from ..settings import Settings
 from ..states import BatchStatus, TaskStatus
 from ..transitions import Move, Outcome
@@ -29,6 +30,8 @@ from .dynamo import CONDITION_FAILED, MAX_TRANSACT_ITEMS, lost_race, transact
 # a pending task's retry time plus this offset. Two range queries then find "timed out"
 # and "ready to spawn" separately, each exactly, without reading the other kind.
 PENDING_OFFSET = 10**14
+# An out_of_memory end of an attempt claimed before memory was recorded: twice the seed's 1024.
+SEED_MEMORY_AFTER_OOM_MB = 2048
 # A closing transaction holds the tasks, the batch and the in-flight counter.
 CLOSE_PAGE = MAX_TRANSACT_ITEMS - 2
 
@@ -171,18 +174,23 @@ def _check_start_key(key: dict[str, Any], batch_id: str, status: str | None) -> 
 # ---- moving ------------------------------------------------------------------------------
 
 def claim_task(settings: Settings, task: Task, phase: str, machine_name: str, deadline: int,
-               now: int) -> int | None:
+               now: int, memory_mb: int | None = None) -> int | None:
     """pending -> processing for the next attempt; returns the attempt, None if the task or
-    the batch moved first, InFlightCapReached if the shared cap is full."""
+    the batch moved first, InFlightCapReached if the shared cap is full. Records the memory
+    the attempt's machine gets, and what the next gets should this one run out of it."""
     attempt = int(task.attempts) + 1
+    memory_mb = memory_mb or settings.machine_memory_mb
+    after_oom = machine_size.escalated_memory_mb(memory_mb, settings)
 
     def build(tx: Any) -> None:
         tx.update(Task(task.batch_id, task.task_id),
                   actions=[*_moved_to(TaskStatus.PROCESSING, task.task_id), Task.attempts.set(attempt),
                            Task.open_due.set(deadline), Task.attempt_started_at.set(now),
                            Task.machine_id.remove(), Task.machine_name.set(machine_name),
-                           Task.updated_at.set(now),
-                           _log(attempt, "start").set({"started_at": now, "machine_name": machine_name})],
+                           Task.updated_at.set(now), Task.memory_mb.set(memory_mb),
+                           Task.memory_mb_after_oom.set(after_oom),
+                           _log(attempt, "start").set({"started_at": now, "machine_name": machine_name,
+                                                       "memory_mb": memory_mb})],
                   condition=(Task.status == TaskStatus.PENDING.value) & (Task.attempts == task.attempts))
         tx.update(Batch(task.batch_id), actions=[Batch.tasks_in_flight.add(1), Batch.updated_at.set(now)],
                   condition=Batch.status == phase)
@@ -265,6 +273,11 @@ def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple
     code = end.outcome.error_code if end.outcome is not None else None
     task += [Task.last_error.set(end.error or "unknown error"),
              Task.error_code.set(code) if code else Task.error_code.remove()]
+    if code == OUT_OF_MEMORY:
+        # What this attempt's claim wrote for the next (no read: the condition pins the
+        # item to this attempt); a task claimed before memory was recorded ran on the seed's
+        # 1024 MB machine.
+        task.append(Task.next_memory_mb.set(Task.memory_mb_after_oom | SEED_MEMORY_AFTER_OOM_MB))
     if end.move is Move.RETRY:
         retry_at = end.retry_at if end.retry_at is not None else now
         task += [*_moved_to(TaskStatus.PENDING, task_id), Task.open_due.set(pending_due(retry_at))]

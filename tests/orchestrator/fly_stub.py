@@ -23,6 +23,9 @@ class FlyStub:
         self.retry_after = "2"
         self.timeout_s = 1.5
         self.listed = 0
+        self.shown: list[str] = []  # ids asked for one by one (Get Machine)
+        self.oom_killed: set[str] = set()  # machines whose exit event says oom_killed
+        self.show_answer = 200  # Get Machine's status (429: rate limited)
         self._lock = threading.Lock()
         self._counter = 0
         stub = self
@@ -63,7 +66,20 @@ class FlyStub:
                 else:
                     self._send(int(answer), {"error": f"injected {answer}"})
 
-            def do_GET(self) -> None:  # noqa: N802 - Machines_list: the live machines
+            def do_GET(self) -> None:  # noqa: N802 - Machines_list, or Get Machine by id
+                machine_id = self.path.split("?")[0].rstrip("/").split("/")[-1]
+                if machine_id != "machines":
+                    with stub._lock:
+                        stub.shown.append(machine_id)
+                        killed = machine_id in stub.oom_killed
+                    if stub.show_answer != 200:
+                        self._send(stub.show_answer, {"error": "rate limit exceeded"}, {"Retry-After": "1"})
+                        return
+                    exit_event = {"exit_code": 137 if killed else 0, "oom_killed": killed}
+                    self._send(200, {"id": machine_id, "state": "destroyed", "events": [
+                        {"type": "destroy", "status": "destroyed"},
+                        {"type": "exit", "status": "stopped", "request": {"exit_event": exit_event}}]})
+                    return
                 with stub._lock:
                     stub.listed += 1
                     live = [{"id": r["id"], "name": r["body"].get("name"), "state": "started"}
