@@ -109,3 +109,17 @@ def test_two_ticks_at_once_never_exceed_the_in_flight_cap(services, client, fly,
     run_pass(services)
     assert len(fly.created()) == 10 and store.in_flight_machines() == 5
 
+
+
+def test_a_batch_left_no_capacity_in_a_round_tries_no_claim(services, fly, env):
+    """The cap is the counter's condition; the round's capacity, passed on from batch to
+    batch, keeps a batch that cannot get a machine from even trying (a claim refused by
+    the cap is a transaction paid for nothing)."""
+    services = make_services(env, MAX_MACHINES_IN_FLIGHT="3")
+    for batch_id in ("batch_one", "batch_two"):
+        app.intake(sqs_event(message(batch_id, tiffs=3, others=0)), LambdaContext(30))
+    hooks = DynamoHooks(services.settings)
+    run_pass(services)
+    hooks.detach()
+    assert len(fly.created()) == 3
+    assert [op for _, op in hooks.calls].count("TransactWriteItems") == 3  # the three claims
