@@ -23,6 +23,7 @@ class FlyStub:
         self.retry_after = "2"
         self.timeout_s = 1.5
         self.listed = 0
+        self.lists_machines = True  # False: Machines_list lags and shows none yet
         self.shown: list[str] = []  # ids asked for one by one (Get Machine)
         self.oom_killed: set[str] = set()  # machines whose exit event says oom_killed
         self.show_answer = 200  # Get Machine's status (429: rate limited)
@@ -83,7 +84,7 @@ class FlyStub:
                 with stub._lock:
                     stub.listed += 1
                     live = [{"id": r["id"], "name": r["body"].get("name"), "state": "started"}
-                            for r in stub.created() if r["id"] not in stub.deleted]
+                            for r in stub.created() if r["id"] not in stub.deleted and stub.lists_machines]
                 data = json.dumps(live).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

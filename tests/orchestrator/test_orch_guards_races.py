@@ -111,6 +111,20 @@ def test_machine_created_for_a_task_reset_meanwhile_is_destroyed(services, clien
     assert get_status(client)["progress"]["tasks_in_flight"] == 0
 
 
+
+def test_the_spawn_destroys_a_machine_reset_could_not_find_yet(services, client, fly):
+    """The same race while Fly's machine list lags behind the creation: reset finds no
+    machine by the name, so the pass that was refused its record must destroy it."""
+    _start()
+    fly.lists_machines = False
+    resets = []
+    with before_first(services.settings, "UpdateItem", lambda: resets.append(post_admin(client, "reset")),
+                      match=b"machine_id") as fired:
+        scheduler.run_due_passes(services, "test-tick")
+    assert fired and resets[0].json_body["machines_destroyed"] == 0
+    [created] = fly.created()
+    assert fly.deleted == [created["id"]]
+
 def test_reset_does_not_overwrite_a_task_that_moved_after_its_read(services, client, fly):
     """Reset reads a page of open tasks; before its transaction lands, the spawn's 429
     puts the task back to pending (attempt not counted). Reset must read again, not close
