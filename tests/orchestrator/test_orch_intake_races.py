@@ -193,3 +193,27 @@ def test_a_reset_during_intake_stops_it_and_leaves_no_open_task(fast_lease, clie
     assert outcome == ["superseded"]
     assert get_status(client)["status"] == "ERROR"
     assert not [t for t in _state("batch_abc")["tasks"] if t[1] in ("pending", "processing")]
+
+
+def test_an_intake_whose_claim_was_taken_over_writes_nothing_even_before_activation(fast_lease):
+    """A stalls past its claim; B takes the claim over but has not activated yet when A
+    resumes. A must stop at its next write (the fence names the owner, not only INTAKE)."""
+    body = message(tiffs=3, others=1)
+    hooks = DynamoHooks(fast_lease.settings)
+    a_reached, a_release = hooks.hold("copy-a", updates_batch_item)  # A's fresh claim
+    results: dict[str, str] = {}
+    a = threading.Thread(target=lambda: results.update(a=_intake(body, "copy-a")), name="copy-a")
+    a.start()
+    assert a_reached.wait(10)
+    time.sleep(LEASE_S + 0.1)
+    b_reached, b_release = hooks.hold("copy-b", updates_batch_item)  # B's take-over
+    b = threading.Thread(target=lambda: results.update(b=_intake(body, "copy-b")), name="copy-b")
+    b.start()
+    assert b_reached.wait(10)
+    a_release.set()
+    a.join(10)
+    b_release.set()
+    b.join(10)
+    hooks.detach()
+    assert results == {"a": "superseded", "b": "started"}
+    assert _state("batch_abc")["total"] == 3

@@ -123,3 +123,8 @@ def test_a_batch_left_no_capacity_in_a_round_tries_no_claim(services, fly, env):
     hooks.detach()
     assert len(fly.created()) == 3
     assert [op for _, op in hooks.calls].count("TransactWriteItems") == 3  # the three claims
+    # the next round starts from the shared counter: still full, so no claim is tried at all
+    hooks = DynamoHooks(services.settings)
+    run_pass(services)
+    hooks.detach()
+    assert [op for _, op in hooks.calls].count("TransactWriteItems") == 0 and len(fly.created()) == 3
