@@ -12,6 +12,7 @@ ours is replaced; both actors run their real code against moto.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ from .conftest import (
     run_pass,
     sqs_event,
 )
+from .ddb_hooks import DynamoHooks
 
 
 @contextlib.contextmanager
@@ -269,3 +271,35 @@ def test_intake_finished_by_a_second_copy_is_activated_once(services, client, fl
     assert task["status"] == "processing" and task["machine_id"] == created["id"]
     assert _recount() == (Counter(processing=1), {"completed": 0, "failed": 0, "in_flight": 1})
     assert get_status(client)["status"] == "TIFF_CONVERSION"
+
+
+def test_two_retries_at_once_one_runs_the_tasks_and_the_other_is_409(services, client, fly, ingest):
+    """The second retry read the batch (one failed task) before the first reopened that
+    task, and reaches the store after it did: it finds nothing to reopen and must say so,
+    not reopen the batch itself (the first, which did the work, would then get a 409)."""
+    _start()
+    run_pass(services)
+    env = fly.requests[0]["body"]["config"]["env"]
+    post_callback(client, fly.requests[0], {"task_id": env["TASK_ID"], "batch_id": "batch_abc",
+                                            "status": "error", "error": "Failed to download TIFF: 404 Not Found"})
+    run_pass(services)
+    run_pass(services)
+    assert get_status(client)["status"] == "DONE"
+    hooks = DynamoHooks(services.settings)
+    reached, release = hooks.hold("retry-2", lambda op, params: op == "GetItem"
+                                  and "batches" in str(params.get("TableName")))
+    second: list = []
+    other = threading.Thread(target=lambda: second.append(post_admin(client, "retry")), name="retry-2")
+    other.start()
+    assert reached.wait(10)
+
+    def let_the_second_finish() -> None:
+        release.set()
+        other.join(10)
+
+    with before_first(services.settings, "UpdateItem", let_the_second_finish, match=b"delivery_generation") as fired:
+        first = post_admin(client, "retry")
+    hooks.detach()
+    assert fired
+    assert second[0].status_code == 409 and "no failed task" in second[0].json_body["error"]
+    assert first.status_code == 200 and first.json_body["tasks_retried"] == 1
