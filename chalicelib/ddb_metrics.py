@@ -16,6 +16,14 @@ from .models import CLIENT_MODELS
 from .settings import Settings
 
 
+def dynamodb_clients(settings: Settings) -> list[Any]:
+    """Every botocore DynamoDB client the orchestrator sends requests through, once each:
+    one per model's connection, and the transaction connection."""
+    clients = [m._get_connection().connection.client for m in CLIENT_MODELS]
+    clients.append(store.connection(settings).client)
+    return list({id(c): c for c in clients}.values())
+
+
 class RequestCounter:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -27,9 +35,7 @@ class RequestCounter:
             self.counts[model.name] += 1
 
     def attach(self, settings: Settings) -> RequestCounter:
-        clients = [m._get_connection().connection.client for m in CLIENT_MODELS]
-        clients.append(store.connection(settings).client)
-        for client in {id(c): c for c in clients}.values():
+        for client in dynamodb_clients(settings):
             client.meta.events.register("before-call.dynamodb", self._on_call)
             self._clients.append(client)
         return self

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib import store
-from chalicelib.models import CLIENT_MODELS
+from chalicelib.ddb_metrics import dynamodb_clients
 from chalicelib.settings import Settings
 
 
@@ -41,9 +40,7 @@ class DynamoHooks:
         self._hooks: list[_Hook] = []
         self._lock = threading.Lock()
         self._current = threading.local()  # the params of this thread's request
-        clients = [m._get_connection().connection.client for m in CLIENT_MODELS]
-        clients.append(store.connection(settings).client)
-        self._clients = list({id(c): c for c in clients}.values())
+        self._clients = dynamodb_clients(settings)
         for client in self._clients:
             client.meta.events.register("before-parameter-build.dynamodb", self._before)
             client.meta.events.register("after-call.dynamodb", self._after)

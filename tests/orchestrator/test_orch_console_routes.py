@@ -11,6 +11,7 @@ import re
 
 import app
 from chalicelib import store, timeline
+from chalicelib.ddb_metrics import RequestCounter
 from chalicelib.timeline import MINUTE_MS, eta_seconds, points, rate_per_minute
 from chalicelib.transitions import Move
 
@@ -23,7 +24,7 @@ from .conftest import (
     run_pass,
     sqs_event,
 )
-from .test_orch_cost import RequestCounter
+from .test_orch_cost import _during
 
 
 def _timeline(client, batch_id="batch_abc"):
@@ -60,10 +61,10 @@ def test_timeline_counts_what_ended_once(services, client, fly, env):
 def test_a_callback_costs_one_transaction_with_the_timeline(services, client, fly):
     app.intake(sqs_event(message(tiffs=2, others=0)), LambdaContext(30))
     run_pass(services)
-    counter = RequestCounter(services.settings)
-    calls = counter.during(lambda: post_callback(client, fly.requests[0]))
+    counter = RequestCounter().attach(services.settings)
+    calls = _during(counter, lambda: post_callback(client, fly.requests[0]))
     assert calls == {"TransactWriteItems": 1}
-    reads = counter.during(lambda: _timeline(client))
+    reads = _during(counter, lambda: _timeline(client))
     assert reads == {"GetItem": 1}
 
 
@@ -100,9 +101,9 @@ def test_count_action_only_for_ended_tasks():
 def test_batches_lists_newest_first_in_pages_without_a_scan(services, client):
     for i in range(3):
         app.intake(sqs_event(message(f"batch_{i}", tiffs=1, others=0)), LambdaContext(30))
-    counter = RequestCounter(services.settings)
+    counter = RequestCounter().attach(services.settings)
     first = {}
-    calls = counter.during(lambda: first.update(client.http.get("/batches?limit=2").json_body))
+    calls = _during(counter, lambda: first.update(client.http.get("/batches?limit=2").json_body))
     assert "Scan" not in calls and calls["Query"] == 2 and calls["BatchGetItem"] == 1
     assert [b["batch_id"] for b in first["recent"]] == ["batch_2", "batch_1"]
     assert sorted(b["batch_id"] for b in first["active"]) == ["batch_0", "batch_1", "batch_2"]

@@ -7,8 +7,7 @@ import time
 from collections import Counter
 
 import app
-from chalicelib import store
-from chalicelib.models import CLIENT_MODELS
+from chalicelib.ddb_metrics import RequestCounter
 
 from .conftest import (
     LambdaContext,
@@ -22,25 +21,11 @@ from .conftest import (
 )
 
 
-class RequestCounter:
-    """Every DynamoDB API call the orchestrator makes, by operation name."""
-
-    def __init__(self, settings) -> None:
-        self.calls: list[str] = []
-        clients = [model._get_connection().connection.client for model in CLIENT_MODELS]
-        clients.append(store.connection(settings).client)
-        emitters = {id(c.meta.events): c.meta.events for c in clients}
-        assert all(c.meta.service_model.service_name == "dynamodb" for c in clients)
-        for emitter in emitters.values():
-            emitter.register("before-call.dynamodb", self._count)
-
-    def _count(self, model, **_kwargs) -> None:
-        self.calls.append(model.name)
-
-    def during(self, action) -> Counter:
-        start = len(self.calls)
-        action()
-        return Counter(self.calls[start:])
+def _during(counter: RequestCounter, action) -> Counter:
+    """The DynamoDB requests `action` makes, by operation name."""
+    counter.take()
+    action()
+    return counter.take()
 
 
 def _batch(tiffs: int, batch_id: str) -> dict:
@@ -59,14 +44,14 @@ def test_callback_cost_does_not_grow_with_the_batch(services, client, fly, env):
     for request in fly.requests:
         by_batch.setdefault(callback_path(request)[1]["BATCH_ID"], []).append(request)
 
-    counter = RequestCounter(services.settings)
+    counter = RequestCounter().attach(services.settings)
     costs = {}
     for batch_id, (first, second) in by_batch.items():
         _, env2 = callback_path(second)
         costs[batch_id] = {
-            "success": counter.during(lambda first=first: post_callback(client, first)),
-            "duplicate": counter.during(lambda first=first: post_callback(client, first)),
-            "retryable_error": counter.during(
+            "success": _during(counter, lambda first=first: post_callback(client, first)),
+            "duplicate": _during(counter, lambda first=first: post_callback(client, first)),
+            "retryable_error": _during(counter,
                 lambda second=second, env2=env2: post_callback(client, second, error_body(env2, "ECONNRESET"))),
         }
     small, big = costs["batch_small"], costs["batch_big"]

@@ -21,9 +21,10 @@ from typing import Any
 import app
 from chalicelib import admin, scheduler, store
 from chalicelib.clock import now_ms
+from chalicelib.ddb_metrics import dynamodb_clients
 from chalicelib.delivery import deliver
 from chalicelib.errors import IntakeBusy
-from chalicelib.models import CLIENT_MODELS, Batch, Task
+from chalicelib.models import Batch, Task
 from chalicelib.runner import monotonic_deadline
 from chalicelib.spawner import Spawner
 from chalicelib.states import RESET_ERROR
@@ -48,8 +49,7 @@ def before_first(settings: Any, operation: str, action: Callable[[], None],
     contains `match` is sent (by any of the orchestrator's clients). Yields a flag list:
     [True] once it ran."""
     fired: list[bool] = []
-    clients = [model._get_connection().connection.client for model in CLIENT_MODELS]
-    clients.append(store.connection(settings).client)
+    clients = dynamodb_clients(settings)
     emitters = {id(c.meta.events): c.meta.events for c in clients}
 
     def hook(params: dict[str, Any], **_kwargs: Any) -> None:
