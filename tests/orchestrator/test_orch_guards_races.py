@@ -12,6 +12,7 @@ ours is replaced; both actors run their real code against moto.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections import Counter
@@ -21,7 +22,6 @@ from typing import Any
 import app
 from chalicelib import admin, scheduler, store
 from chalicelib.clock import now_ms
-from chalicelib.ddb_metrics import dynamodb_clients
 from chalicelib.delivery import deliver
 from chalicelib.errors import IntakeBusy
 from chalicelib.models import Batch, Task
@@ -45,27 +45,22 @@ from .ddb_hooks import DynamoHooks
 @contextlib.contextmanager
 def before_first(settings: Any, operation: str, action: Callable[[], None],
                  match: bytes = b"") -> Iterator[list[bool]]:
-    """Run `action` once, just before the first DynamoDB `operation` request whose body
-    contains `match` is sent (by any of the orchestrator's clients). Yields a flag list:
-    [True] once it ran."""
+    """Run `action` once, just before the first DynamoDB `operation` request whose
+    parameters contain `match` is sent (by any of the orchestrator's clients). Yields a
+    flag list: [True] once it ran."""
     fired: list[bool] = []
-    clients = dynamodb_clients(settings)
-    emitters = {id(c.meta.events): c.meta.events for c in clients}
+    hooks = DynamoHooks(settings)
+    text = match.decode()
 
-    def hook(params: dict[str, Any], **_kwargs: Any) -> None:
-        body = params.get("body") or b""
-        if not fired and match in (body if isinstance(body, bytes) else body.encode()):
-            fired.append(True)  # first, so the action's own requests pass straight through
-            action()
+    def run() -> None:
+        fired.append(True)
+        action()
 
-    event = f"before-call.dynamodb.{operation}"
-    for emitter in emitters.values():
-        emitter.register(event, hook)
+    hooks.once(lambda op, params: op == operation and text in json.dumps(params, default=str), run, before=True)
     try:
         yield fired
     finally:
-        for emitter in emitters.values():
-            emitter.unregister(event, hook)
+        hooks.detach()
 
 
 def _start(tiffs: int = 1) -> None:
