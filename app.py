@@ -97,6 +97,15 @@ def callback(batch_id: str, task_id: str) -> Response:
     return _answer(api.callback(get_services(), batch_id, task_id, raw, _query(), _headers()))
 
 
+@_route("/pool/{batch_id}/machines/{machine_name}/{kind}", "POST")
+def pool(batch_id: str, machine_name: str, kind: str) -> Response:
+    """A pool machine's pull and heartbeat (docs/pool.md); anything else is 404."""
+    if kind not in ("pull", "heartbeat"):
+        return _answer(api.error(404, "no such route"))
+    request = app.current_request
+    return _answer(api.pool_request(get_services(), kind, batch_id, machine_name, request.raw_body, _headers()))
+
+
 @_route("/admin/{action}/{batch_id}", "POST")
 def admin(action: str, batch_id: str) -> Response:
     """reset, retry and redeliver; anything else is 404 like an unknown route."""

@@ -22,6 +22,7 @@ from .ids import id_problem
 from .logs import log
 from .messages import parse_body
 from .models import Batch
+from .pool import machine_api
 from .services import Services
 from .timeline import timeline_json
 from .views import TASK_STATUSES, batch_status, task_json
@@ -112,7 +113,8 @@ def callback(services: Services, batch_id: str, task_id: str, raw: bytes | None,
         return error(413, "callback body is larger than 1 MB")
     try:
         result = callbacks.handle_callback(services, batch_id, task_id, raw, query.get("attempt"),
-                                           headers.get("authorization"), query.get("spawned"))
+                                           headers.get("authorization"), query.get("spawned"),
+                                           query.get("machine"))
     except UnauthorizedError as exc:
         log("[Callback]", "unauthorized", batch_id=batch_id[:128], task_id=task_id[:128], reason=str(exc))
         return error(401, str(exc))
@@ -126,6 +128,23 @@ def callback(services: Services, batch_id: str, task_id: str, raw: bytes | None,
     if not result.counted:
         body.update(ignored=True, detail=result.detail)
     return 200, body
+
+
+def pool_request(services: Services, kind: str, batch_id: str, machine_name: str, raw: bytes | None,
+                 headers: Mapping[str, str]) -> Answer:
+    """POST /pool/{batchId}/machines/{name}/pull|heartbeat (docs/pool.md)."""
+    authorization = headers.get("authorization")
+    try:
+        if kind == "pull":
+            return 200, machine_api.pull(services, batch_id, machine_name, authorization)
+        return 200, machine_api.heartbeat(services, batch_id, machine_name, raw, authorization)
+    except UnauthorizedError as exc:
+        log("[Pool]", "unauthorized", batch_id=batch_id[:128], machine_name=machine_name[:128], request=kind)
+        return error(401, str(exc))
+    except InvalidCallbackError as exc:
+        return error(400, str(exc))
+    except NotFoundError as exc:
+        return error(404, str(exc))
 
 
 def admin_denied(services: Services, headers: Mapping[str, str]) -> Answer | None:

@@ -80,7 +80,7 @@ def authorize(services: Services, batch_id: str, task_id: str, attempt: int | No
 
 def handle_callback(services: Services, batch_id: str, task_id: str, raw: bytes | None,
                     attempt_param: str | None, authorization: str | None = None,
-                    spawned_param: str | None = None) -> CallbackResult:
+                    spawned_param: str | None = None, machine_param: str | None = None) -> CallbackResult:
     attempt = parse_route(batch_id, task_id, attempt_param)
     authorize(services, batch_id, task_id, attempt, authorization)
     body = parse_body(batch_id, task_id, raw)
@@ -93,7 +93,19 @@ def handle_callback(services: Services, batch_id: str, task_id: str, raw: bytes 
         if task is None:
             raise NotFoundError(_missing(batch_id, task_id))
         attempt = int(task.attempts)
-    move, counted = apply_outcome(services, phase.name, batch_id, task_id, attempt, outcome)
+    machine = machine_param or None  # a pool attempt's machine (its callback URL says; the condition checks)
+    if machine is not None and id_problem(machine, "machine"):
+        raise InvalidCallbackError(f"machine: {id_problem(machine, 'machine')}")
+    move, counted = apply_outcome(services, phase.name, batch_id, task_id, attempt, outcome, machine)
+    task = None
+    if not counted:
+        task = store.get_task(batch_id, task_id)
+        held_by = task.pool_machine if task is not None else None
+        if (task is not None and task.status == "processing" and int(task.attempts) == attempt
+                and (held_by or None) != machine):
+            # the URL named the wrong machine (or none): the attempt is still in flight, so
+            # end it as what it is; the token already proved it is this attempt's result
+            move, counted = apply_outcome(services, phase.name, batch_id, task_id, attempt, outcome, held_by)
     if counted:
         log("[Callback]", "task_" + {"complete": "completed", "retry": "retrying", "fail": "failed"}[move.value],
             batch_id=batch_id, task_id=task_id, attempt=attempt, error=outcome.error,
@@ -102,7 +114,6 @@ def handle_callback(services: Services, batch_id: str, task_id: str, raw: bytes 
         metrics.callback_counted(services.settings.stage, phase.name, batch_id, task_id, move.value,
                                  metrics.latency_ms(spawned_param, now_ms()))
         return CallbackResult(True)
-    task = store.get_task(batch_id, task_id)
     if task is None:
         raise NotFoundError(_missing(batch_id, task_id))
     detail = f"task is {task.status} at attempt {int(task.attempts)}; callback was for attempt {attempt}"
@@ -112,7 +123,7 @@ def handle_callback(services: Services, batch_id: str, task_id: str, raw: bytes 
 
 
 def apply_outcome(services: Services, phase: str, batch_id: str, task_id: str, attempt: int,
-                  outcome: Outcome) -> tuple[Move, bool]:
+                  outcome: Outcome, pool_machine: str | None = None) -> tuple[Move, bool]:
     """End the attempt as the outcome says, without reading the task. A retryable error
     is retried only while attempts remain since the last admin retry: the retry's own
     condition says so, and when it fails the same attempt is failed instead (if it is
@@ -123,12 +134,12 @@ def apply_outcome(services: Services, phase: str, batch_id: str, task_id: str, a
     move = on_callback(outcome)
     limit = settings.max_retry_attempts if move is Move.RETRY else None
     end = store.AttemptEnd(move, phase, outcome=outcome, error=outcome.error, retry_at=retry_at,
-                           attempts_left_below=limit, keep_planned_output=keep)
+                           attempts_left_below=limit, keep_planned_output=keep, pool_machine=pool_machine)
     if store.end_attempt(settings, batch_id, task_id, attempt, end, now):
         return move, True
     if move is not Move.RETRY:
         return move, False
-    final = store.AttemptEnd(Move.FAIL, phase, outcome=outcome, error=outcome.error)
+    final = store.AttemptEnd(Move.FAIL, phase, outcome=outcome, error=outcome.error, pool_machine=pool_machine)
     return Move.FAIL, store.end_attempt(settings, batch_id, task_id, attempt, final, now)
 
 

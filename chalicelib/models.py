@@ -22,6 +22,7 @@ from pynamodb.attributes import (
     MapAttribute,
     NumberAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
 )
 from pynamodb.indexes import (
     AllProjection,
@@ -58,6 +59,20 @@ class RecentIndex(GlobalSecondaryIndex["Batch"]):
     started_at = NumberAttribute(range_key=True)
 
 
+class _LiveIndexMeta:
+    index_name = "live-index"
+    projection = AllProjection()
+
+
+class LiveIndex(GlobalSecondaryIndex["Batch"]):
+    """Declared on Batch only so that the batches table is created with it (Machine's items
+    are the only ones that fill it; see MachineLiveIndex)."""
+
+    Meta = _LiveIndexMeta
+    live_batch = UnicodeAttribute(hash_key=True)
+    live_seen = NumberAttribute(range_key=True)
+
+
 class Batch(Model):
     class Meta:
         table_name = "arke-preprocess-batches"
@@ -71,6 +86,9 @@ class Batch(Model):
     active_index = ActiveIndex()
     listed = UnicodeAttribute(null=True)
     recent_index = RecentIndex()
+    live_batch = UnicodeAttribute(null=True)  # never set on a batch: see LiveIndex
+    live_seen = NumberAttribute(null=True)
+    live_index = LiveIndex()
 
     tasks_total = NumberAttribute(default=0)
     tasks_completed = NumberAttribute(default=0)
@@ -105,8 +123,62 @@ class Batch(Model):
     timeline = MapAttribute(null=True)
     reopened_at = NumberAttribute(null=True)  # the last admin retry or redelivery
 
+    # Pool mode (docs/pool.md). Counters moved by the machine records' transactions; the
+    # seconds per task are summed by the success callbacks (no read) and averaged by the
+    # pass, which also writes the target it chose and the pool size per minute (the chart).
+    machines_live = NumberAttribute(null=True)
+    machines_created = NumberAttribute(null=True)
+    machines_peak = NumberAttribute(null=True)
+    pool_target = NumberAttribute(null=True)
+    pool_reason = UnicodeAttribute(null=True)
+    task_ms_total = NumberAttribute(null=True)
+    task_ms_count = NumberAttribute(null=True)
+    task_ms_seen = JSONAttribute(null=True)  # {"total": .., "count": ..} the pass last averaged
+    task_ms_avg = NumberAttribute(null=True)
+    pool_timeline = MapAttribute(null=True)  # "m<minute>" -> live machines at the last pass
+
 
 IN_FLIGHT_KEY = "#in-flight"  # no batch id can start with '#' (ids.py)
+MACHINE_KEY_PREFIX = "#machine#"
+
+
+def machine_key(batch_id: str, name: str) -> str:
+    return f"{MACHINE_KEY_PREFIX}{batch_id}#{name}"
+
+
+class MachineLiveIndex(GlobalSecondaryIndex["Machine"]):
+    """A batch's machines that are not gone, by when they were last heard from. Sparse:
+    `live_batch` is removed when a machine is gone, so the index holds only live ones, and
+    "silent since" is one range query."""
+
+    Meta = _LiveIndexMeta
+    live_batch = UnicodeAttribute(hash_key=True)
+    live_seen = NumberAttribute(range_key=True)
+
+
+class Machine(Model):
+    """A pool machine (a unit of compute), apart from the tasks it runs (units of work). It
+    lives in the batches table under a key no batch id can have, with no `active` and no
+    `listed`, so the batch indexes never see it."""
+
+    class Meta:
+        table_name = "arke-preprocess-batches"
+        billing_mode = "PAY_PER_REQUEST"
+
+    batch_id = UnicodeAttribute(hash_key=True)  # machine_key(batch, name)
+    batch = UnicodeAttribute()
+    name = UnicodeAttribute()
+    state = UnicodeAttribute()  # creating, running, gone (states.MachineState)
+    machine_id = UnicodeAttribute(null=True)  # Fly's id, once its creation answered
+    live_batch = UnicodeAttribute(null=True)
+    live_seen = NumberAttribute(null=True)
+    live_index = MachineLiveIndex()
+    created_at = NumberAttribute()
+    last_seen = NumberAttribute()
+    gone_at = NumberAttribute(null=True)
+    gone_reason = UnicodeAttribute(null=True)
+    holding = UnicodeSetAttribute(null=True)  # task ids it holds now
+    tasks_done = NumberAttribute(default=0)
 
 
 class InFlight(Model):
@@ -179,6 +251,7 @@ class Task(Model):
     memory_mb_after_oom = NumberAttribute(null=True)
     next_memory_mb = NumberAttribute(null=True)
 
+    pool_machine = UnicodeAttribute(null=True)  # the pool machine holding this attempt, if pooled
     planned_output_key = UnicodeAttribute(null=True)  # decided at intake (phases/output_keys.py)
     output_r2_key = UnicodeAttribute(null=True)  # written: set when the task completes
     output_file_name = UnicodeAttribute(null=True)
@@ -203,13 +276,13 @@ class File(Model):
 
 
 MODELS: tuple[type[Model], ...] = (Batch, Task, File)  # one per table
-CLIENT_MODELS: tuple[type[Model], ...] = (*MODELS, InFlight)  # each holds its own connection
+CLIENT_MODELS: tuple[type[Model], ...] = (*MODELS, InFlight, Machine)  # each holds its own connection
 
 
 def configure_models(settings: Settings) -> None:
     """Point the models at this stage's tables. The endpoint comes from botocore's own
     configuration (`AWS_ENDPOINT_URL`), so the local stack needs no branch here."""
-    names = {Batch: settings.batches_table, InFlight: settings.batches_table,
+    names = {Batch: settings.batches_table, InFlight: settings.batches_table, Machine: settings.batches_table,
              Task: settings.tasks_table, File: settings.files_table}
     for model, name in names.items():
         model.Meta.table_name = name

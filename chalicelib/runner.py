@@ -2,7 +2,8 @@
 
 What a Durable Object alarm did in the seed, without its flaws. The pass decides which
 step the batch is at; each step is its own module: `timeouts` (attempts past their
-deadline), `spawner` (machine creation under the bucket, the gate and the shared cap),
+deadline), `spawner` (single mode: a machine per attempt, under the bucket, the gate and
+the shared cap), `pool` (pool mode: silent machines, the pool's size, its creations),
 `delivery` (the final callback), `shutdown` (every way into ERROR).
 """
 
@@ -10,26 +11,31 @@ from __future__ import annotations
 
 import time
 
-from . import store
+from . import pool_sizing, store
 from .backoff import exponential_ms
 from .clock import now_ms
 from .delivery import deliver
 from .logs import log
 from .models import Batch
 from .phases import Discovery, FileEntry, Phase
+from .pool.creator import PoolCreator
+from .pool.liveness import retire_silent
 from .services import Services
-from .shutdown import end_in_error
+from .shutdown import end_in_error, stop_pool
 from .spawner import Spawner, SpawnReport, destroy_unrecorded
-from .states import BatchStatus
+from .states import BatchStatus, MachineMode
 from .timeouts import time_out
 from .transitions import phase_finished
 from .views import task_view_for_phase
 
 
 class BatchPass:
-    def __init__(self, services: Services, batch: Batch, capacity: int, token_deadline: float) -> None:
+    def __init__(self, services: Services, batch: Batch, capacity: int, token_deadline: float,
+                 pooled_batches: int = 1) -> None:
         self.services, self.settings, self.batch = services, services.settings, batch
+        self.pooled = services.settings.machine_mode == MachineMode.POOL.value
         self.spawner = Spawner(services, batch.batch_id, capacity, token_deadline)
+        self.pool = PoolCreator(services, batch, capacity, token_deadline, pooled_batches)
 
     @property
     def batch_id(self) -> str:
@@ -37,7 +43,7 @@ class BatchPass:
 
     @property
     def report(self) -> SpawnReport:
-        return self.spawner.report
+        return self.pool.report if self.pooled else self.spawner.report
 
     def run(self) -> int | None:
         """Do the pass; return when the batch is next due (None once it has ended)."""
@@ -51,10 +57,32 @@ class BatchPass:
         unrecorded = self.report.unrecorded
         time_out(self.services, self.batch_id, phase, unrecorded)
         try:
-            self.spawner.spawn(phase)
+            if self.pooled:
+                retire_silent(self.services, self.batch_id)
+                self.grow_pool(phase)
+            else:
+                self.spawner.spawn(phase)
         finally:
             destroy_unrecorded(self.services, self.batch_id, unrecorded)
+        if self.pooled and self.pool.wants_more():
+            return now_ms()  # creations go on at the bucket's pace in the next round
         return now_ms() + phase.alarm_delay_ms(self.settings)
+
+    def grow_pool(self, phase: Phase) -> None:
+        """Size and grow the pool, then record what was decided (pool_sizing.py)."""
+        b, s = self.batch, self.settings
+        seen = b.task_ms_seen or {"total": 0, "count": 0}
+        total, count = int(b.task_ms_total or 0), int(b.task_ms_count or 0)
+        avg = pool_sizing.moving_average_ms(float(b.task_ms_avg) if b.task_ms_avg is not None else None,
+                                            total - int(seen["total"]), count - int(seen["count"]),
+                                            s.pool_prior_task_ms)
+        decision = self.pool.grow(phase, avg)
+        now = now_ms()
+        live = int(b.machines_live or 0) + self.pool.report.spawned
+        store.record_pool_pass(self.batch_id, decision.target, decision.reason, avg,
+                               {"total": total, "count": count}, live, now // 60000, now)
+        if live > int(b.machines_peak or 0):
+            store.raise_machines_peak(self.batch_id, live)
 
     def too_many_failed(self) -> bool:
         """MAX_FAILED_FRACTION (Step Functions' tolerated failure percentage): past it the
@@ -78,6 +106,8 @@ class BatchPass:
                                              s.file_position, s.data, now, output_key=s.output_r2_key)
                               for s in specs)
             total = len(specs)
+        if nxt is None:  # machines still live (waiting, or silent) are not needed any more
+            stop_pool(self.services, self.batch_id, f"{phase.name} ended")
         if store.advance_phase(self.batch, nxt.name if nxt else None, total, now):
             log("[Batch]", "phase_ended", batch_id=self.batch_id, phase=phase.name,
                 completed=self.batch.tasks_completed, failed=self.batch.tasks_failed,

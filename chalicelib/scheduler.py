@@ -50,7 +50,7 @@ def run_due_passes(services: Services, owner: str, report: TickReport | None = N
         batch = store.acquire_lease(listed.batch_id, owner, now_ms(), settings.lease_ms)
         if batch is None:
             continue
-        batch_pass = BatchPass(services, batch, capacity, monotonic_deadline(slice_s))
+        batch_pass = BatchPass(services, batch, capacity, monotonic_deadline(slice_s), pooled_batches=len(active))
         try:
             next_due = batch_pass.run()
         except Exception as exc:  # noqa: BLE001 - any failure of a pass is a batch-level error

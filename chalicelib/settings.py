@@ -54,6 +54,13 @@ def _str(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(name, "").strip() or default
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = _str(env, name, default).lower()
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
 def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
     value = _float(env, name, default, 0.0)
     if value > 1.0:
@@ -122,6 +129,18 @@ class Settings:
     tick_margin_ms: int = 10000
     lease_ms: int = 60000
 
+    # Pool mode (docs/pool.md)
+    machine_mode: str = "pool"
+    heartbeat_timeout_ms: int = 60000
+    heartbeat_interval_ms: int = 10000
+    max_pool_machines_per_batch: int = 300
+    pool_prior_task_ms: int = 3000
+    pool_boot_ms: int = 5000
+    pool_cpu_kind: str = "performance"
+    pool_cpus: int = 1
+    pool_memory_mb: int = 2048
+    worker_concurrency: int = 1
+
     env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -174,6 +193,16 @@ class Settings:
             presign_margin_ms=_int(env, "PRESIGN_MARGIN_MS", cls.presign_margin_ms, 0),
             tick_margin_ms=_int(env, "TICK_MARGIN_MS", cls.tick_margin_ms, 0),
             lease_ms=_int(env, "LEASE_MS", cls.lease_ms, 1000),
+            machine_mode=_choice(env, "MACHINE_MODE", cls.machine_mode, ("pool", "single")),
+            heartbeat_timeout_ms=_int(env, "HEARTBEAT_TIMEOUT_MS", cls.heartbeat_timeout_ms, 1000),
+            heartbeat_interval_ms=_int(env, "HEARTBEAT_INTERVAL_MS", cls.heartbeat_interval_ms, 100),
+            max_pool_machines_per_batch=_int(env, "MAX_POOL_MACHINES_PER_BATCH", cls.max_pool_machines_per_batch, 1),
+            pool_prior_task_ms=_int(env, "POOL_PRIOR_TASK_MS", cls.pool_prior_task_ms, 1),
+            pool_boot_ms=_int(env, "POOL_BOOT_MS", cls.pool_boot_ms, 0),
+            pool_cpu_kind=_choice(env, "POOL_CPU_KIND", cls.pool_cpu_kind, ("performance", "shared")),
+            pool_cpus=_int(env, "POOL_CPUS", cls.pool_cpus, 1),
+            pool_memory_mb=_memory_mb(env, "POOL_MEMORY_MB", cls.pool_memory_mb, MEMORY_STEP_MB),
+            worker_concurrency=_int(env, "WORKER_CONCURRENCY", cls.worker_concurrency, 1),
             env=dict(env),
         )
 

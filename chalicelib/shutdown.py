@@ -45,6 +45,26 @@ def end_in_error(services: Services, batch_id: str, error: str, reason: str,
         return None
     closed = store.close_open_tasks(services.settings, batch_id, error, now)
     destroyed = destroy_machines(services, closed.machine_ids, closed.machine_names)
+    stop_pool(services, batch_id, error)
     log("[Batch]", "batch_error", batch_id=batch_id, reason=reason, tasks_closed=closed.closed,
         machines=len(closed.machine_ids) + len(closed.machine_names), machines_destroyed=destroyed)
     return Ended(closed.closed, destroyed)
+
+
+def stop_pool(services: Services, batch_id: str, reason: str) -> int:
+    """Retire and destroy every live pool machine of a batch (it ended, or was reset), from
+    the machines' own records, not from its tasks. One created a moment before may not be in
+    the (eventually consistent) index yet: its first pull finds the batch ended and is told
+    to exit."""
+    now = now_ms()
+    ids: list[str] = []
+    names: list[str] = []
+    for machine in store.live_machines(batch_id):
+        if store.retire_machine(services.settings, batch_id, machine.name, reason, now):
+            (ids if machine.machine_id else names).append(machine.machine_id or machine.name)
+    if not ids and not names:
+        return 0
+    destroyed = destroy_machines(services, ids, names)
+    log("[Pool]", "pool_stopped", batch_id=batch_id, machines=len(ids) + len(names), destroyed=destroyed,
+        reason=reason[:200])
+    return len(ids) + len(names)

@@ -1,4 +1,5 @@
-"""Per-task, per-attempt callback tokens: HMAC-SHA256 over (batch id, task id, attempt).
+"""Per-task, per-attempt callback tokens: HMAC-SHA256 over (batch id, task id, attempt);
+and pool machines' tokens, over (batch id, machine name).
 
 Each machine gets the token of its own attempt in `CALLBACK_TOKEN` and sends it back as
 `Authorization: Bearer ...`. A token opens exactly one callback route for one attempt, so
@@ -16,6 +17,20 @@ import hmac
 def callback_token(key: str, batch_id: str, task_id: str, attempt: int) -> str:
     message = f"{batch_id}\n{task_id}\n{attempt}".encode()
     return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def machine_token(key: str, batch_id: str, machine_name: str) -> str:
+    """A pool machine's token (docs/pool.md): bound to its batch and its name, so it pulls
+    and heartbeats for that machine only. Its own prefix keeps it from ever equalling a
+    callback token."""
+    message = f"pool-machine\n{batch_id}\n{machine_name}".encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def valid_machine_token(key: str, batch_id: str, machine_name: str, presented: str | None) -> bool:
+    if not presented or not key:
+        return False
+    return hmac.compare_digest(machine_token(key, batch_id, machine_name), presented)
 
 
 def bearer(header: str | None) -> str | None:

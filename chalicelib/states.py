@@ -23,3 +23,18 @@ class BatchStatus(StrEnum):
     ERROR = "ERROR"
 
 RESET_ERROR = "Manually reset by admin"
+
+
+class MachineState(StrEnum):
+    """A pool machine's record (docs/pool.md): `creating` from the moment its record is
+    written (before Fly is asked), `running` from its first pull, `gone` once it was told
+    to exit, was destroyed, or its creation failed."""
+
+    CREATING = "creating"
+    RUNNING = "running"
+    GONE = "gone"
+
+
+class MachineMode(StrEnum):
+    POOL = "pool"  # machines that pull tasks until none is left (default)
+    SINGLE = "single"  # one machine per attempt, the seed's environment contract

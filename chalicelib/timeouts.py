@@ -1,5 +1,9 @@
 """Attempts past their deadline: retried or failed, and their silent machines destroyed.
 
+A pool attempt's deadline is its last heartbeat plus HEARTBEAT_TIMEOUT_MS; its end
+destroys nothing (the machine may be healthy and just slow on that one task; a machine
+that went silent is found from its own record, pool/liveness.py).
+
 A processing task's deadline sits in the sparse open-index, so a pass reads only the
 tasks that timed out. A machine whose id was recorded is destroyed by id; one whose
 creation was never recorded (its pass died in between) is left to be found by its name.
@@ -33,6 +37,9 @@ def time_out(services: Services, batch_id: str, phase: Phase, unrecorded: list[s
         move = after_failure(since, settings.max_retry_attempts)
         error = (f"Timed out after {phase.task_timeout_ms(settings)} ms "
                  f"(attempt {attempt}, machine {task.machine_id or 'none'})")
+        if task.pool_machine:
+            error = (f"No heartbeat for {settings.heartbeat_timeout_ms} ms, or over "
+                     f"{phase.task_timeout_ms(settings)} ms (attempt {attempt}, pool machine {task.pool_machine})")
         outcome = None
         if task.machine_id and oom_checks > 0:  # killed for memory? then the retry gets more
             oom_checks -= 1
@@ -42,10 +49,13 @@ def time_out(services: Services, batch_id: str, phase: Phase, unrecorded: list[s
                 error += ": the machine was killed for memory (OOM)"
                 outcome = Outcome(ok=False, error=error, error_code=OUT_OF_MEMORY)
         retry_at = now + jittered_ms(since, settings.alarm_delay_error_retry_ms)
-        end = store.AttemptEnd(move, phase.name, outcome=outcome, error=error, retry_at=retry_at)
+        end = store.AttemptEnd(move, phase.name, outcome=outcome, error=error, retry_at=retry_at,
+                               pool_machine=task.pool_machine)
         if store.end_attempt(settings, batch_id, task.task_id, attempt, end, now):
             log(phase.log_prefix, "task_timed_out", batch_id=batch_id, task_id=task.task_id,
-                attempt=attempt, machine_id=task.machine_id, move=move.value)
+                attempt=attempt, machine_id=task.machine_id, move=move.value, pool_machine=task.pool_machine)
+            if task.pool_machine:
+                continue  # a pool machine is destroyed only when it goes silent (pool/liveness.py)
             if task.machine_id:
                 silent.append(task.machine_id)
             elif task.machine_name:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -82,6 +83,14 @@ class Discovery:
     previous_tasks: Iterable[TaskView]
 
 
+def r2_credentials(ctx: MachineContext) -> dict[str, str]:
+    """The seed's R2 keys for a machine's environment (MACHINE_R2_CREDENTIALS=true)."""
+    env = {name: ctx.secrets.get(name, "") for name in ("R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")}
+    if ctx.settings.r2_endpoint_url:
+        env["R2_ENDPOINT_URL"] = ctx.settings.r2_endpoint_url
+    return env
+
+
 def task_id_for(prefix: str, batch_id: str, key: str) -> str:
     """Deterministic, URL-safe and short: `{prefix}_{16 base32 chars}` from (batch, key).
 
@@ -128,6 +137,14 @@ class Phase(ABC):
     @abstractmethod
     def machine_env(self, batch_id: str, task: TaskView, attempt: int, ctx: MachineContext) -> dict[str, str]:
         """The environment of the machine that runs one attempt of `task`."""
+
+    def assignment(self, batch_id: str, task: TaskView, attempt: int, ctx: MachineContext) -> dict[str, Any]:
+        """What a pool machine's pull gets for one attempt of `task` (docs/pool.md)."""
+        raise NotImplementedError(f"{self.name} has no pool assignment; run it with MACHINE_MODE=single")
+
+    def pool_machine_name(self) -> str:
+        """Unique per app, like an attempt's name, and telling at a glance it is a pool's."""
+        return f"{self.machine_prefix}-pool-{uuid.uuid4().hex[:12]}"
 
     @abstractmethod
     def interpret_callback(self, body: Mapping[str, Any]) -> Outcome:

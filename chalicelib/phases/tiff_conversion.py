@@ -15,7 +15,7 @@ from ..errors import InvalidCallbackError
 from ..settings import Settings
 from ..transitions import Outcome
 from . import worker_errors
-from .base import Discovery, FileEntry, MachineContext, Phase, TaskSpec, TaskView
+from .base import Discovery, FileEntry, MachineContext, Phase, TaskSpec, TaskView, r2_credentials
 from .output_keys import TIFF_SUFFIX, OutputPlanner, jpeg_name
 
 NAME = "TIFF_CONVERSION"
@@ -88,19 +88,37 @@ class TiffConversion(Phase):
         }
         if ctx.callback_token:
             env["CALLBACK_TOKEN"] = ctx.callback_token
-        if settings.machine_r2_credentials or ctx.presign is None:
-            env.update(
-                R2_ACCOUNT_ID=ctx.secrets.get("R2_ACCOUNT_ID", ""),
-                R2_ACCESS_KEY_ID=ctx.secrets.get("R2_ACCESS_KEY_ID", ""),
-                R2_SECRET_ACCESS_KEY=ctx.secrets.get("R2_SECRET_ACCESS_KEY", ""),
-            )
-            if settings.r2_endpoint_url:
-                env["R2_ENDPOINT_URL"] = settings.r2_endpoint_url
+        urls = self._presigned(task, ctx)
+        if urls is None:
+            env.update(r2_credentials(ctx))
         else:
-            expires_s = (self.task_timeout_ms(settings) + settings.presign_margin_ms) // 1000
-            env["INPUT_URL"] = ctx.presign("get", task.input_r2_key, expires_s)
-            env["OUTPUT_URL"] = ctx.presign("put", self.output_key(task), expires_s)
+            env["INPUT_URL"], env["OUTPUT_URL"] = urls
         return env
+
+    def assignment(self, batch_id: str, task: TaskView, attempt: int, ctx: MachineContext) -> dict[str, Any]:
+        """docs/pool.md: one attempt handed to a pool machine, the same facts as
+        `machine_env` gives a single-mode machine (a pool machine has the R2 keys in its
+        environment when it gets no presigned URLs)."""
+        answer: dict[str, Any] = {
+            "task_id": task.task_id, "batch_id": batch_id, "attempt": attempt,
+            "input_r2_key": task.input_r2_key, "output_r2_key": self.output_key(task),
+            "r2_bucket": ctx.settings.r2_bucket, "callback_url": ctx.callback_url,
+            "callback_token": ctx.callback_token,
+        }
+        urls = self._presigned(task, ctx)
+        if urls is not None:
+            answer["input_url"], answer["output_url"] = urls
+        return answer
+
+    def _presigned(self, task: TaskView, ctx: MachineContext) -> tuple[str, str] | None:
+        """The input's GET and the output's PUT, valid for the attempt's life; None when the
+        machine is to use the R2 keys instead."""
+        settings = ctx.settings
+        if settings.machine_r2_credentials or ctx.presign is None:
+            return None
+        expires_s = (self.task_timeout_ms(settings) + settings.presign_margin_ms) // 1000
+        return (ctx.presign("get", task.input_r2_key, expires_s),
+                ctx.presign("put", self.output_key(task), expires_s))
 
     def interpret_callback(self, body: Mapping[str, Any]) -> Outcome:
         if body["status"] == "error":

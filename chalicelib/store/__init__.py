@@ -10,6 +10,7 @@ race. Nothing here decides a transition (transitions.py does) or speaks HTTP.
 - `batches`: the batch item: intake claim, activation, lease, phase, delivery, ERROR.
 - `tasks`: task reads and every task transition (one table of statuses).
 - `intake_writes`: the intake's fenced writes of a batch's files and tasks.
+- `machines`: pool machines' records (creating, running, gone) and their live-index.
 """
 
 from .batches import (
@@ -24,23 +25,38 @@ from .batches import (
     get_batch,
     in_flight_machines,
     list_active_batches,
+    raise_machines_peak,
+    record_pool_pass,
     release_lease,
     reopen_batch,
 )
 from .dynamo import MAX_TRANSACT_ITEMS, connection
 from .intake_writes import IntakeFenceLost, write_intake
+from .machines import (
+    BatchPoolFull,
+    add_machine,
+    get_machine,
+    live_machines,
+    record_machine_id,
+    retire_machine,
+    silent_machines,
+    touch_machine,
+)
 from .tasks import (
     PENDING_OFFSET,
     AttemptEnd,
     InFlightCapReached,
     OpenTasksClosed,
+    claim_for_machine,
     claim_task,
     close_open_tasks,
     end_attempt,
+    extend_attempt,
     get_task,
     iter_files,
     iter_tasks,
     new_task,
+    next_pending_due,
     pending_due,
     ready_tasks,
     record_machine,
@@ -52,6 +68,8 @@ from .tasks import (
 )
 
 __all__ = [
+    "BatchPoolFull", "add_machine", "claim_for_machine", "extend_attempt", "get_machine", "live_machines",
+    "next_pending_due", "raise_machines_peak", "record_pool_pass", "record_machine_id", "retire_machine", "silent_machines", "touch_machine",
     "MAX_TRANSACT_ITEMS", "PENDING_OFFSET", "AttemptEnd", "InFlightCapReached", "IntakeFenceLost", "OpenTasksClosed",
     "acquire_lease", "activate_batch", "advance_phase", "claim_intake", "claim_task", "close_open_tasks",
     "connection", "create_batch", "delivery_failed", "delivery_succeeded", "end_attempt", "fail_batch",

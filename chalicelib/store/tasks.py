@@ -19,7 +19,7 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from .. import machine_size, timeline
-from ..models import IN_FLIGHT_KEY, Batch, File, InFlight, Task
+from ..models import IN_FLIGHT_KEY, Batch, File, InFlight, Machine, Task, machine_key
 from ..phases.worker_errors import OUT_OF_MEMORY
 from ..settings import Settings
 from ..states import BatchStatus, TaskStatus
@@ -60,7 +60,7 @@ def _log(attempt: int, part: str) -> Any:
     return Task.attempt_log[f"{attempt}:{part}"]
 
 
-def _machines(tx: Any, delta: int, cap: int | None = None) -> None:
+def move_in_flight(tx: Any, delta: int, cap: int | None = None) -> None:
     """Move the shared in-flight counter; with `cap`, only while it is below the cap."""
     condition = None
     if cap is not None:
@@ -187,6 +187,7 @@ def claim_task(settings: Settings, task: Task, phase: str, machine_name: str, de
                   actions=[*_moved_to(TaskStatus.PROCESSING, task.task_id), Task.attempts.set(attempt),
                            Task.open_due.set(deadline), Task.attempt_started_at.set(now),
                            Task.machine_id.remove(), Task.machine_name.set(machine_name),
+                           Task.pool_machine.remove(),
                            Task.updated_at.set(now), Task.memory_mb.set(memory_mb),
                            Task.memory_mb_after_oom.set(after_oom),
                            _log(attempt, "start").set({"started_at": now, "machine_name": machine_name,
@@ -194,13 +195,66 @@ def claim_task(settings: Settings, task: Task, phase: str, machine_name: str, de
                   condition=(Task.status == TaskStatus.PENDING.value) & (Task.attempts == task.attempts))
         tx.update(Batch(task.batch_id), actions=[Batch.tasks_in_flight.add(1), Batch.updated_at.set(now)],
                   condition=Batch.status == phase)
-        _machines(tx, 1, cap=settings.max_machines_in_flight)
+        move_in_flight(tx, 1, cap=settings.max_machines_in_flight)
 
     reasons = transact(settings, build)
     if reasons is None:
         return attempt
     if len(reasons) == 3 and reasons[2] == CONDITION_FAILED and reasons[0] != CONDITION_FAILED:
         raise InFlightCapReached(f"{settings.max_machines_in_flight} machines in flight")
+    return None
+
+
+def claim_for_machine(settings: Settings, task: Task, phase: str, machine_name: str, machine_id: str | None,
+                      deadline: int, now: int) -> int | None:
+    """A pool machine's pull: pending -> processing for the next attempt, held by that
+    machine (its record says so in the same transaction, and must not be gone). The same
+    conditions as `claim_task`, so two machines never hold one attempt; no in-flight
+    counter moves (the machine was counted when it was created)."""
+    attempt = int(task.attempts) + 1
+    memory_mb = settings.pool_memory_mb
+    machine = [Task.machine_id.set(machine_id)] if machine_id else [Task.machine_id.remove()]
+
+    def build(tx: Any) -> None:
+        tx.update(Task(task.batch_id, task.task_id),
+                  actions=[*_moved_to(TaskStatus.PROCESSING, task.task_id), Task.attempts.set(attempt),
+                           Task.open_due.set(deadline), Task.attempt_started_at.set(now), *machine,
+                           Task.machine_name.set(machine_name), Task.pool_machine.set(machine_name),
+                           Task.updated_at.set(now), Task.memory_mb.set(memory_mb),
+                           Task.memory_mb_after_oom.set(machine_size.escalated_memory_mb(memory_mb, settings)),
+                           _log(attempt, "start").set({"started_at": now, "machine_name": machine_name,
+                                                       "memory_mb": memory_mb, "pool": True})],
+                  condition=(Task.status == TaskStatus.PENDING.value) & (Task.attempts == task.attempts))
+        tx.update(Batch(task.batch_id), actions=[Batch.tasks_in_flight.add(1), Batch.updated_at.set(now)],
+                  condition=Batch.status == phase)
+        tx.update(Machine(machine_key(task.batch_id, machine_name)),
+                  actions=[Machine.holding.add({task.task_id}), Machine.last_seen.set(now),
+                           Machine.live_seen.set(now)],
+                  condition=Machine.batch_id.exists() & (Machine.state != "gone"))
+
+    return attempt if transact(settings, build) is None else None
+
+
+def extend_attempt(batch_id: str, task_id: str, attempt: int, machine_name: str, deadline: int,
+                   started_after: int) -> bool:
+    """A heartbeat: the attempt's deadline moves on, only while that machine still holds
+    that attempt and it started after `started_after` (the task timeout bounds it)."""
+    try:
+        Task(batch_id, task_id).update(
+            actions=[Task.open_due.set(deadline)],
+            condition=_in_flight(attempt) & (Task.pool_machine == machine_name)
+            & (Task.attempt_started_at > started_after))
+    except UpdateError as exc:
+        if lost_race(exc):
+            return False
+        raise
+    return True
+
+
+def next_pending_due(batch_id: str) -> int | None:
+    """When the earliest pending task falls due (a retry waiting out its backoff), if any."""
+    for task in Task.open_index.query(batch_id, Task.open_due >= PENDING_OFFSET, limit=1, consistent_read=True):
+        return int(task.open_due) - PENDING_OFFSET
     return None
 
 
@@ -228,7 +282,7 @@ def unclaim_task(settings: Settings, batch_id: str, task_id: str, attempt: int, 
                            Task.updated_at.set(now), _log(attempt, "start").remove()],
                   condition=_in_flight(attempt))
         tx.update(Batch(batch_id), actions=[Batch.tasks_in_flight.add(-1)], condition=Batch.batch_id.exists())
-        _machines(tx, -1)
+        move_in_flight(tx, -1)
 
     return transact(settings, build) is None
 
@@ -247,6 +301,9 @@ class AttemptEnd:
     attempts_left_below: int | None = None
     keep_planned_output: bool = False
     output: dict[str, Any] = field(default_factory=dict)
+    # The pool machine the attempt ran on (None: a single-mode attempt, which counts in
+    # the shared in-flight counter; a pooled one counts on its machine's record instead).
+    pool_machine: str | None = None
 
 
 def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple[list[Any], list[Any]]:
@@ -268,6 +325,9 @@ def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple
                 task.append(getattr(Task, name).set(value))
         if end.outcome.performance is not None:
             task.append(Task.performance.set(end.outcome.performance))
+            took = end.outcome.performance.get("total_time_ms")
+            if took is not None:  # the pool's seconds per task (the pass averages them)
+                batch += [Batch.task_ms_total.add(int(took)), Batch.task_ms_count.add(1)]
         batch.append(Batch.tasks_completed.add(1))
         return task, batch
     code = end.outcome.error_code if end.outcome is not None else None
@@ -295,11 +355,18 @@ def end_attempt(settings: Settings, batch_id: str, task_id: str, attempt: int, e
     condition = _in_flight(attempt)
     if end.attempts_left_below is not None:
         condition &= Task.attempts_base > attempt - end.attempts_left_below
+    pooled = end.pool_machine
+    condition &= (Task.pool_machine == pooled) if pooled else Task.pool_machine.does_not_exist()
 
     def build(tx: Any) -> None:
         tx.update(Task(batch_id, task_id), actions=task_actions, condition=condition)
         tx.update(Batch(batch_id), actions=batch_actions, condition=Batch.status == end.phase)
-        _machines(tx, -1)
+        if pooled:
+            done = [Machine.tasks_done.add(1)] if end.move is Move.COMPLETE else []
+            tx.update(Machine(machine_key(batch_id, pooled)),
+                      actions=[Machine.holding.delete({task_id}), *done], condition=Machine.batch_id.exists())
+        else:
+            move_in_flight(tx, -1)
 
     return transact(settings, build) is None
 
@@ -329,6 +396,7 @@ def close_open_tasks(settings: Settings, batch_id: str, error: str, now: int) ->
                                                                                   error, now)) is not None:
             continue  # a callback or a spawn moved one of them first: read the page again
         result.closed += len(page)
+        running = [t for t in running if not t.pool_machine]  # pool machines: from their records
         result.machine_ids += [t.machine_id for t in running if t.machine_id]
         result.machine_names += [t.machine_name for t in running if not t.machine_id and t.machine_name]
 
@@ -337,6 +405,7 @@ def _close_page(tx: Any, batch_id: str, page: list[Task], running: list[Task], e
     for task in page:
         same = (Task.status == task.status) & (Task.attempts == task.attempts)
         same &= (Task.machine_id == task.machine_id) if task.machine_id else Task.machine_id.does_not_exist()
+        same &= (Task.pool_machine == task.pool_machine) if task.pool_machine else Task.pool_machine.does_not_exist()
         actions = [*_moved_to(TaskStatus.FAILED, task.task_id), Task.open_due.remove(),
                    Task.last_error.set(error), Task.ended_at.set(now), Task.updated_at.set(now)]
         if task.status == TaskStatus.PROCESSING.value:
@@ -346,8 +415,9 @@ def _close_page(tx: Any, batch_id: str, page: list[Task], running: list[Task], e
     tx.update(Batch(batch_id), actions=[Batch.tasks_failed.add(len(page)),
                                         Batch.tasks_in_flight.add(-len(running)), Batch.updated_at.set(now)],
               condition=Batch.batch_id.exists())
-    if running:
-        _machines(tx, -len(running))
+    single = sum(1 for t in running if not t.pool_machine)  # a pooled one's machine is counted instead
+    if single:
+        move_in_flight(tx, -single)
 
 
 def reopen_failed_tasks(settings: Settings, batch_id: str, phase: str, now: int) -> int:

@@ -1,0 +1,115 @@
+"""A pass's pool: how many machines the batch should have now, and creating the missing ones.
+
+The size comes from `pool_sizing.decide` (pure): the ready and running tasks, the create
+rate this batch may use, the observed seconds per task and the caps. Each creation takes a
+token (the shared bucket and 429 gate), then writes the machine's record (both caps are
+conditions of that transaction), then asks Fly. A creation that failed or was refused is
+retired at once; one that may have happened unanswered (timeout, 5xx) is also destroyed by
+name at the end of the pass. When the pool still wants machines at the end of the pass's
+slice, the batch is due again at once, so creations run at the bucket's rate.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from .. import pool_sizing, store
+from ..clock import now_ms
+from ..errors import FlyError, FlyRateLimitedError
+from ..logs import log
+from ..models import Batch
+from ..phases import Phase
+from ..services import Services
+from ..settings import SettingsError
+from ..spawner import SpawnReport
+from .request import pool_machine_request
+
+PREFIX = "[Pool]"
+
+
+class PoolCreator:
+    def __init__(self, services: Services, batch: Batch, capacity: int, token_deadline: float,
+                 pooled_batches: int = 1) -> None:
+        self.services, self.settings, self.batch = services, services.settings, batch
+        self.capacity, self.token_deadline = capacity, token_deadline
+        self.pooled_batches = max(1, pooled_batches)
+        self.report = SpawnReport()
+        self.refused = False  # a cap said no, or the bucket ran dry: stop this pass's creations
+        self.decision: pool_sizing.PoolDecision | None = None
+
+    @property
+    def batch_id(self) -> str:
+        return self.batch.batch_id
+
+    def wants_more(self) -> bool:
+        """Machines were wanted that this pass could not create (its slice ran out)."""
+        return self.decision is not None and self.report.spawned < self.decision.create and not self.refused
+
+    def inputs(self, task_ms: float) -> pool_sizing.PoolInputs:
+        b, s = self.batch, self.settings
+        total, done, failed = int(b.tasks_total or 0), int(b.tasks_completed or 0), int(b.tasks_failed or 0)
+        running, live = int(b.tasks_in_flight or 0), int(b.machines_live or 0)
+        others = max(0, s.max_machines_in_flight - self.capacity - live)
+        return pool_sizing.PoolInputs(
+            ready=max(0, total - done - failed - running), running=running, live=live,
+            task_s=task_ms / 1000, create_rate=s.fly_create_rate / self.pooled_batches,
+            boot_s=s.pool_boot_ms / 1000, per_machine=s.worker_concurrency,
+            batch_cap=s.max_pool_machines_per_batch, free_slots=self.capacity,
+            fair_share=pool_sizing.fair_share(s.max_machines_in_flight, self.pooled_batches, live, others))
+
+    def grow(self, phase: Phase, task_ms: float) -> pool_sizing.PoolDecision:
+        settings = self.settings
+        if not settings.orchestrator_url:
+            raise SettingsError("ORCHESTRATOR_URL is not set; pool machines could not pull work")
+        if not self.services.secrets().get("CALLBACK_SIGNING_KEY"):
+            raise SettingsError("CALLBACK_SIGNING_KEY is not set; pool machines need it for their tokens")
+        inputs = self.inputs(task_ms)
+        decision = self.decision = pool_sizing.decide(inputs)
+        log(PREFIX, "pool_sized", batch_id=self.batch_id, target=decision.target, live=inputs.live,
+            create=decision.create, reason=decision.reason, ready=inputs.ready, running=inputs.running,
+            task_ms=round(task_ms))
+        if decision.create > 0:
+            workers = min(settings.spawn_concurrency, decision.create)
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pool") as pool:
+                list(pool.map(lambda _: self.create_one(phase), range(decision.create)))
+        self.report.capacity_used = self.report.spawned
+        return decision
+
+    def create_one(self, phase: Phase) -> bool:
+        services, settings = self.services, self.settings
+        if self.refused or not services.bucket.take(self.token_deadline, services.gate):
+            return False
+        name = phase.pool_machine_name()
+        try:
+            added = store.add_machine(settings, self.batch_id, phase.name, name, now_ms())
+        except (store.InFlightCapReached, store.BatchPoolFull) as exc:
+            self.refused = True
+            services.bucket.give_back()
+            log(PREFIX, "pool_cap_reached", batch_id=self.batch_id, cap=str(exc))
+            return False
+        if not added:
+            self.refused = True
+            services.bucket.give_back()
+            return False
+        request = pool_machine_request(settings, services.secrets(), self.batch_id, name)
+        try:
+            machine = services.fly().create_machine(request)
+        except FlyRateLimitedError as exc:
+            services.gate.close_for(exc.retry_after_s)
+            self.refused = True
+            store.retire_machine(settings, self.batch_id, name, "Fly said 429 before creating it", now_ms())
+            log(PREFIX, "spawn_rate_limited", batch_id=self.batch_id, machine_name=name,
+                retry_after_s=exc.retry_after_s)
+            return False
+        except FlyError as exc:
+            store.retire_machine(settings, self.batch_id, name, f"Machine creation failed: {exc}"[:300], now_ms())
+            if exc.status is None or exc.status >= 500:  # it may exist all the same
+                self.report.unrecorded.append(name)
+            log(PREFIX, "spawn_failed", batch_id=self.batch_id, machine_name=name, status=exc.status,
+                error=str(exc)[:300])
+            return False
+        store.record_machine_id(self.batch_id, name, machine["id"])
+        self.report.spawned += 1
+        log(PREFIX, "machine_started", batch_id=self.batch_id, machine_id=machine["id"], name=name,
+            guest=request["config"]["guest"])
+        return True

@@ -1,0 +1,34 @@
+"""Pool machines that went silent (shutdown.stop_pool stops a whole pool).
+
+A machine is heard from at every pull and heartbeat. One not heard from for
+HEARTBEAT_TIMEOUT_MS (crashed, hung, never booted) is retired first (conditioned on still
+being silent: the live-index read may be stale) and then destroyed, so a machine is counted
+gone once and is never destroyed while it still speaks. Its held tasks time out by their
+own deadlines, which heartbeats no longer move (timeouts.py retries them).
+"""
+
+from __future__ import annotations
+
+from .. import store
+from ..clock import now_ms
+from ..logs import log
+from ..services import Services
+from ..shutdown import destroy_machines
+
+PREFIX = "[Pool]"
+
+
+def retire_silent(services: Services, batch_id: str) -> int:
+    settings, now = services.settings, now_ms()
+    before = now - settings.heartbeat_timeout_ms
+    ids: list[str] = []
+    names: list[str] = []
+    for machine in store.silent_machines(batch_id, before):
+        reason = f"silent for {settings.heartbeat_timeout_ms} ms (last seen {now - int(machine.last_seen)} ms ago)"
+        if store.retire_machine(settings, batch_id, machine.name, reason, now, silent_before=before):
+            log(PREFIX, "machine_silent", batch_id=batch_id, machine_name=machine.name,
+                machine_id=machine.machine_id, state=machine.state)
+            (ids if machine.machine_id else names).append(machine.machine_id or machine.name)
+    if ids or names:
+        destroy_machines(services, ids, names)
+    return len(ids) + len(names)

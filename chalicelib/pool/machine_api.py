@@ -1,0 +1,139 @@
+"""A pool machine's two requests (docs/pool.md): pull one task, heartbeat the ones it holds.
+
+Both need the machine's token (HMAC over batch and name, constant-time checked), so a
+machine speaks only for itself and its batch. A pull claims one attempt with the same
+conditional transaction as a single-mode spawn (pending -> processing, attempt + 1), so two
+machines never hold one attempt; the result comes back through the callback route with that
+attempt's token. A heartbeat moves the attempt's deadline on (HEARTBEAT_TIMEOUT_MS), only
+while the machine still holds that attempt: otherwise it tells the machine to drop it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+from .. import signing, store
+from ..clock import now_ms
+from ..errors import InvalidCallbackError, NotFoundError, UnauthorizedError
+from ..ids import id_problem
+from ..logs import log
+from ..models import Batch, Machine
+from ..phases import MachineContext, Phase
+from ..services import Services
+from ..views import task_view_for_phase
+
+PREFIX = "[Pool]"
+PULL_CANDIDATES = 20  # ready tasks read per pull; one is picked at random, so pulls rarely collide
+PULL_TRIES = 3
+WAIT_AFTER_LOST_MS = 200  # every candidate was taken by other machines: pull again soon
+MAX_WAIT_MS = 5000
+MAX_BODY_BYTES = 4096
+
+
+def authorize(services: Services, batch_id: str, name: str, authorization: str | None) -> None:
+    for value, what in ((batch_id, "batchId"), (name, "machineName")):
+        problem = id_problem(value, what)
+        if problem:
+            raise InvalidCallbackError(problem)
+    key = services.secrets().get("CALLBACK_SIGNING_KEY", "")
+    if not signing.valid_machine_token(key, batch_id, name, signing.bearer(authorization)):
+        raise UnauthorizedError("machine token does not match this batch and machine")
+
+
+def _exit(services: Services, batch_id: str, name: str, reason: str) -> dict[str, Any]:
+    """Tell the machine to stop, and count it gone now (it exits; Fly destroys it)."""
+    if store.retire_machine(services.settings, batch_id, name, reason, now_ms()):
+        log(PREFIX, "machine_retired", batch_id=batch_id, machine_name=name, reason=reason)
+    return {"action": "exit", "reason": reason}
+
+
+def pull(services: Services, batch_id: str, name: str, authorization: str | None) -> dict[str, Any]:
+    authorize(services, batch_id, name, authorization)
+    machine = store.get_machine(batch_id, name)
+    if machine is None:
+        raise NotFoundError(f"machine {name} not found in batch {batch_id}")
+    if machine.state == "gone":
+        return {"action": "exit", "reason": machine.gone_reason or "machine retired"}
+    batch = store.get_batch(batch_id)
+    phase = services.registry.get(batch.status) if batch and batch.status in services.registry else None
+    if batch is None or phase is None:
+        return _exit(services, batch_id, name, f"batch is {batch.status if batch else 'gone'}")
+    now = now_ms()
+    if not store.touch_machine(batch_id, name, now):
+        return {"action": "exit", "reason": "machine retired"}
+    return _claim_one(services, batch, phase, machine, now)
+
+
+def _claim_one(services: Services, batch: Batch, phase: Phase, machine: Machine, now: int) -> dict[str, Any]:
+    settings, batch_id, name = services.settings, batch.batch_id, machine.name
+    candidates = store.ready_tasks(batch_id, now, PULL_CANDIDATES)
+    random.shuffle(candidates)
+    deadline = now + min(settings.heartbeat_timeout_ms, phase.task_timeout_ms(settings))
+    for task in candidates[:PULL_TRIES]:
+        attempt = store.claim_for_machine(settings, task, phase.name, name, machine.machine_id, deadline, now)
+        if attempt is None:
+            continue
+        log(phase.log_prefix, "task_pulled", batch_id=batch_id, task_id=task.task_id, attempt=attempt,
+            machine_name=name, machine_id=machine.machine_id)
+        return {"action": "task", "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+                "task": _assignment(services, phase, batch_id, task, attempt, name, deadline, now)}
+    if candidates:
+        return {"action": "wait", "retry_after_ms": WAIT_AFTER_LOST_MS}
+    due = store.next_pending_due(batch_id)
+    if due is not None:  # a retry waiting out its backoff: worth staying for
+        return {"action": "wait", "retry_after_ms": max(WAIT_AFTER_LOST_MS, min(MAX_WAIT_MS, due - now))}
+    return _exit(services, batch_id, name, "no work left")
+
+
+def _assignment(services: Services, phase: Phase, batch_id: str, task: Any, attempt: int, name: str,
+                deadline: int, now: int) -> dict[str, Any]:
+    settings = services.settings
+    base = f"{settings.orchestrator_url}"
+    key = services.secrets()["CALLBACK_SIGNING_KEY"]
+    ctx = MachineContext(
+        settings=settings, secrets=services.secrets(),
+        callback_url=(f"{base}/callback/{batch_id}/{task.task_id}?attempt={attempt}&machine={name}"
+                      f"&spawned={now}"),
+        callback_token=signing.callback_token(key, batch_id, task.task_id, attempt),
+        presign=None if settings.machine_r2_credentials else services.presign(),
+        memory_mb=settings.pool_memory_mb,
+    )
+    answer = phase.assignment(batch_id, task_view_for_phase(task), attempt, ctx)
+    answer.update(deadline_ms=deadline, heartbeat_url=f"{base}/pool/{batch_id}/machines/{name}/heartbeat")
+    return answer
+
+
+def _held(raw: bytes | None) -> tuple[str, int]:
+    if raw is None or len(raw) > MAX_BODY_BYTES:
+        raise InvalidCallbackError("heartbeat body must be a JSON object under 4 KB")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidCallbackError("heartbeat body is not JSON") from None
+    task_id, attempt = (body.get("task_id"), body.get("attempt")) if isinstance(body, dict) else (None, None)
+    problem = id_problem(task_id, "task_id")
+    if problem:
+        raise InvalidCallbackError(problem)
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or not 1 <= attempt < 10**6:
+        raise InvalidCallbackError("attempt must be a positive integer")
+    return task_id, attempt
+
+
+def heartbeat(services: Services, batch_id: str, name: str, raw: bytes | None,
+              authorization: str | None) -> dict[str, Any]:
+    authorize(services, batch_id, name, authorization)
+    task_id, attempt = _held(raw)
+    phase = services.registry.for_task(task_id)
+    if phase is None:
+        raise NotFoundError(f"task {task_id} not found in batch {batch_id}")
+    settings, now = services.settings, now_ms()
+    deadline = now + settings.heartbeat_timeout_ms
+    held = store.extend_attempt(batch_id, task_id, attempt, name, deadline, now - phase.task_timeout_ms(settings))
+    alive = store.touch_machine(batch_id, name, now)
+    if held and alive:
+        return {"action": "continue", "deadline_ms": deadline}
+    log(PREFIX, "heartbeat_dropped", batch_id=batch_id, task_id=task_id, attempt=attempt, machine_name=name,
+        machine_gone=not alive or None)
+    return {"action": "drop"}
