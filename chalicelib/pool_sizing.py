@@ -54,6 +54,8 @@ def pool_size_at_bound(tasks: int, task_s: float, create_rate: float, boot_s: fl
 
 @dataclass(frozen=True)
 class PoolInputs:
+    """What one pass knows about one batch's pool; the runner reads it, decide() only uses it."""
+
     ready: int            # pending tasks due now or soon
     running: int          # tasks processing now
     live: int             # this batch's machines not gone (creating or running)
@@ -68,6 +70,8 @@ class PoolInputs:
 
 @dataclass(frozen=True)
 class PoolDecision:
+    """What the pass should do, and the words its log line gives for why."""
+
     target: int           # machines this batch should have
     create: int           # new machines to create now (target - live, >= 0)
     reason: str           # short words for the log: "queue would empty first", "batch cap", ...
@@ -85,15 +89,19 @@ def remaining_at(inputs: PoolInputs, m: int) -> float:
     """Ready tasks left when the m-th new machine (m = 1, 2, ...) starts working.
 
     It is created at about m/r and works from m/r + b; by then the live pool (all of it
-    counted as working, a slight overestimate while some still boot) has drained
-    live*(m/r + b) machine-seconds and the m-1 new machines before it (m-j)/r each:
-    m*(m-1)/(2r) together; every machine-second takes c/s tasks.
+    counted as working, a slight overestimate while some still boot) has worked
+    live*(m/r + b) machine-seconds and the m-1 new machines before it (m-j)/r each,
+    m*(m-1)/(2r) together; a machine-second takes c/s tasks. Tasks are whole, though: each
+    earlier new machine took a full slot (c tasks) the moment it started, so at least
+    c*(m-1) are gone to them whatever the seconds say (for a short queue the seconds alone
+    would send 3 machines to 2 tasks).
     """
     r, c = inputs.create_rate, max(1, inputs.per_machine)
     if r <= 0:
         return -math.inf
-    machine_s = inputs.live * (m / r + inputs.boot_s) + m * (m - 1) / (2 * r)
-    return inputs.ready - c / inputs.task_s * machine_s
+    live_tasks = c / inputs.task_s * inputs.live * (m / r + inputs.boot_s)
+    new_tasks = max(c / inputs.task_s * m * (m - 1) / (2 * r), c * (m - 1))
+    return inputs.ready - live_tasks - new_tasks
 
 
 def worth_creating(inputs: PoolInputs) -> int:

@@ -120,6 +120,21 @@ def test_remaining_at_counts_the_live_pool_and_the_new_machines_before():
     assert remaining_at(i, m) == pytest.approx(1000 - 2 / S * worked)
 
 
+def test_remaining_at_counts_a_whole_slot_for_each_new_machine_before():
+    """Fast creations and long tasks: the seconds say little is done, but each earlier new
+    machine took its c tasks when it started."""
+    i = inputs(ready=1000, live=0, per_machine=2, create_rate=4.0, task_s=60.0)
+    assert remaining_at(i, 5) == 1000 - 2 * 4
+
+
+@pytest.mark.parametrize("c", (1, 2, 3))
+def test_never_more_new_machines_than_slots_of_ready_work(c):
+    for ready in range(1, 40):
+        for r, s in ((1.0, 3.0), (4.0, 60.0), (0.2, 1.0)):
+            made = decide(inputs(ready=ready, per_machine=c, create_rate=r, task_s=s)).create
+            assert 1 <= made <= math.ceil(ready / c), (ready, r, s)
+
+
 @pytest.mark.parametrize("live", (0, 1, 3, 20, 150))
 def test_each_new_machine_would_get_a_full_slot_and_one_more_would_not(live):
     for ready, c, r, s, b in itertools.product(
@@ -294,8 +309,9 @@ class SimBatch:
     tasks: int
     arrives: int = 0
     ready: int = 0
-    machines: list[list[float]] = field(default_factory=list)  # [boot_done, slot_free_at...]
+    machines: list[list[float]] = field(default_factory=list)  # [tasks done, boot_done, slot_free_at...]
     retire: int = 0
+    idle: int = 0  # machines that exited without a task
     created: int = 0
     peak: int = 0
     first_machine: float | None = None
@@ -325,7 +341,7 @@ def simulate(batches: list[SimBatch], *, task_s: float = S, rate: float = R, bur
         for batch in present:
             live = len(batch.machines)
             share = fair_share(global_cap, len(present), live, in_flight - live)
-            running = sum(1 for m in batch.machines for free in m[1:] if free > t)
+            running = sum(1 for m in batch.machines for free in m[2:] if free > t)
             decision = decide(PoolInputs(
                 ready=batch.ready, running=running, live=live, task_s=task_s,
                 create_rate=rate / len(present), boot_s=boot_s, per_machine=per_machine,
@@ -335,7 +351,7 @@ def simulate(batches: list[SimBatch], *, task_s: float = S, rate: float = R, bur
             tokens -= made
             in_flight += made
             for _ in range(made):
-                batch.machines.append([t + boot_s] + [t + boot_s] * per_machine)
+                batch.machines.append([0, t + boot_s] + [t + boot_s] * per_machine)
             batch.created += made
             batch.peak = max(batch.peak, len(batch.machines))
             if made and batch.first_machine is None:
@@ -348,21 +364,24 @@ def pull(batch: SimBatch, t: int, task_s: float) -> None:
     slot exits, and one the pass marked surplus retires at its next pull."""
     keep = []
     for machine in batch.machines:
-        if machine[0] > t:
+        if machine[1] > t:
             keep.append(machine)
             continue
         busy = False
-        for slot in range(1, len(machine)):
+        for slot in range(2, len(machine)):
             if machine[slot] > t:
                 busy = True
             elif batch.ready and not batch.retire:
                 batch.ready -= 1
                 machine[slot] = t + task_s
+                machine[0] += 1
                 batch.finished = max(batch.finished, t + task_s)
                 busy = True
         if busy:
             keep.append(machine)
-        elif batch.retire:
+            continue
+        batch.idle += machine[0] == 0
+        if batch.retire:
             batch.retire -= 1
     batch.machines = keep
 
@@ -374,11 +393,24 @@ def test_simulated_makespan_is_within_125_percent_of_the_bound():
     assert batch.finished <= 1.25 * bound, (batch.finished, bound)
     # and it did not get there by creating machines that found no work
     assert batch.created <= 1.1 * pool_size_at_bound(N, S, R, B, C, burst=BURST)
+    assert batch.idle == 0
+
+
+@pytest.mark.parametrize("tasks", (1, 2, 5, 10, 50, 300, 1000))
+def test_simulated_small_batches_stay_near_the_bound_and_create_no_idle_machine(tasks):
+    """Within 1.25x, or for a handful of tasks within one task's time of the bound (the bound
+    splits tasks finely; the machines still booting count as working, so a tiny batch gets
+    one wave fewer)."""
+    (batch,) = simulate([SimBatch(tasks)])
+    bound = makespan_bound_s(tasks, S, R, B, C, burst=BURST)
+    assert batch.finished <= max(1.25 * bound, bound + S)
+    assert batch.idle == 0
 
 
 def test_simulated_pool_with_two_slots_per_machine_stays_near_its_bound():
     (batch,) = simulate([SimBatch(4000)], per_machine=2)
     assert batch.finished <= 1.25 * makespan_bound_s(4000, S, R, B, 2, burst=BURST)
+    assert batch.idle == 0
 
 
 def test_a_small_batch_behind_a_huge_one_still_gets_machines():
