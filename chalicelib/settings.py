@@ -54,13 +54,6 @@ def _str(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(name, "").strip() or default
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = _str(env, name, default).lower()
-    if value not in allowed:
-        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-    return value
-
-
 def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
     value = _float(env, name, default, 0.0)
     if value > 1.0:
@@ -86,6 +79,48 @@ def _memory_range(env: Mapping[str, str]) -> tuple[int, int]:
     if cap < floor:
         raise SettingsError("MAX_MACHINE_MEMORY_MB must be at least MACHINE_MEMORY_MB")
     return floor, cap
+
+
+MACHINE_MODES = ("pool", "single")
+# Fly's guest rules (docs: "Machine sizing", and the presets on the pricing page): the CPU
+# counts each kind comes in, and the memory each CPU allows (in 256 MB steps).
+CPU_COUNTS = {"shared": (1, 2, 4, 6, 8), "performance": (1, 2, 4, 6, 8, 10, 12, 14, 16)}
+MB_PER_CPU = {"shared": (256, 2048), "performance": (2048, 8192)}
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = _str(env, name, default).lower()
+    if value not in allowed:
+        raise SettingsError(f"{name} must be {' or '.join(allowed)}")
+    return value
+
+
+def _pool_guest(env: Mapping[str, str]) -> tuple[str, int, int]:
+    """POOL_CPU_KIND, POOL_CPUS and POOL_MEMORY_MB, checked against Fly's rules together (the
+    memory allowed depends on the kind and count of CPUs), so a bad guest fails at start-up
+    and not as a 422 on every machine creation."""
+    kind = _choice(env, "POOL_CPU_KIND", Settings.pool_cpu_kind, tuple(CPU_COUNTS))
+    cpus = _int(env, "POOL_CPUS", Settings.pool_cpus, 1)
+    if cpus not in CPU_COUNTS[kind]:
+        counts = ", ".join(str(n) for n in CPU_COUNTS[kind])
+        raise SettingsError(f"POOL_CPUS must be one of {counts} for {kind} CPUs")
+    memory_mb = _int(env, "POOL_MEMORY_MB", Settings.pool_memory_mb, MEMORY_STEP_MB)
+    low, high = (cpus * per_cpu for per_cpu in MB_PER_CPU[kind])
+    if memory_mb % MEMORY_STEP_MB or not low <= memory_mb <= high:
+        raise SettingsError(
+            f"POOL_MEMORY_MB must be a multiple of {MEMORY_STEP_MB} from {low} to {high} for {cpus} {kind} "
+            f"CPU(s) (Fly: {MB_PER_CPU[kind][0]} to {MB_PER_CPU[kind][1]} MB per CPU)")
+    return kind, cpus, memory_mb
+
+
+def _heartbeat(env: Mapping[str, str]) -> tuple[int, int]:
+    """HEARTBEAT_TIMEOUT_MS and HEARTBEAT_INTERVAL_MS: the interval under half the timeout,
+    so one lost beat never times a working machine's task out."""
+    timeout = _int(env, "HEARTBEAT_TIMEOUT_MS", Settings.heartbeat_timeout_ms, 1000)
+    interval = _int(env, "HEARTBEAT_INTERVAL_MS", Settings.heartbeat_interval_ms, 100)
+    if 2 * interval >= timeout:
+        raise SettingsError("HEARTBEAT_INTERVAL_MS must be less than half of HEARTBEAT_TIMEOUT_MS")
+    return timeout, interval
 
 
 @dataclass(frozen=True)
@@ -129,17 +164,16 @@ class Settings:
     tick_margin_ms: int = 10000
     lease_ms: int = 60000
 
-    # Pool mode (docs/pool.md)
-    machine_mode: str = "pool"
+    machine_mode: str = "pool"  # pool: machines pull tasks (docs/pool.md); single: one per task
+    pool_cpu_kind: str = "performance"
+    pool_cpus: int = 1
+    pool_memory_mb: int = 2048
+    worker_concurrency: int = 1
     heartbeat_timeout_ms: int = 60000
     heartbeat_interval_ms: int = 10000
     max_pool_machines_per_batch: int = 300
     pool_prior_task_ms: int = 3000
     pool_boot_ms: int = 5000
-    pool_cpu_kind: str = "performance"
-    pool_cpus: int = 1
-    pool_memory_mb: int = 2048
-    worker_concurrency: int = 1
 
     env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -157,6 +191,8 @@ class Settings:
         env = os.environ if env is None else env
         stage = _str(env, "STAGE", "dev")
         machine_memory_mb, max_machine_memory_mb = _memory_range(env)
+        pool_cpu_kind, pool_cpus, pool_memory_mb = _pool_guest(env)
+        heartbeat_timeout_ms, heartbeat_interval_ms = _heartbeat(env)
         return cls(
             stage=stage,
             region=_str(env, "AWS_DEFAULT_REGION", _str(env, "AWS_REGION", "us-east-1")),
@@ -193,16 +229,16 @@ class Settings:
             presign_margin_ms=_int(env, "PRESIGN_MARGIN_MS", cls.presign_margin_ms, 0),
             tick_margin_ms=_int(env, "TICK_MARGIN_MS", cls.tick_margin_ms, 0),
             lease_ms=_int(env, "LEASE_MS", cls.lease_ms, 1000),
-            machine_mode=_choice(env, "MACHINE_MODE", cls.machine_mode, ("pool", "single")),
-            heartbeat_timeout_ms=_int(env, "HEARTBEAT_TIMEOUT_MS", cls.heartbeat_timeout_ms, 1000),
-            heartbeat_interval_ms=_int(env, "HEARTBEAT_INTERVAL_MS", cls.heartbeat_interval_ms, 100),
+            machine_mode=_choice(env, "MACHINE_MODE", cls.machine_mode, MACHINE_MODES),
+            pool_cpu_kind=pool_cpu_kind,
+            pool_cpus=pool_cpus,
+            pool_memory_mb=pool_memory_mb,
+            worker_concurrency=_int(env, "WORKER_CONCURRENCY", cls.worker_concurrency, 1),
+            heartbeat_timeout_ms=heartbeat_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
             max_pool_machines_per_batch=_int(env, "MAX_POOL_MACHINES_PER_BATCH", cls.max_pool_machines_per_batch, 1),
             pool_prior_task_ms=_int(env, "POOL_PRIOR_TASK_MS", cls.pool_prior_task_ms, 1),
             pool_boot_ms=_int(env, "POOL_BOOT_MS", cls.pool_boot_ms, 0),
-            pool_cpu_kind=_choice(env, "POOL_CPU_KIND", cls.pool_cpu_kind, ("performance", "shared")),
-            pool_cpus=_int(env, "POOL_CPUS", cls.pool_cpus, 1),
-            pool_memory_mb=_memory_mb(env, "POOL_MEMORY_MB", cls.pool_memory_mb, MEMORY_STEP_MB),
-            worker_concurrency=_int(env, "WORKER_CONCURRENCY", cls.worker_concurrency, 1),
             env=dict(env),
         )
 

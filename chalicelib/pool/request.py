@@ -12,12 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..phases.base import MachineContext, r2_credentials
+from ..pool_guest import pool_guest
 from ..settings import Settings
 from ..signing import machine_token
-
-
-def pool_guest(settings: Settings) -> dict[str, Any]:
-    return {"cpu_kind": settings.pool_cpu_kind, "cpus": settings.pool_cpus, "memory_mb": settings.pool_memory_mb}
 
 
 def pool_env(settings: Settings, secrets: Mapping[str, str], batch_id: str, name: str) -> dict[str, str]:

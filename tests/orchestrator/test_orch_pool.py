@@ -30,7 +30,7 @@ from .conftest import (
 )
 from .pool_machine import PlayedMachine
 
-POOL = {"MACHINE_MODE": "pool", "POOL_BOOT_MS": "0"}
+POOL = {"MACHINE_MODE": "pool", "POOL_BOOT_MS": "0", "HEARTBEAT_INTERVAL_MS": "300"}
 
 
 def start(env, tiffs: int, **overrides: str):
