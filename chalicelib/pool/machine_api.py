@@ -129,9 +129,10 @@ def heartbeat(services: Services, batch_id: str, name: str, raw: bytes | None,
     if phase is None:
         raise NotFoundError(f"task {task_id} not found in batch {batch_id}")
     settings, now = services.settings, now_ms()
-    deadline = now + settings.heartbeat_timeout_ms
-    held = store.extend_attempt(batch_id, task_id, attempt, name, deadline, now - phase.task_timeout_ms(settings))
+    deadline = store.extend_attempt(batch_id, task_id, attempt, name, now, settings.heartbeat_timeout_ms,
+                                    phase.task_timeout_ms(settings))
     alive = store.touch_machine(batch_id, name, now)
+    held = deadline is not None
     if held and alive:
         return {"action": "continue", "deadline_ms": deadline}
     log(PREFIX, "heartbeat_dropped", batch_id=batch_id, task_id=task_id, attempt=attempt, machine_name=name,

@@ -235,20 +235,26 @@ def claim_for_machine(settings: Settings, task: Task, phase: str, machine_name: 
     return attempt if transact(settings, build) is None else None
 
 
-def extend_attempt(batch_id: str, task_id: str, attempt: int, machine_name: str, deadline: int,
-                   started_after: int) -> bool:
-    """A heartbeat: the attempt's deadline moves on, only while that machine still holds
-    that attempt and it started after `started_after` (the task timeout bounds it)."""
+def extend_attempt(batch_id: str, task_id: str, attempt: int, machine_name: str, now: int,
+                   heartbeat_timeout_ms: int, task_timeout_ms: int) -> int | None:
+    """A heartbeat: the attempt's deadline moves to `now + heartbeat_timeout_ms`, never past
+    its start plus the task timeout, only while that machine still holds that attempt.
+    The new deadline, or None when the machine should drop the task."""
+    task = get_task(batch_id, task_id)
+    if (task is None or task.status != TaskStatus.PROCESSING.value or int(task.attempts) != attempt
+            or task.pool_machine != machine_name):
+        return None
+    deadline = min(now + heartbeat_timeout_ms, int(task.attempt_started_at or now) + task_timeout_ms)
+    if deadline <= now:
+        return None  # over the task timeout: the pass ends the attempt
     try:
-        Task(batch_id, task_id).update(
-            actions=[Task.open_due.set(deadline)],
-            condition=_in_flight(attempt) & (Task.pool_machine == machine_name)
-            & (Task.attempt_started_at > started_after))
+        Task(batch_id, task_id).update(actions=[Task.open_due.set(deadline)],
+                                       condition=_in_flight(attempt) & (Task.pool_machine == machine_name))
     except UpdateError as exc:
         if lost_race(exc):
-            return False
+            return None
         raise
-    return True
+    return deadline
 
 
 def next_pending_due(batch_id: str) -> int | None:

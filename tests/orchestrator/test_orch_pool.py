@@ -211,3 +211,73 @@ def test_each_pass_logs_the_pool_target_and_its_reason(services, client, fly, en
     run_pass(services)
     line = next(line for line in logs.readouterr().out.splitlines() if "pool_sized" in line)
     assert "[Pool]" in line and "batch_abc" in line and "target" in line and "batch cap" in line
+
+
+def test_a_machine_told_to_exit_is_counted_gone_at_once(services, client, fly, env):
+    services = start(env, tiffs=2, MAX_POOL_MACHINES_PER_BATCH="2")
+    run_pass(services)
+    first, second = machines(client, fly)
+    assert in_flight() == 2
+    first.report(first.pull()["task"])
+    first.report(first.pull()["task"])
+    assert second.pull() == {"action": "exit", "reason": "no work left"}
+    assert store.get_machine("batch_abc", second.name).state == "gone"
+    assert in_flight() == 1 and int(store.get_batch("batch_abc").machines_live) == 1
+
+
+def test_another_machines_heartbeat_or_callback_url_moves_nothing_of_its_own(services, client, fly, env):
+    services = start(env, tiffs=2, MAX_POOL_MACHINES_PER_BATCH="2")
+    run_pass(services)
+    holder, other = machines(client, fly)
+    task = holder.pull()["task"]
+    before = list_tasks(client, status="processing")[0]["attempts"]
+    assert other.heartbeat(task) == {"action": "drop"}  # its own token, not its task
+    # a result whose URL names the other (live) machine: counted on the machine that held it
+    wrong = task["callback_url"].replace(f"machine={holder.name}", f"machine={other.name}")
+    assert holder.report(task, url=wrong) == {"ok": True}
+    assert int(store.get_machine("batch_abc", holder.name).tasks_done) == 1
+    assert int(store.get_machine("batch_abc", other.name).tasks_done) == 0
+    assert before == 1
+
+
+def test_a_slow_task_times_out_without_destroying_its_healthy_machine(services, client, fly, env):
+    services = start(env, tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1", TASK_TIMEOUT_TIFF_CONVERSION="1500")
+    run_pass(services)
+    [machine] = machines(client, fly)
+    task = machine.pull()["task"]
+    answers = []
+    for _ in range(8):  # heartbeats all along, but the conversion runs past the task timeout
+        time.sleep(0.3)
+        answers.append(machine.heartbeat(task)["action"])
+    assert answers[0] == "continue" and answers[-1] == "drop"
+    drive(services, lambda: list_tasks(client)[0]["status"] == "pending" or list_tasks(client)[0]["attempts"] > 1)
+    assert fly.deleted == []  # the machine spoke all along: only its task's attempt ended
+    again = machine.pull()
+    assert again["action"] in ("task", "wait")
+
+
+def test_pool_machines_count_in_the_shared_in_flight_cap(services, client, fly, env):
+    services = start(env, tiffs=6, MAX_POOL_MACHINES_PER_BATCH="5", MAX_MACHINES_IN_FLIGHT="2")
+    run_pass(services)
+    run_pass(services)
+    assert len(fly.created()) == 2 and in_flight() == 2
+
+
+def test_machine_records_hold_both_caps_and_count_a_machine_gone_once(services, env):
+    services = make_services(env, **POOL, MAX_POOL_MACHINES_PER_BATCH="2")
+    app.intake(sqs_event(message(tiffs=1, others=0)), LambdaContext(30))
+    settings, phase, now = services.settings, "TIFF_CONVERSION", int(time.time() * 1000)
+    assert store.add_machine(settings, "batch_abc", phase, "m-1", now)
+    assert store.add_machine(settings, "batch_abc", phase, "m-2", now)
+    try:
+        store.add_machine(settings, "batch_abc", phase, "m-3", now)
+        raise AssertionError("a third machine was added over a per-batch cap of 2")
+    except store.BatchPoolFull:
+        pass
+    assert in_flight() == 2
+    assert not store.retire_machine(settings, "batch_abc", "m-1", "silent", now, silent_before=now - 1)
+    assert store.get_machine("batch_abc", "m-1").state == "creating"  # it spoke since: kept
+    assert store.retire_machine(settings, "batch_abc", "m-1", "done", now)
+    assert not store.retire_machine(settings, "batch_abc", "m-1", "done again", now)
+    assert in_flight() == 1 and int(store.get_batch("batch_abc").machines_live) == 1
+    assert [m.name for m in store.live_machines("batch_abc")] == ["m-2"]
