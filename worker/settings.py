@@ -252,10 +252,9 @@ class PoolSettings:
 
     def task_settings(self, task: Mapping) -> ContractSettings:
         """One assignment (the pull answer's `task`) as the per-task settings contract
-        mode reads from its environment, so both modes run the same steps."""
+        mode reads from its environment, so both modes run the same steps (whether it
+        can be worked here at all is worker.pool's `assignment_problem`)."""
         presigned = bool(task.get("input_url") and task.get("output_url"))
-        if not presigned and not self.has_r2_keys:
-            raise ConfigError("assignment has no presigned URLs and this machine has no R2 keys")
         return ContractSettings(
             task_id=str(task["task_id"]),
             batch_id=str(task.get("batch_id") or self.batch_id),
