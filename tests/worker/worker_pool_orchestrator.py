@@ -5,9 +5,11 @@ Pulls are answered from a script (an answer dict, or an HTTP status to fail with
 once it is used up every pull gets "exit". The machine token is checked as the real
 orchestrator checks it (HMAC-SHA256 of "pool-machine\\n{batch}\\n{machine}"): a forged one
 gets 401, another machine's name 404. Heartbeats answer "continue", or "drop" (or a
-status) for the tasks named in `heartbeat_answers`. Callbacks are recorded with their
-headers and answered 200 (or `callback_failures` times 503 first). Every request is an
-event with its arrival time, in order.
+status, or a function of the heartbeat's body giving one) for the tasks named in
+`heartbeat_answers`. Callbacks are recorded with their
+headers and answered 200 (or `callback_failures` times 503 first). GET of a path in
+`objects` serves its bytes after a delay (a slow presigned download); PUT is recorded.
+Every request is an event with its arrival time, in order.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ class PoolOrchestrator:
     def __init__(self, batch_id: str = "batch_p", machine_name: str = "tiff-pool-0123456789ab"):
         self.batch_id, self.machine_name = batch_id, machine_name
         self.script: list[dict | int] = []
-        self.heartbeat_answers: dict[str, dict | int] = {}
+        self.heartbeat_answers: dict[str, dict | int | Callable[[dict], dict]] = {}
         self.callback_failures = 0
         self.heartbeat_interval_ms = 10_000
+        self.objects: dict[str, tuple[bytes, float]] = {}
         self.events: list[dict] = []
         self.on_event: Callable[[dict], None] | None = None
         self.lock = threading.Lock()
@@ -52,6 +55,22 @@ class PoolOrchestrator:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def do_GET(self):  # noqa: N802
+                data, delay = orchestrator.objects.get(self.path, (b"", 0.0))
+                time.sleep(delay)
+                self.send_response(200 if data else 404)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_PUT(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with orchestrator.lock:
+                    orchestrator.events.append({"kind": "put", "path": self.path, "time": time.monotonic()})
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *args):
                 pass
@@ -119,6 +138,7 @@ class PoolOrchestrator:
         if kind == "heartbeat":
             event["task_id"] = body["task_id"]
             answer = self.heartbeat_answers.get(body["task_id"], {"action": "continue"})
+            answer = answer(body) if callable(answer) else answer
             if isinstance(answer, int):
                 return answer, {"error": "scripted"}
             return 200, {"deadline_ms": int(time.time() * 1000) + 60_000, **answer}
