@@ -26,6 +26,8 @@ class Heartbeat:
         self.task_id = str(task["task_id"])
         self.attempt = int(task.get("attempt") or 0)
         self.interval_s = interval_ms / 1000
+        # A beat that hangs must not hold up the next one past its interval.
+        self.timeout_s = min(client.settings.request_timeout_s, max(1.0, self.interval_s))
         self.log = log
         self.dropped = threading.Event()
         self.rejected = False  # a 401: the machine should stop pulling
@@ -45,7 +47,7 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                action = self.client.heartbeat(self.url, self.task_id, self.attempt)
+                action = self.client.heartbeat(self.url, self.task_id, self.attempt, self.timeout_s)
             except PoolRejectedError as exc:
                 if exc.status != 401:
                     self.log.info(f"heartbeat refused ({exc}); keeping on")

@@ -86,15 +86,16 @@ class PoolClient:
     def pull(self) -> PullAnswer:
         return parse_pull(self._post(f"{self.settings.pool_url}/pull", {}))
 
-    def heartbeat(self, url: str, task_id: str, attempt: int) -> str:
+    def heartbeat(self, url: str, task_id: str, attempt: int, timeout_s: float | None = None) -> str:
         """One beat; returns the action (`continue` or `drop`)."""
-        data = self._post(url or self.heartbeat_url, {"task_id": task_id, "attempt": attempt})
+        body = {"task_id": task_id, "attempt": attempt}
+        data = self._post(url or self.heartbeat_url, body, timeout_s)
         action = data.get("action") if isinstance(data, dict) else None
         if action not in ("continue", "drop"):
             raise PoolUnavailableError(f"heartbeat answer has an unknown action {str(action)[:40]!r}")
         return action
 
-    def _post(self, url: str, body: dict) -> object:
+    def _post(self, url: str, body: dict, timeout_s: float | None = None) -> object:
         request = urllib.request.Request(
             url,
             data=json.dumps(body).encode(),
@@ -106,7 +107,8 @@ class PoolClient:
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.settings.request_timeout_s) as response:
+            timeout = timeout_s or self.settings.request_timeout_s
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
             status = f"{exc.code} {exc.reason}"

@@ -264,6 +264,23 @@ def test_heartbeat_401_drops_the_task_and_ends_the_machine(s3, orch, pool_env):
     assert "heartbeat refused (401 Unauthorized)" in out
 
 
+def test_failing_heartbeats_and_an_undelivered_callback_do_not_stop_the_loop(s3, orch, pool_env):
+    orch.heartbeat_interval_ms = 30
+    data = tiff(1000)
+    orch.script = [orch.task(f"t{i}", put(s3, f"staging/batch_p/h{i}.tif", data),
+                             f"staging/batch_p/h{i}.jpg") for i in (1, 2)]  # fmt: skip
+    orch.heartbeat_answers["t1"] = 503  # errors: keep going, the next beat may get through
+    orch.callback_failures = 2  # both of t1's callback attempts
+    code, out = run(pool_env(WORKER_CALLBACK_ATTEMPTS="2"))
+    assert code == 0, out
+    assert len(orch.of("heartbeat", "t1")) >= 2, out
+    assert "heartbeat failed (503 Service Unavailable); keeping on" in out
+    assert [c["status"] for c in orch.of("callback", "t1")] == [503, 503]
+    assert "no callback: callback not delivered after 2 attempts" in out
+    assert orch.of("callback", "t2")[0]["body"]["status"] == "success"
+    assert "pool done: success 1, undelivered 1; exit 0" in out
+
+
 def children_of(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
