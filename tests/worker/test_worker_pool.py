@@ -189,6 +189,7 @@ def test_two_slots_convert_at_once_and_memory_caps_the_slots(s3, orch, pool_env)
     assert code == 0, out
     assert "pool start: 2 slot(s) (WORKER_CONCURRENCY=3: memory allows 2), 512 MB and " in out
     assert f"{(512 * 2**20 - 128 * 2**20) * 10 // 34} pixels per conversion" in out
+    assert out.count("memory budget 352 MB") == 3  # the encoder's too: 512 MB less the reserve
     assert max(seen) == 2, seen  # two conversions running at once, never three
     first_callback = min(c["time"] for c in orch.of("callback"))
     assert all(orch.of("pull", t)[0]["time"] < first_callback for t in ("t1", "t2"))
