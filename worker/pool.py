@@ -34,6 +34,7 @@ from worker.heartbeat import Heartbeat
 from worker.log import TaskLog
 from worker.pull import PoolClient, PullAnswer, pull_with_retry
 from worker.settings import (
+    ContractSettings,
     Limits,
     PoolSettings,
     conversion_slots,
@@ -83,6 +84,7 @@ class Pool:
         self.stopping = threading.Event()  # set on a refusal or giving up: stop pulling
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._r2: dict[str, object] = {}  # bucket -> R2 client, shared by the slots
 
     def log(self, slot: int | str, task_id: str = "-", secrets: tuple[str, ...] = ()) -> TaskLog:
         s = self.settings
@@ -111,6 +113,21 @@ class Pool:
             if self.exit_code == EXIT_DONE:
                 self.exit_code = code
         self.stopping.set()
+
+    def _store(self, settings: ContractSettings):  # noqa: ANN202 - R2 or None
+        """The machine's R2 client for this bucket (a boto3 client is thread-safe and
+        costs ~60 ms to make), or None: presigned URLs, worker.steps makes the transfer."""
+        if settings.input_url and settings.output_url:
+            return None
+        from worker.r2 import R2
+
+        with self._lock:
+            if settings.r2_bucket not in self._r2:
+                try:
+                    self._r2[settings.r2_bucket] = R2(settings, settings.part_size)
+                except Exception:  # worker.steps makes its own and reports the failure
+                    return None
+            return self._r2[settings.r2_bucket]
 
     def _count(self, outcome: str) -> None:
         with self._lock:
@@ -171,7 +188,8 @@ class Pool:
                     log.error(f"failed: {problem}")
                     body = error_body(settings, problem, ConfigError.code)
                 else:
-                    body = run_steps(settings, self.limits, log, started, beat.dropped)
+                    store = self._store(settings)
+                    body = run_steps(settings, self.limits, log, started, beat.dropped, store)
                 if beat.dropped.is_set():
                     raise Cancelled("dropped after the steps")
                 send_callback(settings, body, log)

@@ -90,10 +90,12 @@ def run_steps(
     log: TaskLog,
     started: float,
     cancel: threading.Event | None = None,
+    store=None,  # noqa: ANN001 - R2 or PresignedTransfer
 ) -> dict:
     """download -> convert -> upload; returns the callback body (success or error).
     Raises `Cancelled` when `cancel` is set before or during a step (a conversion in
-    progress is killed); nothing after that step runs."""
+    progress is killed); nothing after that step runs. `store`: the transfer to use
+    (pool mode keeps one R2 client for the machine), else `storage(settings)`."""
     from worker.convert import convert_file
 
     output_key = output_key_of(settings)
@@ -103,7 +105,7 @@ def run_steps(
     timings = {"download": 0, "conversion": 0, "upload": 0}
     try:
         step = time.monotonic()
-        r2 = storage(settings)
+        r2 = store or storage(settings)
         r2.download(settings.input_r2_key, tiff_path)
         timings["download"] = ms(time.monotonic() - step)
         log.info(f"downloaded {os.path.getsize(tiff_path)} bytes in {timings['download']} ms")
