@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -100,6 +101,10 @@ def _may_be_large(path: str, budget: int) -> bool:
     return pixels * 4 + 64 * 1024 * 1024 > budget
 
 
-def convert_file(in_path: str, out_path: str, limits: Limits) -> ConversionReport:
-    """Convert with the wall-clock limit; raises a ConversionError subclass on failure."""
-    return run_isolated(convert_in_process, (str(in_path), str(out_path), limits), limits.timeout_s)
+def convert_file(
+    in_path: str, out_path: str, limits: Limits, cancel: threading.Event | None = None
+) -> ConversionReport:
+    """Convert with the wall-clock limit; raises a ConversionError subclass on failure,
+    `Cancelled` when `cancel` is set meanwhile (the child is killed)."""
+    args = (str(in_path), str(out_path), limits)
+    return run_isolated(convert_in_process, args, limits.timeout_s, cancel)

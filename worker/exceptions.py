@@ -87,3 +87,23 @@ class ConversionKilledError(ConversionCrashedError):
     """The conversion process was killed by SIGKILL: the out-of-memory killer's signal."""
 
     code = "out_of_memory"
+
+
+class Cancelled(Exception):  # noqa: N818 (an outcome, not an error: nothing is reported)
+    """The work was called off by its caller: in pool mode the orchestrator dropped the
+    task (heartbeat answer "drop"). Not a `WorkerError` on purpose: a dropped task gets
+    no callback at all, so nothing may turn this into an error body."""
+
+
+class PoolRejectedError(WorkerError):
+    """The orchestrator refused this machine (401 bad token, 404 unknown machine or
+    batch): there is nothing to do, pulling again cannot help."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class PoolUnavailableError(WorkerError):
+    """The orchestrator did not answer usefully (network error, timeout, 5xx, a body
+    that is not the protocol's): worth retrying for a while."""

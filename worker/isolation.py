@@ -6,6 +6,12 @@ child's result (or its `WorkerError`) comes back pickled through a pipe. Never u
 for anything that needs the parent's threads (a forked child has none); when libvips
 already runs in the parent (its threads would be missing in a fork), the child is a
 fresh interpreter instead.
+
+Pool mode runs several of these at once from threads, and may call one off (`cancel`,
+the orchestrator dropped the task): the child is then killed and `Cancelled` raised.
+Pipe creation, fork and closing the parent's write end happen under one lock (also the
+log's), so no child inherits another conversion's write end (which would keep that
+pipe open past its own child's exit) or a stdout lock held by a logging thread.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ import pickle
 import select
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 
 from worker.exceptions import (
+    Cancelled,
     ConversionCrashedError,
     ConversionError,
     ConversionKilledError,
@@ -27,18 +35,24 @@ from worker.exceptions import (
     NotEnoughMemoryError,
     WorkerError,
 )
+from worker.log import OUTPUT_LOCK
 
 
-def run_isolated(fn: Callable, args: tuple, timeout_s: float):
+def run_isolated(
+    fn: Callable, args: tuple, timeout_s: float, cancel: threading.Event | None = None
+):
+    """fn(*args) in a child; its WorkerError is re-raised here. `cancel` set while it
+    runs kills the child and raises `Cancelled`."""
     if not hasattr(os, "fork") or os.environ.get("WORKER_ISOLATE", "1") == "0":
         return fn(*args)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    read_end, write_end = os.pipe()
-    pid = _start_child(fn, args, read_end, write_end)
-    os.close(write_end)
+    with OUTPUT_LOCK:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        read_end, write_end = os.pipe()
+        pid = _start_child(fn, args, read_end, write_end)
+        os.close(write_end)
     try:
-        payload = _collect(read_end, pid, timeout_s)
+        payload = _collect(read_end, pid, timeout_s, cancel)
     finally:
         os.close(read_end)
     _, status = os.waitpid(pid, 0)
@@ -159,25 +173,33 @@ def _with_detail(exc: ConversionError, lines: list[str]) -> ConversionError:
     return new
 
 
-def _collect(read_end: int, pid: int, timeout_s: float) -> bytes:
+def _collect(read_end: int, pid: int, timeout_s: float, cancel: threading.Event | None) -> bytes:
     deadline = time.monotonic() + timeout_s
     chunks: list[bytes] = []
+    poll_s = 1.0 if cancel is None else 0.1  # how soon a cancel takes effect
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            _kill(pid)
             raise ConversionTimeoutError(
                 f"conversion timed out after {timeout_s:g} s (WORKER_CONVERT_TIMEOUT_S)"
             )
-        ready, _, _ = select.select([read_end], [], [], min(remaining, 1.0))
+        if cancel is not None and cancel.is_set():
+            _kill(pid)
+            raise Cancelled("conversion process killed: the work was called off")
+        ready, _, _ = select.select([read_end], [], [], min(remaining, poll_s))
         if not ready:
             continue
         chunk = os.read(read_end, 1 << 16)
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
 
 
 def _death(status: int) -> str:

@@ -2,7 +2,9 @@
 
 Contract variables (contracts §3) are required; everything else is optional with a
 default, so the worker runs with exactly the seed's environment. Secrets are kept out
-of `repr` so they can never reach a log line.
+of `repr` so they can never reach a log line. Pool mode (docs/pool.md) has its own
+machine-level settings, `PoolSettings`, which turn each assignment into the same
+per-task `ContractSettings`.
 """
 
 from __future__ import annotations
@@ -36,11 +38,36 @@ BYTES_PER_PIXEL = 3.4
 FIXED_OVERHEAD = 128 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 300.0
 JPEG_QUALITY = 95
+# The least memory a pool slot's conversion gets: WORKER_CONCURRENCY asks for more slots
+# than the machine holds at this size, the pool runs fewer (1024 MB: 2 slots).
+MIN_SLOT_MEMORY = 512 * 1024 * 1024
+
+_conversions_at_once = 1  # share_memory: set once at pool start, inherited by forks
+
+
+def share_memory(slots: int) -> None:
+    """Pool mode runs `slots` conversions at once: from now on each (and each forked
+    child) may use 1/slots of the machine (`memory_limit_bytes`), so the pixel limit
+    and the encoder's memory budget are one slot's."""
+    global _conversions_at_once
+    _conversions_at_once = max(1, int(slots))
+
+
+def conversion_slots(requested: int, memory: int) -> int:
+    """How many conversions at once `memory` bytes allow: `requested`, but never so
+    many that one gets less than MIN_SLOT_MEMORY (at least one)."""
+    return max(1, min(requested, memory // MIN_SLOT_MEMORY))
 
 
 def memory_limit_bytes() -> int:
-    """The memory this process may use: Fly's FLY_VM_MEMORY_MB (also set by the local
-    emulator), else the cgroup limit, else RAM."""
+    """The memory one conversion may use: the machine's (`machine_memory_bytes`), shared
+    among the conversions that run at once (`share_memory`; contract mode: one)."""
+    return machine_memory_bytes() // _conversions_at_once
+
+
+def machine_memory_bytes() -> int:
+    """The machine's memory: Fly's FLY_VM_MEMORY_MB (also set by the local emulator),
+    else the cgroup limit, else RAM."""
     fly = os.environ.get("FLY_VM_MEMORY_MB", "").strip()
     if fly.isdigit() and int(fly) > 0:
         return int(fly) * 1024 * 1024
@@ -154,4 +181,97 @@ class ContractSettings:
             callback_timeout_s=_number(env, "WORKER_CALLBACK_TIMEOUT_S", 15.0),
             workdir=env.get("WORKER_TMPDIR", "").strip() or None,
             part_size=int(_number(env, "WORKER_PART_SIZE_MB", 16.0) * 1024 * 1024),
+        )
+
+
+POOL_REQUIRED = ("BATCH_ID", "MACHINE_NAME", "MACHINE_TOKEN", "ORCHESTRATOR_URL")
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """A pool machine's environment (docs/pool.md): who it is, where to pull, how many
+    conversions at once; the R2 keys only when the orchestrator gives machines keys
+    (else every assignment carries presigned URLs)."""
+
+    batch_id: str
+    machine_name: str
+    machine_token: str = field(repr=False)
+    orchestrator_url: str
+    concurrency: int = 1
+    r2_bucket: str = ""
+    r2_account_id: str = ""
+    r2_access_key_id: str = field(default="", repr=False)
+    r2_secret_access_key: str = field(default="", repr=False)
+    r2_endpoint_url: str | None = None
+    callback_attempts: int = 6
+    callback_backoff_s: float = 1.0
+    callback_timeout_s: float = 15.0
+    workdir: str | None = None
+    part_size: int = 16 * 1024 * 1024
+    # Pull retries on 5xx / no answer: 1 s, 2 s, 4 s ... at most 10 s apart, ~60 s in all.
+    pull_backoff_s: float = 1.0
+    pull_backoff_max_s: float = 10.0
+    pull_give_up_s: float = 60.0
+    request_timeout_s: float = 15.0
+
+    @property
+    def pool_url(self) -> str:
+        return f"{self.orchestrator_url}/pool/{self.batch_id}/machines/{self.machine_name}"
+
+    @property
+    def has_r2_keys(self) -> bool:
+        return bool(self.r2_access_key_id and self.r2_secret_access_key and self.r2_account_id)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PoolSettings:
+        env = os.environ if env is None else env
+        missing = [name for name in POOL_REQUIRED if not env.get(name, "").strip()]
+        if missing:
+            raise ConfigError("Missing environment variables: " + ", ".join(missing))
+        return cls(
+            batch_id=env["BATCH_ID"].strip(),
+            machine_name=env["MACHINE_NAME"].strip(),
+            machine_token=env["MACHINE_TOKEN"].strip(),
+            orchestrator_url=env["ORCHESTRATOR_URL"].strip().rstrip("/"),
+            concurrency=_number(env, "WORKER_CONCURRENCY", 1, int),
+            r2_bucket=env.get("R2_BUCKET", "").strip(),
+            r2_account_id=env.get("R2_ACCOUNT_ID", "").strip(),
+            r2_access_key_id=env.get("R2_ACCESS_KEY_ID", "").strip(),
+            r2_secret_access_key=env.get("R2_SECRET_ACCESS_KEY", "").strip(),
+            r2_endpoint_url=env.get("R2_ENDPOINT_URL", "").strip() or None,
+            callback_attempts=_number(env, "WORKER_CALLBACK_ATTEMPTS", 6, int),
+            callback_backoff_s=_number(env, "WORKER_CALLBACK_BACKOFF_S", 1.0),
+            callback_timeout_s=_number(env, "WORKER_CALLBACK_TIMEOUT_S", 15.0),
+            workdir=env.get("WORKER_TMPDIR", "").strip() or None,
+            part_size=int(_number(env, "WORKER_PART_SIZE_MB", 16.0) * 1024 * 1024),
+            pull_backoff_s=_number(env, "WORKER_PULL_BACKOFF_S", 1.0),
+            pull_backoff_max_s=_number(env, "WORKER_PULL_BACKOFF_MAX_S", 10.0),
+            pull_give_up_s=_number(env, "WORKER_PULL_GIVE_UP_S", 60.0),
+            request_timeout_s=_number(env, "WORKER_PULL_TIMEOUT_S", 15.0),
+        )
+
+    def task_settings(self, task: Mapping) -> ContractSettings:
+        """One assignment (the pull answer's `task`) as the per-task settings contract
+        mode reads from its environment, so both modes run the same steps (whether it
+        can be worked here at all is worker.pool's `assignment_problem`)."""
+        presigned = bool(task.get("input_url") and task.get("output_url"))
+        return ContractSettings(
+            task_id=str(task["task_id"]),
+            batch_id=str(task.get("batch_id") or self.batch_id),
+            input_r2_key=str(task.get("input_r2_key") or ""),
+            output_r2_key=task.get("output_r2_key") or None,
+            r2_account_id=self.r2_account_id,
+            r2_access_key_id=self.r2_access_key_id,
+            r2_secret_access_key=self.r2_secret_access_key,
+            r2_bucket=str(task.get("r2_bucket") or self.r2_bucket),
+            callback_url=str(task["callback_url"]),
+            input_url=task.get("input_url") if presigned else None,
+            output_url=task.get("output_url") if presigned else None,
+            callback_token=task.get("callback_token") or None,
+            r2_endpoint_url=self.r2_endpoint_url,
+            callback_attempts=self.callback_attempts,
+            callback_backoff_s=self.callback_backoff_s,
+            callback_timeout_s=self.callback_timeout_s,
+            workdir=self.workdir,
+            part_size=self.part_size,
         )
