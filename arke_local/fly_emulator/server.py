@@ -120,6 +120,9 @@ class FlyEmulator:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a burst of new connections (hundreds of pool
+    # processes, a create burst) overflows it and each extra client waits a 1 s SYN retry.
+    request_queue_size = 1024
     emulator: FlyEmulator
 
 

@@ -198,7 +198,7 @@ class PoolRun:
         where["OUTPUT_URL"] = task.get("output_url") or ""
         upload_started = time.monotonic()
         try:
-            synthetic.store_output(where, key, body)
+            synthetic.store_output(where, key, body, self.session)
         except Exception as exc:  # noqa: BLE001 - any failure becomes the error callback
             self.hooks.incr("synthetic_upload_errors")
             log.info("%s synthetic pool machine %s: upload of %s failed: %s", P, self.hooks.name,

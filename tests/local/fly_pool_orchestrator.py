@@ -41,6 +41,11 @@ class Seen:
         return json.loads(self.body)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # a 250-machine pool connects at once (the default backlog is 5)
+
+
 class PoolOrchestrator:
     """`add_task(...)` queues tasks; a pull gets the next one (or a forced answer from
     `pull_script`), then `exit` once the queue is empty. Heartbeats of a task in `drop`
@@ -69,8 +74,7 @@ class PoolOrchestrator:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
