@@ -85,6 +85,10 @@ class PoolRun:
         self.session.mount("https://", adapter)
 
     def run(self) -> int:
+        if not self.base.startswith(("http://", "https://")):
+            log.info("%s synthetic pool machine %s: no ORCHESTRATOR_URL, nothing to pull",
+                     P, self.hooks.name)
+            return 1
         try:
             if self.slots == 1:
                 code = self._slot()

@@ -388,3 +388,45 @@ def test_the_real_worker_converts_a_tiff_as_a_pool_machine(orch, fly_emulator_fa
     with Image.open(io.BytesIO(jpeg)) as im:
         assert (im.format, im.size) == ("JPEG", (64, 48))
     assert fly.stats()["callbacks_forwarded"] == 1  # it came through the proxy
+
+
+# ---- the pieces ---------------------------------------------------------------------------
+
+
+def test_the_proxy_rewrites_only_the_orchestrators_urls_of_a_task_answer():
+    from arke_local.fly_emulator import pool_proxy
+
+    original, proxied = "http://orch:8000/api", "http://emu:4280/_emulator/orchestrator/m1"
+    answer = {"action": "task", "task": {
+        "callback_url": f"{original}/callback/b1/t1?attempt=2&machine=x",
+        "heartbeat_url": f"{original}/pool/b1/machines/x/heartbeat",
+        "output_url": f"{original}x/r2/out?sig=1", "input_url": "http://r2/in?sig=2"}}
+    assert pool_proxy.rewrite_task(answer, original, proxied)
+    task = answer["task"]
+    assert task["callback_url"] == f"{proxied}/callback/b1/t1?attempt=2&machine=x"
+    assert task["heartbeat_url"] == f"{proxied}/pool/b1/machines/x/heartbeat"
+    assert (task["output_url"], task["input_url"]) == (f"{original}x/r2/out?sig=1", "http://r2/in?sig=2")
+    assert not pool_proxy.rewrite_task({"action": "exit"}, original, proxied)
+    assert [pool_proxy.route_kind(p) for p in ("pool/b/machines/m/pull", "pool/b/machines/m/heartbeat",
+                                               "callback/b/t", "pool/b/machines/m", "health")] == [
+        "pull", "heartbeat", "callback", "other", "other"]
+
+
+def test_pool_fault_knobs_are_checked(fly_emulator_factory, fly_emulator_client):
+    from arke_local.fly_emulator import FaultSettings
+
+    fly = fly_emulator_client(fly_emulator_factory(images={IMAGE: SYNTHETIC}))
+    for bad in ({"task_script": ["explode"]}, {"hang_rate": 1.5}, {"task_fault_after_s": -1}):
+        assert fly.admin("POST", "faults", bad).status_code == 400, bad
+    knobs = fly.admin("POST", "faults", {"task_script": ["hang", "none"], "crash_mid_task_rate": 0.1}).json()
+    assert (knobs["task_script"], knobs["crash_mid_task_rate"]) == (["hang", "none"], 0.1)
+    env = FaultSettings.from_env({"FLY_EMULATOR_FAULT_HANG_RATE": "0.2",
+                                  "FLY_EMULATOR_FAULT_TASK_SCRIPT": '["crash"]'})
+    assert (env.hang_rate, env.task_script) == (0.2, ["crash"])
+
+
+def test_a_synthetic_pool_machine_without_an_orchestrator_exits_1(synthetic_fly):
+    fly = synthetic_fly()
+    machine = fly.machine_until(create(fly, "tiff-pool-20", {"WORKER_MODE": "pool", "BATCH_ID": BATCH}),
+                                "destroyed")
+    assert exit_event(machine)["exit_code"] == 1
