@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from arke_local.fly_emulator import SYNTHETIC
+from arke_local.fly_emulator import SYNTHETIC, FaultSettings
 from arke_local.fly_emulator.durations import TaskDuration
 
 sys.path.insert(0, str(Path(__file__).parent))  # for fly_pool_orchestrator
@@ -390,6 +390,28 @@ def test_the_real_worker_converts_a_tiff_as_a_pool_machine(orch, fly_emulator_fa
     assert fly.stats()["callbacks_forwarded"] == 1  # it came through the proxy
 
 
+@pytest.mark.skipif(not WORKER_HAS_POOL_MODE, reason="the worker's pool mode (issue 10) is not here yet")
+@pytest.mark.parametrize("fault", ["crash", "hang"])
+def test_pool_faults_reach_the_real_worker(fault, fly_emulator_factory, fly_emulator_client):
+    orch = PoolOrchestrator(heartbeat_interval_ms=100)
+    try:
+        orch.add_task(1)  # input_url is not served (501): unfrozen, the worker would call back an error
+        faults = {"task_script": [fault], "task_fault_after_s": 0}
+        fly = fly_emulator_client(fly_emulator_factory(faults=FaultSettings(**faults)))
+        machine_id = create(fly, "tiff-pool-21", orch.env("tiff-pool-21"), auto_destroy=False)
+        if fault == "crash":
+            machine = fly.machine_until(machine_id, "stopped", timeout=20)
+            assert (exit_event(machine)["exit_code"], exit_event(machine)["fault"]) == (137, "crash_mid_task")
+        else:
+            orch.wait_for("pull", 1, timeout=20)
+            time.sleep(1.0)
+            assert fly.get(machine_id).json()["state"] == "started"  # SIGSTOPped, not gone
+            assert fly.stats()["hangs"] == 1
+        assert orch.of("callback") == [] and orch.of("heartbeat") == [] and len(orch.of("pull")) == 1
+    finally:
+        orch.close()
+
+
 # ---- the pieces ---------------------------------------------------------------------------
 
 
@@ -413,8 +435,6 @@ def test_the_proxy_rewrites_only_the_orchestrators_urls_of_a_task_answer():
 
 
 def test_pool_fault_knobs_are_checked(fly_emulator_factory, fly_emulator_client):
-    from arke_local.fly_emulator import FaultSettings
-
     fly = fly_emulator_client(fly_emulator_factory(images={IMAGE: SYNTHETIC}))
     for bad in ({"task_script": ["explode"]}, {"hang_rate": 1.5}, {"task_fault_after_s": -1}):
         assert fly.admin("POST", "faults", bad).status_code == 400, bad
