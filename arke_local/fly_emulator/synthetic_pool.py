@@ -42,6 +42,13 @@ RETRYABLE = {408, 425, 429, 500, 502, 503, 504}  # as worker/callback.py
 R2_NAMES = ("R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "R2_ENDPOINT_URL")
 
 
+def _seconds(ms: object, default_ms: float) -> float:
+    """A protocol's `..._ms` field in seconds; missing or malformed: the default."""
+    if isinstance(ms, bool) or not isinstance(ms, int | float) or ms < 0:
+        ms = default_ms
+    return float(ms) / 1000
+
+
 class Halted(synthetic.JobCancelled):
     """The machine was stopped, destroyed, crashed or frozen: send nothing more."""
 
@@ -126,7 +133,7 @@ class PoolRun:
                 if code is not None:
                     return code
             elif action == "wait":
-                self._sleep(max(0.0, float(answer.get("retry_after_ms") or 1000)) / 1000)
+                self._sleep(_seconds(answer.get("retry_after_ms"), default_ms=1000))
             elif action == "exit":
                 log.info("%s synthetic pool machine %s: told to exit (%s)", P, self.hooks.name,
                          answer.get("reason", "-"))
@@ -168,10 +175,7 @@ class PoolRun:
         duration = hooks.duration.draw()
         fault = hooks.faults.task_fault()
         strike_at = got + hooks.faults.task_fault_after_s if fault != "none" else None
-        try:
-            interval = max(0.05, float(interval_ms) / 1000)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            interval = 10.0
+        interval = max(0.05, _seconds(interval_ms, default_ms=10000))
         end, next_beat = got + duration, got + interval
         while True:
             now = time.monotonic()

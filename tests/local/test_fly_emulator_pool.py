@@ -150,14 +150,16 @@ def test_drop_ends_the_task_without_a_callback_and_the_machine_pulls_again(synth
         orch.close()
 
 
-def test_wait_sleeps_before_the_next_pull(orch, synthetic_fly):
-    orch.pull_script.append({"action": "wait", "retry_after_ms": 400})
+@pytest.mark.parametrize("retry_after_ms", [400, 0])
+def test_wait_sleeps_retry_after_ms_before_the_next_pull(retry_after_ms, orch, synthetic_fly):
+    orch.pull_script.append({"action": "wait", "retry_after_ms": retry_after_ms})
     orch.add_task(1)
     fly = synthetic_fly(synthetic_task_s="0")
     create(fly, "tiff-pool-5", orch.env("tiff-pool-5"))
     orch.wait_for("callback", 1)
     first, second = orch.of("pull")[:2]
-    assert second.at - first.at >= 0.4
+    assert second.at - first.at >= retry_after_ms / 1000
+    assert second.at - first.at < retry_after_ms / 1000 + 0.3  # then it pulls again
 
 
 def test_a_5xx_pull_is_retried_after_a_backoff(orch, synthetic_fly):
