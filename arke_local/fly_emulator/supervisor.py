@@ -329,7 +329,7 @@ class Supervisor:
             "restarting": False,  # restart policy "no": never restarted
             "exited_at": now_iso(),
         }
-        if m.crash_injected:
+        if m.crash_injected or m.hung:
             exit_event["fault"] = m.fault or "crash_before_callback"
         self._move(m, S.STOPPED, "flyd", {"exit_event": exit_event, "restart_count": 0},
                    note=f"exit code {exit_event['exit_code']}" + (", OOM" if m.oom_killed else ""))

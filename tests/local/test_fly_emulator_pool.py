@@ -251,7 +251,8 @@ def test_hang_freezes_every_slot_but_the_machine_stays_started(synthetic_fly):
         assert orch.of("callback") == [] and len(orch.of("pull")) == 2
         assert fly.stats()["hangs"] == 1
         assert fly.delete(machine_id, force=True).status_code == 200
-        assert fly.get(machine_id).json()["state"] == "destroyed"
+        machine = fly.get(machine_id).json()
+        assert machine["state"] == "destroyed" and exit_event(machine)["fault"] == "hang"
     finally:
         orch.close()
 
