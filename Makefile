@@ -40,6 +40,10 @@ bench-worker: venv
 bench-orchestrator: venv
 	$(PY) -m bench.orchestrator
 
+.PHONY: bench-emulator-pool
+bench-emulator-pool: venv
+	$(PY) -m bench.fly_emulator_pool
+
 bench: bench-orchestrator bench-worker
 
 # Not part of test or CI: break each guard of tools/mutations.toml, run the fast tests

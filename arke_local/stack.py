@@ -37,6 +37,9 @@ from arke_local.endpoints import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# Machines the stack's Fly emulator lets exist at once: a full pool (~230 machines for a
+# 10,000-task batch, issue 10) plus the machines still being destroyed.
+STACK_MAX_MACHINES = 300
 
 
 def log(message: str) -> None:
@@ -245,6 +248,7 @@ class LocalStack:
         env["FLY_EMULATOR_HOST"] = self.options.host
         env["FLY_EMULATOR_PORT"] = str(self.options.ports.fly)
         env["FLY_EMULATOR_TOKEN"] = env["FLY_API_TOKEN"]
+        env.setdefault("FLY_EMULATOR_MAX_MACHINES", str(STACK_MAX_MACHINES))
         env["ARKE_INGEST_PORT"] = str(self.options.ports.ingest)
         env["PYTHONUNBUFFERED"] = "1"
         pythonpath = [str(self.options.project_dir)]

@@ -1,7 +1,7 @@
 """Fault injection: the knobs (`FaultSettings`) and the dice (`FaultInjector`).
 
 Deciding only: given the knobs, a seeded RNG and the scripted queues, say which fault the
-next create or callback gets. Doing the fault (answering 429, killing a process) is the
+next create, callback or pool task gets. Doing the fault (answering 429, killing a process) is the
 server's and the supervisor's job.
 """
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 ENV_PREFIX = "FLY_EMULATOR_FAULT_"
 CREATE_TIMEOUT = "timeout"
 CALLBACK_ANSWERS = ("forward", "crash", "duplicate", "late")
+TASK_ANSWERS = ("none", "crash", "hang")  # what a pool machine does with a task it got
 
 
 @dataclass
@@ -34,11 +35,17 @@ class FaultSettings:
     callback_delay_s: float = 0.0  # every forwarded callback is held this long
     late_callback_rate: float = 0.0  # share of callbacks held back late_callback_delay_s ...
     late_callback_delay_s: float = 30.0  # ... (set it above the orchestrator's task timeout)
+    # Pool machines (WORKER_MODE=pool), per task a machine pulls:
+    crash_mid_task_rate: float = 0.0  # share of tasks whose machine dies holding them
+    hang_rate: float = 0.0  # share of tasks whose machine freezes: no heartbeat, no callback
+    task_fault_after_s: float = 0.5  # how far into the task the crash/hang strikes
     seed: int | None = None
     # Forced answers for the next creates, in order: 200, 429, a 5xx status, or "timeout".
     script: list = field(default_factory=list)
     # Forced handling of the next callbacks, in order: "forward", "crash", "duplicate", "late".
     callback_script: list = field(default_factory=list)
+    # Forced handling of the next tasks pool machines pull, in order: "none", "crash", "hang".
+    task_script: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -59,6 +66,10 @@ class FaultSettings:
             if entry not in CALLBACK_ANSWERS:
                 raise ValueError(f"callback_script entries must be one of {CALLBACK_ANSWERS}")
         self.callback_script = list(self.callback_script)
+        for entry in _as_list(self.task_script, "task_script"):
+            if entry not in TASK_ANSWERS:
+                raise ValueError(f"task_script entries must be one of {TASK_ANSWERS}")
+        self.task_script = list(self.task_script)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -77,7 +88,7 @@ class FaultSettings:
             raw = environ.get(ENV_PREFIX + f.name.upper())
             if raw in (None, ""):
                 continue
-            if f.name in ("script", "callback_script"):
+            if f.name in ("script", "callback_script", "task_script"):
                 kw[f.name] = json.loads(raw)
             elif f.name == "seed":
                 kw[f.name] = int(raw)
@@ -130,6 +141,7 @@ class FaultInjector:
         self._rng = random.Random(settings.seed)
         self._script: deque = deque(settings.script)
         self._callback_script: deque = deque(settings.callback_script)
+        self._task_script: deque = deque(settings.task_script)
 
     @property
     def settings(self) -> FaultSettings:
@@ -141,7 +153,8 @@ class FaultInjector:
         reseeded and the scripts replaced by what is left of them plus what was given."""
         with self._lock:
             current = dataclasses.replace(
-                self._settings, script=list(self._script), callback_script=list(self._callback_script)
+                self._settings, script=list(self._script), callback_script=list(self._callback_script),
+                task_script=list(self._task_script),
             )
             self._apply(current.updated(changes))
             return self._settings
@@ -151,6 +164,7 @@ class FaultInjector:
             data = self._settings.as_dict()
             data["script"] = list(self._script)
             data["callback_script"] = list(self._callback_script)
+            data["task_script"] = list(self._task_script)
             return data
 
     def scripted_create(self) -> CreateFault | None:
@@ -188,6 +202,23 @@ class FaultInjector:
             if s.late_callback_rate and self._rng.random() < s.late_callback_rate:
                 return "late"
             return "forward"
+
+    def task_fault(self) -> str:
+        """What a pool machine does with the task it just got: "none", "crash" (dies holding
+        it) or "hang" (freezes: no heartbeat, no callback, stays started)."""
+        with self._lock:
+            if self._task_script:
+                return self._task_script.popleft()
+            s = self._settings
+            if s.crash_mid_task_rate and self._rng.random() < s.crash_mid_task_rate:
+                return "crash"
+            if s.hang_rate and self._rng.random() < s.hang_rate:
+                return "hang"
+            return "none"
+
+    @property
+    def task_fault_after_s(self) -> float:
+        return self.settings.task_fault_after_s
 
     @property
     def boot_delay_s(self) -> float:

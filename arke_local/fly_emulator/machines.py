@@ -111,6 +111,7 @@ class Machine:
     stop_signal: str | None
     stop_timeout: str | None
     callback_url: str | None  # the original CALLBACK_URL, where the proxy forwards
+    orchestrator_url: str | None = None  # a pool machine's original ORCHESTRATOR_URL (proxied)
     state: MachineState = MachineState.CREATED
     instance_id: str = field(default_factory=new_instance_id)
     private_ip: str = field(default_factory=new_private_ip)
@@ -123,7 +124,13 @@ class Machine:
     stop_requested: bool = False
     destroy_requested: bool = False
     crash_injected: bool = False
+    fault: str | None = None  # the injected fault that ended or froze it (exit event "fault")
+    hung: bool = False  # frozen by the hang fault: started, but does nothing any more
+    # A pool machine's crash or hang waiting to strike: (kind, task_id, attempt).
+    pending_task_fault: tuple[str, str, int] | None = None
     wake: threading.Event = field(default_factory=threading.Event)
+    # A synthetic machine's job stops at once when set (cancelled, crashed or hung).
+    halt: threading.Event = field(default_factory=threading.Event)
     runner: threading.Thread | None = None
 
     def record(self, state: MachineState, source: str, request: dict | None = None) -> None:

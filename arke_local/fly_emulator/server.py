@@ -1,9 +1,10 @@
 """The emulator's HTTP face and its public handle, `FlyEmulator`.
 
 Routes: Fly's Machines API under `/v1/apps/{app}/machines` (create, list, get, wait, stop,
-delete), the admin routes `/_emulator/faults` and `/_emulator/stats`, and the callback proxy
-`/_emulator/callback/{machine_id}`. Binds loopback by default; never reaches past the
-callback URLs its machines were given.
+delete), the admin routes `/_emulator/faults` and `/_emulator/stats`, the callback proxy
+`/_emulator/callback/{machine_id}` and the orchestrator proxy of pool processes
+`/_emulator/orchestrator/{machine_id}/...`. Binds loopback by default; never reaches past
+the callback and orchestrator URLs its machines were given.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NoReturn
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from . import callbacks
+from . import callbacks, pool_proxy
 from .errors import ApiError, bad_request, not_found, rate_limited
 from .faults import CreateFault, FaultInjector
-from .machines import MachineState
+from .machines import Machine, MachineState
 from .ratelimit import TokenBucket
 from .settings import EmulatorSettings
 from .stats import Stats
@@ -44,6 +45,7 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
     (re.compile(r"^/_emulator/stats$"), {"GET": "get_stats"}),
     (re.compile(r"^/_emulator/injections$"), {"GET": "get_injections"}),
     (re.compile(rf"^/_emulator/callback/{_ID}$"), {"POST": "proxy_callback"}),
+    (re.compile(rf"^/_emulator/orchestrator/{_ID}/(?P<rest>.+)$"), {"POST": "proxy_orchestrator"}),
 ]
 
 
@@ -118,6 +120,9 @@ class FlyEmulator:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a burst of new connections (hundreds of pool
+    # processes, a create burst) overflows it and each extra client waits a 1 s SYN retry.
+    request_queue_size = 1024
     emulator: FlyEmulator
 
 
@@ -357,21 +362,82 @@ class _Handler(BaseHTTPRequestHandler):
     # ---- callback proxy ------------------------------------------------------------------
 
     def proxy_callback(self, machine_id: str) -> None:
-        emulator = self.emulator
-        machine = emulator.supervisor.find(machine_id)
+        machine = self.emulator.supervisor.find(machine_id)
         if machine is None or not machine.callback_url:
             raise not_found(f"no callback registered for machine {machine_id!r}")
-        stats = emulator.stats
-        stats.incr("callbacks_received")
         target = machine.callback_url
         if self._raw_query:
             target = urlunsplit(urlsplit(target)._replace(query=self._raw_query))
+        self._deliver_callback(machine, target)
+
+    def proxy_orchestrator(self, machine_id: str, rest: str) -> None:
+        """A pool process's request to its orchestrator: forwarded; a task assignment's URLs
+        are pointed back here and its task fault rolled; a callback gets the callback faults."""
+        emulator = self.emulator
+        machine = emulator.supervisor.find(machine_id)
+        if machine is None or not machine.orchestrator_url:
+            raise not_found(f"no orchestrator registered for machine {machine_id!r}")
+        target = f"{machine.orchestrator_url}/{rest}" + (f"?{self._raw_query}" if self._raw_query else "")
+        kind = pool_proxy.route_kind(rest)
+        if kind == pool_proxy.CALLBACK:
+            pending = emulator.supervisor.take_task_fault(machine)
+            if pending:  # the task ended before its crash/hang was due: it strikes now
+                emulator.supervisor.strike(machine, pending)
+                self.close_connection = True
+                self._json(502, {"error": f"machine {pending.replace('_', ' ')} (injected)"})
+                return
+            self._deliver_callback(machine, target)
+            return
+        stats = emulator.stats
+        if kind == pool_proxy.PULL:
+            stats.incr("pool_pulls")
+        elif kind == pool_proxy.HEARTBEAT:
+            stats.incr("pool_heartbeats")
+        try:
+            answer = callbacks.forward(target, self._body, list(self.headers.items()))
+        except callbacks.CallbackForwardError as exc:
+            stats.incr("pool_forward_errors")
+            log.warning("%s %s of machine %s to %s failed: %s", P, kind, machine.id,
+                        callbacks.describe(target), exc)
+            self._json(502, {"error": f"orchestrator unreachable: {exc}"})
+            return
+        if answer.status == 200 and kind in (pool_proxy.PULL, pool_proxy.HEARTBEAT):
+            self._send(200, self._pool_answer(machine, kind, answer.body), answer.content_type)
+            return
+        self._send(answer.status, answer.body, answer.content_type)
+
+    def _pool_answer(self, machine: Machine, kind: str, body: bytes) -> bytes:
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return body
+        if kind == pool_proxy.HEARTBEAT:
+            if isinstance(data, dict) and data.get("action") == "drop":
+                self.emulator.stats.incr("pool_drops")
+            return body
+        emulator = self.emulator
+        proxied = pool_proxy.proxied_base(emulator.url, machine.id)
+        if not pool_proxy.rewrite_task(data, machine.orchestrator_url or "", proxied):
+            return body
+        emulator.stats.incr("pool_tasks")
+        fault = emulator.faults.task_fault()
+        if fault != "none":
+            task = data["task"]
+            emulator.supervisor.schedule_task_fault(machine, fault, str(task.get("task_id")),
+                                                    task.get("attempt"),
+                                                    emulator.faults.task_fault_after_s)
+        return json.dumps(data).encode()
+
+    def _deliver_callback(self, machine: Machine, target: str) -> None:
+        """Forward one callback to `target` under the callback faults."""
+        emulator = self.emulator
+        stats = emulator.stats
+        stats.incr("callbacks_received")
         where = callbacks.describe(target)
         action = emulator.faults.callback_fault()
         if action == "crash":
             stats.incr("crashes_before_callback")
-            stats.injected("crash_before_callback", machine.id, machine.name)
-            emulator.supervisor.crash(machine)
+            emulator.supervisor.strike(machine, "crash_before_callback")
             self.close_connection = True
             self._json(502, {"error": "machine crashed before its callback (injected)"})
             return

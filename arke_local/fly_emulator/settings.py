@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .durations import TaskDuration
 from .faults import FaultSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -84,10 +85,16 @@ class EmulatorSettings:
     stop_timeout_s: float = 5.0  # SIGTERM -> SIGKILL when the stop request names none
     proxy_callbacks: bool = True
     synthetic_work_s: float = 0.2  # how long a synthetic machine "converts" before its output
+    # A synthetic pool machine's time per task: "3", "uniform:2:4" or "normal:3:0.5" (seconds).
+    synthetic_task_s: TaskDuration | str | float = "0.2"
+    synthetic_seed: int | None = None  # seeds the task-duration draws
     faults: FaultSettings = field(default_factory=FaultSettings)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "images", parse_images(self.images))
+        if not isinstance(self.synthetic_task_s, TaskDuration):
+            object.__setattr__(self, "synthetic_task_s",
+                               TaskDuration.parse(self.synthetic_task_s, self.synthetic_seed))
         if self.apps is not None:
             object.__setattr__(self, "apps", frozenset(self.apps))
 
@@ -131,6 +138,10 @@ class EmulatorSettings:
             kw["proxy_callbacks"] = _flag(v)
         if (v := get("SYNTHETIC_WORK_S")) is not None:
             kw["synthetic_work_s"] = float(v)
+        if (v := get("SYNTHETIC_TASK_S")) is not None:
+            kw["synthetic_task_s"] = v
+        if (v := get("SYNTHETIC_SEED")) is not None:
+            kw["synthetic_seed"] = int(v)
         kw["faults"] = FaultSettings.from_env(env)
         return cls(**kw)
 

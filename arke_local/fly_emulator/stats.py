@@ -32,6 +32,14 @@ COUNTERS = (
     "late_callbacks",
     "synthetic_outputs",  # outputs a synthetic machine stored
     "synthetic_upload_errors",
+    # pool machines (WORKER_MODE=pool)
+    "pool_pulls",  # pulls sent (synthetic) or proxied (processes)
+    "pool_tasks",  # task assignments received
+    "pool_heartbeats",
+    "pool_drops",  # heartbeats answered "drop"
+    "pool_forward_errors",  # a process's pull/heartbeat the proxy could not forward
+    "crashes_mid_task",
+    "hangs",
 )
 
 

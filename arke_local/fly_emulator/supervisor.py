@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from . import process, synthetic
+from . import pool_proxy, process, synthetic, synthetic_pool
 from .errors import ApiError, not_found, precondition_failed, unprocessable
 from .faults import FaultInjector
 from .machines import (
@@ -102,7 +102,9 @@ class Supervisor:
         )
 
     def _machine_env(self, machine_id: str, app: str, region: str, req: CreateRequest,
-                     memory_mb: int) -> tuple[dict[str, str], str | None]:
+                     memory_mb: int, command: ImageCommand) -> tuple[dict[str, str], str | None, str | None]:
+        """The process's env, the original CALLBACK_URL and the original ORCHESTRATOR_URL of a
+        pool process (both proxied; a synthetic pool machine applies faults itself)."""
         env = {n: os.environ[n] for n in self._settings.pass_env if n in os.environ}
         env.setdefault("PATH", os.defpath)
         env.update({
@@ -118,7 +120,12 @@ class Supervisor:
             query = urlsplit(original).query
             proxied = f"{self._callback_base()}/_emulator/callback/{machine_id}"
             env["CALLBACK_URL"] = f"{proxied}?{query}" if query else proxied
-        return env, original
+        orchestrator = None
+        if (synthetic_pool.is_pool(req.env) and req.env.get("ORCHESTRATOR_URL")
+                and self._settings.proxy_callbacks and not command.synthetic):
+            orchestrator = req.env["ORCHESTRATOR_URL"].rstrip("/")
+            env["ORCHESTRATOR_URL"] = pool_proxy.proxied_base(self._callback_base(), machine_id)
+        return env, original, orchestrator
 
     def create(self, app: str, req: CreateRequest) -> dict:
         command = self._command_for(req.image)
@@ -146,12 +153,13 @@ class Supervisor:
             machine_id = new_machine_id()
             while machine_id in self._machines:
                 machine_id = new_machine_id()
-            env, original_callback = self._machine_env(machine_id, app, region, req, memory_mb)
+            env, original_callback, orchestrator = self._machine_env(
+                machine_id, app, region, req, memory_mb, command)
             m = Machine(
                 id=machine_id, name=name, app=app, region=region, config=req.config,
                 command=command, env=env, memory_mb=memory_mb, auto_destroy=req.auto_destroy,
                 stop_signal=req.stop_signal, stop_timeout=req.stop_timeout,
-                callback_url=original_callback,
+                callback_url=original_callback, orchestrator_url=orchestrator,
             )
             m.record(S.CREATED, "user")
             self._machines[machine_id] = m
@@ -234,23 +242,27 @@ class Supervisor:
             self._exited(m, process.exit_code(returncode))
 
     def _run_synthetic(self, m: Machine) -> None:
-        """The emulator plays the worker in a second thread; this one waits for it to end, or
-        for the machine to be stopped, destroyed or crashed (then the job is cancelled and
-        whatever it has not sent yet is never sent)."""
-        cancelled = threading.Event()
+        """The emulator plays the worker (contract mode, or the pool loop with WORKER_MODE=pool)
+        in a second thread; this one waits for it to end, or for the machine to be stopped,
+        destroyed or crashed (then `m.halt` is set and whatever the job has not sent yet is
+        never sent). A hung machine's job ends without waking this thread: it stays started."""
         result: list[int] = []
 
         def job() -> None:
             try:
-                result.append(synthetic.run_job(m.env, cancelled, self._settings.synthetic_work_s,
-                                                m.id, self._stats.incr))
+                if synthetic_pool.is_pool(m.env):
+                    result.append(synthetic_pool.PoolRun(m.env, self._pool_hooks(m)).run())
+                else:
+                    result.append(synthetic.run_job(m.env, m.halt, self._settings.synthetic_work_s,
+                                                    m.id, self._stats.incr))
             except synthetic.JobCancelled:
                 pass
             except Exception:  # noqa: BLE001 - a bug in the job is a crashed machine, not ours
                 log.exception("%s synthetic machine %s (%s) failed", P, m.id, m.name)
                 result.append(1)
             finally:
-                m.wake.set()
+                if not m.hung:
+                    m.wake.set()
 
         with self._lock:
             if self._leaving(m):
@@ -261,7 +273,7 @@ class Supervisor:
         threading.Thread(target=job, name=f"synthetic-{m.id}", daemon=True).start()
         m.wake.wait()
         with self._lock:
-            cancelled.set()
+            m.halt.set()
             if result and not m.crash_injected:
                 code = result[0]
             elif m.crash_injected:
@@ -269,6 +281,13 @@ class Supervisor:
             else:
                 code = 0  # stopped or destroyed on request
             self._exited(m, code)
+
+    def _pool_hooks(self, m: Machine) -> synthetic_pool.PoolHooks:
+        return synthetic_pool.PoolHooks(
+            name=m.id, halt=m.halt, duration=self._settings.synthetic_task_s, faults=self._faults,
+            incr=self._stats.incr, injected=lambda kind: self._stats.injected(kind, m.id, m.name),
+            strike=lambda kind: self.strike(m, kind), pause=self._closing.wait,
+        )
 
     def _watch(self, m: Machine, proc: subprocess.Popen) -> int:
         """Wait for the process. When the tree's RSS exceeds memory_mb, do what the kernel's
@@ -310,8 +329,8 @@ class Supervisor:
             "restarting": False,  # restart policy "no": never restarted
             "exited_at": now_iso(),
         }
-        if m.crash_injected:
-            exit_event["fault"] = "crash_before_callback"
+        if m.crash_injected or m.hung:
+            exit_event["fault"] = m.fault or "crash_before_callback"
         self._move(m, S.STOPPED, "flyd", {"exit_event": exit_event, "restart_count": 0},
                    note=f"exit code {exit_event['exit_code']}" + (", OOM" if m.oom_killed else ""))
         if m.auto_destroy or m.destroy_requested:
@@ -393,16 +412,69 @@ class Supervisor:
                 )
             return False
 
-    def crash(self, m: Machine) -> None:
-        """Kill the machine's process as if it crashed (the crash-before-callback fault)."""
+    def crash(self, m: Machine, kind: str = "crash_before_callback") -> None:
+        """Kill the machine's process as if it crashed (the crash faults)."""
         with self._lock:
             m.crash_injected = True
+            m.fault = kind
+            m.pending_task_fault = None
             proc = m.process
-        log.info("%s fault: crash before callback, killing machine %s (%s)", P, m.id, m.name)
+        log.info("%s fault: %s, killing machine %s (%s)", P, kind.replace("_", " "), m.id, m.name)
         if proc is not None:
             process.signal_group(proc.pid, signal.SIGKILL)
         elif m.command.synthetic:
             m.wake.set()
+
+    def hang(self, m: Machine) -> None:
+        """Freeze the machine (the hang fault): its process group is SIGSTOPped, a synthetic
+        machine's job stops; it stays started, sends nothing, until stopped or deleted."""
+        with self._lock:
+            if m.state is not S.STARTED or m.hung:
+                return
+            m.hung = True
+            m.fault = "hang"
+            m.pending_task_fault = None
+            proc = m.process
+            m.halt.set()
+        log.info("%s fault: hang, machine %s (%s) frozen", P, m.id, m.name)
+        if proc is not None:
+            process.signal_group(proc.pid, signal.SIGSTOP)
+
+    def strike(self, m: Machine, kind: str) -> None:
+        """Inflict one pool fault now, counted and noted: "crash_mid_task", "hang" or
+        "crash_before_callback"."""
+        counter = {"crash_mid_task": "crashes_mid_task", "hang": "hangs"}.get(kind)
+        if counter:
+            self._stats.incr(counter)
+        self._stats.injected(kind, m.id, m.name)
+        if kind == "hang":
+            self.hang(m)
+        else:
+            self.crash(m, kind)
+
+    def schedule_task_fault(self, m: Machine, kind: str, task_id: str, attempt: int,
+                            after_s: float) -> None:
+        """A pool process got a task that is to crash ("crash") or hang it: strike after
+        `after_s`, or at its callback for that task if that comes first (`take_task_fault`)."""
+        key = ("crash_mid_task" if kind == "crash" else kind, task_id, attempt)
+        with self._lock:
+            m.pending_task_fault = key
+        timer = threading.Timer(after_s, self._strike_if_pending, args=(m, key))
+        timer.daemon = True
+        timer.start()
+
+    def _strike_if_pending(self, m: Machine, key: tuple[str, str, int]) -> None:
+        with self._lock:
+            if m.pending_task_fault != key or m.state is not S.STARTED:
+                return
+            m.pending_task_fault = None
+        self.strike(m, key[0])
+
+    def take_task_fault(self, m: Machine) -> str | None:
+        """The pool fault waiting to strike this machine, now due (its callback came first)."""
+        with self._lock:
+            key, m.pending_task_fault = m.pending_task_fault, None
+        return key[0] if key else None
 
     # ---- shutdown -----------------------------------------------------------------------
 

@@ -80,8 +80,14 @@ def _s3_client(endpoint: str, key_id: str, secret: str):
         return client
 
 
-def store_output(env: Mapping[str, str], key: str, body: bytes) -> None:
+def store_output(env: Mapping[str, str], key: str, body: bytes, session=None) -> None:
+    """PUT to OUTPUT_URL (through `session`, a requests.Session, when given: keep-alive), else
+    boto3 with the env's R2 keys."""
     output_url = env.get("OUTPUT_URL", "").strip()
+    if output_url and session is not None:
+        answer = session.put(output_url, data=body, headers={"Content-Type": "image/jpeg"}, timeout=30)
+        answer.raise_for_status()
+        return
     if output_url:
         request = urllib.request.Request(output_url, data=body, method="PUT",
                                          headers={"Content-Type": "image/jpeg"})

@@ -117,3 +117,13 @@ def test_chalice_local_stage_does_not_override_the_stack_environment():
     pinned = set(local.get("environment_variables", {})) | set(config.get("environment_variables", {}))
     controlled = set(orchestrator_env(LocalStack().endpoints)) - {"STAGE"}
     assert not pinned & controlled, f"set by the stack, not in .chalice/config.json: {sorted(pinned & controlled)}"
+
+
+def test_the_stack_emulator_holds_a_250_machine_pool(monkeypatch):
+    from arke_local.fly_emulator import EmulatorSettings
+
+    monkeypatch.delenv("FLY_EMULATOR_MAX_MACHINES", raising=False)
+    env = LocalStack(StackOptions(ports=Ports())).env()
+    assert EmulatorSettings.from_env(env).max_machines >= 250 > EmulatorSettings().max_machines
+    monkeypatch.setenv("FLY_EMULATOR_MAX_MACHINES", "40")  # the caller's word wins
+    assert EmulatorSettings.from_env(LocalStack(StackOptions(ports=Ports())).env()).max_machines == 40
