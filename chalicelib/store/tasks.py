@@ -248,8 +248,8 @@ def extend_attempt(batch_id: str, task_id: str, attempt: int, machine_name: str,
     if deadline <= now:
         return None  # over the task timeout: the pass ends the attempt
     try:
-        Task(batch_id, task_id).update(actions=[Task.open_due.set(deadline)],
-                                       condition=_in_flight(attempt) & (Task.pool_machine == machine_name))
+        # attempt numbers only grow: the same attempt still in flight is the same holder
+        Task(batch_id, task_id).update(actions=[Task.open_due.set(deadline)], condition=_in_flight(attempt))
     except UpdateError as exc:
         if lost_race(exc):
             return None

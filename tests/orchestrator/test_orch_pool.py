@@ -281,3 +281,21 @@ def test_machine_records_hold_both_caps_and_count_a_machine_gone_once(services, 
     assert not store.retire_machine(settings, "batch_abc", "m-1", "done again", now)
     assert in_flight() == 1 and int(store.get_batch("batch_abc").machines_live) == 1
     assert [m.name for m in store.live_machines("batch_abc")] == ["m-2"]
+    # a machine retired between its pull's read and its claim claims nothing
+    [task] = list(store.iter_tasks("batch_abc"))
+    assert store.claim_for_machine(settings, task, phase, "m-1", None, now + 1000, now) is None
+    assert store.get_task("batch_abc", task.task_id).status == "pending"
+    assert store.claim_for_machine(settings, task, phase, "m-2", None, now + 1000, now) == 1
+
+
+def test_the_shared_in_flight_cap_is_a_condition_of_each_machine_record(services, env):
+    services = make_services(env, **POOL, MAX_MACHINES_IN_FLIGHT="1")
+    app.intake(sqs_event(message(tiffs=1, others=0)), LambdaContext(30))
+    settings, now = services.settings, int(time.time() * 1000)
+    assert store.add_machine(settings, "batch_abc", "TIFF_CONVERSION", "m-1", now)
+    try:
+        store.add_machine(settings, "batch_abc", "TIFF_CONVERSION", "m-2", now)
+        raise AssertionError("a machine was added over MAX_MACHINES_IN_FLIGHT=1")
+    except store.InFlightCapReached:
+        pass
+    assert in_flight() == 1 and store.get_machine("batch_abc", "m-2") is None
