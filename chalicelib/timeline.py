@@ -79,4 +79,12 @@ def timeline_json(batch: Batch, now: int) -> dict[str, Any]:
     return {"batch_id": batch.batch_id, "status": batch.status, "bucket_seconds": MINUTE_MS // 1000,
             "points": [{"minute": iso(m * MINUTE_MS), "completed": c, "failed": f} for m, c, f in series],
             "rate_per_minute": round(rate, 2),
-            "eta_seconds": eta_seconds(total - done - int(batch.tasks_failed or 0), rate)}
+            "eta_seconds": eta_seconds(total - done - int(batch.tasks_failed or 0), rate),
+            "machines": pool_points(batch)}
+
+
+def pool_points(batch: Batch) -> list[dict[str, Any]]:
+    """The pool's size per minute (what the pass saw last in that minute), for the chart."""
+    raw = batch.pool_timeline.as_dict() if batch.pool_timeline is not None else {}
+    minutes = sorted((int(k[1:]), int(v)) for k, v in raw.items() if k.startswith("m") and k[1:].isdigit())
+    return [{"minute": iso(m * MINUTE_MS), "live": live} for m, live in minutes]

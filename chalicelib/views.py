@@ -36,7 +36,26 @@ def batch_status(batch: Batch) -> dict[str, Any]:
             "last_error": batch.delivery_error,
             "delivered_at": iso(batch.delivered_at),
         },
+        "machines": machines_view(batch),
+        "pool": pool_view(batch),
     }
+
+
+def machines_view(batch: Batch) -> dict[str, int] | None:
+    """A pool batch's machine counts (docs/pool.md), flat so `watch` shows them as one line;
+    None for a batch that never had a pool."""
+    if batch.machines_created is None:
+        return None
+    return {"live": int(batch.machines_live or 0), "target": int(batch.pool_target or 0),
+            "peak": int(batch.machines_peak or 0), "created": int(batch.machines_created or 0)}
+
+
+def pool_view(batch: Batch) -> dict[str, Any] | None:
+    """Why the pool has the size it has: the last pass's reason and seconds per task."""
+    if batch.pool_target is None:
+        return None
+    return {"reason": batch.pool_reason,
+            "task_ms": int(batch.task_ms_avg) if batch.task_ms_avg is not None else None}
 
 
 def task_json(task: Task) -> dict[str, Any]:
