@@ -60,6 +60,8 @@ def pull(services: Services, batch_id: str, name: str, authorization: str | None
     phase = services.registry.get(batch.status) if batch and batch.status in services.registry else None
     if batch is None or phase is None:
         return _exit(services, batch_id, name, f"batch is {batch.status if batch else 'gone'}")
+    if batch.pool_target is not None and int(batch.machines_live or 0) > int(batch.pool_target):
+        return _exit(services, batch_id, name, "pool over its target")  # a cap or the fair share shrank
     now = now_ms()
     if not store.touch_machine(batch_id, name, now):
         return {"action": "exit", "reason": "machine retired"}
