@@ -42,6 +42,20 @@ CHAOS_ENV = {
     "TICK_MARGIN_MS": "2000",
     "ARKE_PUMP_WAIT_S": "1",
     "ARKE_PUMP_RETRY_VISIBILITY_S": "1",
+    "MACHINE_MODE": "single",  # test_chaos_batch; test_chaos_pool runs CHAOS_POOL_ENV
+}
+
+# The same batch in pool mode (docs/pool.md): a small pool, heartbeats every 0.5 s, a held
+# task retried 3 s after its machine fell silent.
+CHAOS_POOL_ENV = {
+    **CHAOS_ENV,
+    "MACHINE_MODE": "pool",
+    "MAX_POOL_MACHINES_PER_BATCH": "20",
+    "HEARTBEAT_TIMEOUT_MS": "3000",
+    "HEARTBEAT_INTERVAL_MS": "500",
+    "POOL_BOOT_MS": "500",
+    "POOL_PRIOR_TASK_MS": "300",
+    "FLY_EMULATOR_SYNTHETIC_TASK_S": "uniform:0.1:0.5",
 }
 
 
@@ -132,3 +146,9 @@ def chaos_stack(tmp_path_factory):
     # By hand: CHAOS_ENV_<NAME>=value overrides one knob, e.g. CHAOS_ENV_MAX_MACHINES_IN_FLIGHT=50.
     extra.update({k[len("CHAOS_ENV_"):]: v for k, v in os.environ.items() if k.startswith("CHAOS_ENV_")})
     yield from run_local_stack(tmp_path_factory, "chaos", extra, ChaosStack)
+
+
+@pytest.fixture(scope="module")
+def chaos_pool_stack(tmp_path_factory):
+    """The same stack in pool mode (CHAOS_POOL_ENV)."""
+    yield from run_local_stack(tmp_path_factory, "chaos-pool", dict(CHAOS_POOL_ENV), ChaosStack)
