@@ -1,7 +1,7 @@
 """The tick: the scheduled function standing in for the seed's Durable Object alarms.
 
 EventBridge fires it once a minute, but a converting batch wants a pass every
-ALARM_DELAY_TIFF_CONVERSION ms (5 s). So one invocation loops: it runs every due pass,
+few seconds (its phase's alarm delay: ALARM_DELAY_TIFF_CONVERSION, 5 s). So one invocation loops: it runs every due pass,
 sleeps a poll interval (1 s, or the alarm delay when shorter),
 and returns when fewer than TICK_MARGIN_MS remain of its timeout; the next scheduled
 invocation takes over. Chosen over per-batch delayed SQS wake-ups because it needs no
@@ -45,7 +45,7 @@ def run_due_passes(services: Services, owner: str, report: TickReport | None = N
     # Advisory: each claim's transaction enforces the cap on the shared counter itself.
     capacity = max(0, settings.max_machines_in_flight - store.in_flight_machines())
     due = sorted((b for b in active if b.due_at is not None and b.due_at <= now), key=lambda b: b.due_at)
-    slice_s = settings.alarm_delay_tiff_conversion_ms / 1000 / max(1, len(due))
+    slice_s = shortest_alarm_delay_ms(services) / 1000 / max(1, len(due))
     for listed in due:
         batch = store.acquire_lease(listed.batch_id, owner, now_ms(), settings.lease_ms)
         if batch is None:
@@ -64,6 +64,11 @@ def run_due_passes(services: Services, owner: str, report: TickReport | None = N
         errors_reset = 0 if batch.pass_errors else None
         store.release_lease(batch.batch_id, owner, next_due, errors_reset)
     return report
+
+
+def shortest_alarm_delay_ms(services: Services) -> int:
+    """The shortest pass interval any phase asks for (each phase says its own: Phase.alarm_delay_ms)."""
+    return min(phase.alarm_delay_ms(services.settings) for phase in services.registry.chain())
 
 
 def _pass_failed(services: Services, batch_id: str, owner: str, failures: int, exc: Exception) -> None:
@@ -90,7 +95,7 @@ def run_tick(services: Services, remaining_ms: Callable[[], int], owner: str | N
         report.loops += 1
         try:
             run_due_passes(services, owner, report)
-            wait_ms = min(POLL_MS, services.settings.alarm_delay_tiff_conversion_ms)
+            wait_ms = min(POLL_MS, shortest_alarm_delay_ms(services))
         except Exception as exc:  # noqa: BLE001 - e.g. DynamoDB unreachable: try again shortly
             log("[Batch]", "tick_round_failed", error=f"{type(exc).__name__}: {exc}"[:300])
             wait_ms = POLL_MS

@@ -62,10 +62,7 @@ def pull(services: Services, batch_id: str, name: str, authorization: str | None
         return _exit(services, batch_id, name, f"batch is {batch.status if batch else 'gone'}")
     if batch.pool_target is not None and int(batch.machines_live or 0) > int(batch.pool_target):
         return _exit(services, batch_id, name, "pool over its target")  # a cap or the fair share shrank
-    now = now_ms()
-    if not store.touch_machine(batch_id, name, now):
-        return {"action": "exit", "reason": "machine retired"}
-    return _claim_one(services, batch, phase, machine, now)
+    return _claim_one(services, batch, phase, machine, now_ms())
 
 
 def _claim_one(services: Services, batch: Batch, phase: Phase, machine: Machine, now: int) -> dict[str, Any]:
@@ -81,6 +78,9 @@ def _claim_one(services: Services, batch: Batch, phase: Phase, machine: Machine,
             machine_name=name, machine_id=machine.machine_id)
         return {"action": "task", "heartbeat_interval_ms": settings.heartbeat_interval_ms,
                 "task": _assignment(services, phase, batch_id, task, attempt, name, deadline, now)}
+    # no claim (which marks the machine heard from): say it was, unless it is gone
+    if not store.touch_machine(batch_id, name, now):
+        return {"action": "exit", "reason": "machine retired"}
     if candidates:
         return {"action": "wait", "retry_after_ms": WAIT_AFTER_LOST_MS}
     due = store.next_pending_due(batch_id)

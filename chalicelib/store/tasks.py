@@ -229,7 +229,7 @@ def claim_for_machine(settings: Settings, task: Task, phase: str, machine_name: 
                   condition=Batch.status == phase)
         tx.update(Machine(machine_key(task.batch_id, machine_name)),
                   actions=[Machine.holding.add({task.task_id}), Machine.last_seen.set(now),
-                           Machine.live_seen.set(now)],
+                           Machine.live_seen.set(now), Machine.state.set("running")],
                   condition=Machine.batch_id.exists() & (Machine.state != "gone"))
 
     return attempt if transact(settings, build) is None else None

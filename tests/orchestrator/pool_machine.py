@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +27,16 @@ class PlayedMachine:
         response = self._post("pull", token=token)
         assert response.status_code == 200, response.body
         return response.json_body
+
+    def pull_task(self, tries: int = 50) -> dict[str, Any]:
+        """Pull until given a task, sleeping the `wait`s (a retry may not be due yet)."""
+        for _ in range(tries):
+            answer = self.pull()
+            if answer["action"] == "task":
+                return answer["task"]
+            assert answer["action"] == "wait", answer
+            time.sleep(answer["retry_after_ms"] / 1000)
+        raise AssertionError("never given a task")
 
     def heartbeat(self, task: dict[str, Any]) -> dict[str, Any]:
         response = self._post("heartbeat", {"task_id": task["task_id"], "attempt": task["attempt"]})

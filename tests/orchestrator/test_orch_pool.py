@@ -107,7 +107,7 @@ def test_a_machine_killed_mid_task_has_its_task_retried_after_the_heartbeat_time
     assert dead.request["id"] in fly.deleted  # silent: destroyed, and counted gone once
     assert store.get_machine("batch_abc", dead.name).state == "gone"
     replacement = machines(client, fly)[1]
-    second = replacement.pull()["task"]
+    second = replacement.pull_task()
     assert (second["task_id"], second["attempt"]) == (first["task_id"], 2)
     assert dead.report(first)["ignored"] is True  # its late result counts nothing
     assert replacement.report(second) == {"ok": True}
