@@ -1,0 +1,194 @@
+"""Load on the local stack's API (`chalice local`): can it take what a 230-machine pool sends?
+
+A pool of ~230 machines at 3 s per task sends ~77 results/s, ~77 pulls/s and heartbeats
+(one per machine every 10 s: ~23/s) to the API. This script offers a steady 200 requests/s
+from 50 threads, alternating `GET /health` (no DynamoDB) and `GET /status/{batch}` (one
+DynamoDB read of a finished batch), each request on a new connection as separate machines
+open them, and prints the achieved rate, p50/p99 latency and failures per route.
+
+Run: `make bench-stack-load` (starts its own stack, runs a 3-task batch for /status to read)
+or `python -m bench.stack_load --api URL --batch ID` against a running `make up`.
+Numbers are this machine's (2 cores shared with everything else): compare them before and
+after a change, on the same machine, in the same run of this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+
+@dataclass
+class Sample:
+    path: str
+    started: float
+    seconds: float
+    status: int  # 0: no answer
+
+
+@dataclass
+class LoadReport:
+    offered_rps: float
+    duration_s: float
+    samples: list[Sample] = field(default_factory=list)
+
+    def rows(self) -> list[dict]:
+        """Per route and overall: requests, achieved rate, p50/p99 ms, failures."""
+        groups: dict[str, list[Sample]] = {}
+        for s in self.samples:
+            groups.setdefault(route_of(s.path), []).append(s)
+        groups["all"] = list(self.samples)
+        return [summarize(name, group, self.duration_s) for name, group in groups.items()]
+
+
+def route_of(path: str) -> str:
+    return "/" + path.strip("/").split("/", 1)[0]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100), nearest rank; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def summarize(name: str, samples: list[Sample], duration_s: float) -> dict:
+    ok = [s.seconds * 1000 for s in samples if 200 <= s.status < 500]
+    return {
+        "route": name,
+        "requests": len(samples),
+        "achieved_rps": len(ok) / duration_s if duration_s else 0.0,
+        "p50_ms": percentile(ok, 50),
+        "p99_ms": percentile(ok, 99),
+        "max_ms": max(ok, default=0.0),
+        "failures": sum(1 for s in samples if not 200 <= s.status < 500),
+        "mean_ms": statistics.fmean(ok) if ok else 0.0,
+    }
+
+
+def one_request(host: str, port: int, path: str, timeout_s: float) -> int:
+    """GET on a new connection; the status, 0 when nothing (or garbage) answered."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException):
+        return 0
+    finally:
+        conn.close()
+
+
+def run_load(api_url: str, paths: list[str], rps: float = 200.0, threads: int = 50,
+             duration_s: float = 20.0, timeout_s: float = 10.0) -> LoadReport:
+    """Open loop: thread i sends at start + i/rps + k*threads/rps (k = 0, 1, ...), or at
+    once when it is behind, so a slow server shows as a lower achieved rate and higher
+    latency, not as fewer requests offered."""
+    parts = urlsplit(api_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    period = threads / rps
+    report = LoadReport(rps, duration_s)
+    lock = threading.Lock()
+    start = time.monotonic() + 0.2
+
+    def worker(i: int) -> None:
+        k = 0
+        while True:
+            due = start + i / rps + k * period
+            if due >= start + duration_s:
+                return
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            path = paths[(i + k) % len(paths)]
+            began = time.monotonic()
+            status = one_request(host, port, path, timeout_s)
+            sample = Sample(path, began - start, time.monotonic() - began, status)
+            with lock:
+                report.samples.append(sample)
+            k += 1
+
+    pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    report.duration_s = max(duration_s, max((s.started + s.seconds for s in report.samples), default=0.0))
+    return report
+
+
+def print_report(report: LoadReport, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{title}: {report.offered_rps:.0f} req/s offered for {report.duration_s:.1f} s")
+    for name in ("route", "requests", "achieved req/s", "p50 ms", "p99 ms", "max ms", "failures"):
+        table.add_column(name, justify="left" if name == "route" else "right")
+    for row in report.rows():
+        table.add_row(row["route"], str(row["requests"]), f"{row['achieved_rps']:.1f}", f"{row['p50_ms']:.1f}",
+                      f"{row['p99_ms']:.1f}", f"{row['max_ms']:.0f}", str(row["failures"]))
+    Console().print(table)
+
+
+def finished_batch(stack) -> str:
+    """A 3-task batch run to DONE on `stack` (synthetic machines), for /status to read."""
+    import json
+
+    import boto3
+
+    from arke_local.endpoints import QUEUE_NAME
+    from arke_local.submission import LocalFile, build_message, new_batch_id
+    from bench.scale import BATCHES_TABLE, wait_done
+
+    e = stack.endpoints
+    kw = dict(endpoint_url=e.aws, region_name="us-east-1", aws_access_key_id="bench-observer",
+              aws_secret_access_key="testing")
+    batch_id = new_batch_id()
+    message, _ = build_message(batch_id, [LocalFile(f"scan-{i}.tif", 100) for i in range(3)], manifest="never")
+    sqs = boto3.client("sqs", **kw)
+    sqs.send_message(QueueUrl=sqs.get_queue_url(QueueName=QUEUE_NAME)["QueueUrl"], MessageBody=json.dumps(message))
+    status = wait_done(boto3.client("dynamodb", **kw), batch_id, 120)
+    if status != "DONE":
+        raise RuntimeError(f"batch {batch_id} ended {status}; its table row: {BATCHES_TABLE}")
+    return batch_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.stack_load", description=__doc__.splitlines()[0])
+    parser.add_argument("--api", help="a running stack's API (default: start a stack)")
+    parser.add_argument("--batch", help="batch id for /status (with --api)")
+    parser.add_argument("--rps", type=float, default=200.0)
+    parser.add_argument("--threads", type=int, default=50)
+    parser.add_argument("--duration-s", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    if args.api:
+        paths = ["/health"] + ([f"/status/{args.batch}"] if args.batch else [])
+        print_report(run_load(args.api, paths, args.rps, args.threads, args.duration_s), args.api)
+        return 0
+
+    import json
+
+    from arke_local.endpoints import Ports, runtime_dir
+    from arke_local.fly_emulator import SYNTHETIC, WORKER_IMAGE
+    from arke_local.stack import LocalStack, StackOptions
+
+    env = {"FLY_EMULATOR_IMAGES": json.dumps({WORKER_IMAGE: SYNTHETIC}), "ALARM_DELAY_TIFF_CONVERSION": "500"}
+    options = StackOptions(ports=Ports.free(), log_dir=runtime_dir() / "bench-stack-load", extra_env=env)
+    with LocalStack(options) as stack:
+        batch_id = finished_batch(stack)
+        paths = ["/health", f"/status/{batch_id}"]
+        report = run_load(stack.endpoints.api, paths, args.rps, args.threads, args.duration_s)
+    print_report(report, "chalice local (the stack's API)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
