@@ -6,8 +6,10 @@ from 50 threads, alternating `GET /health` (no DynamoDB) and `GET /status/{batch
 DynamoDB read of a finished batch), each request on a new connection as separate machines
 open them, and prints the achieved rate, p50/p99 latency and failures per route.
 
-Run: `make bench-stack-load` (starts its own stack, runs a 3-task batch for /status to read)
-or `python -m bench.stack_load --api URL --batch ID` against a running `make up`.
+Run: `make bench-stack-load` (starts its own stack, runs a 3-task batch for /status to read,
+and starts stock `chalice local` beside the stack's API server as the baseline; the two take
+the load in turns, `--rounds` times each, so both see the same machine), or
+`python -m bench.stack_load --api URL --batch ID` against a running `make up`.
 Numbers are this machine's (2 cores shared with everything else): compare them before and
 after a change, on the same machine, in the same run of this script.
 """
@@ -20,6 +22,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 
@@ -36,6 +39,7 @@ class LoadReport:
     offered_rps: float
     duration_s: float
     samples: list[Sample] = field(default_factory=list)
+    listen_drops: int | None = None  # the kernel's, machine-wide, while the load ran
 
     def rows(self) -> list[dict]:
         """Per route and overall: requests, achieved rate, p50/p99 ms, failures."""
@@ -68,9 +72,23 @@ def summarize(name: str, samples: list[Sample], duration_s: float) -> dict:
         "p50_ms": percentile(ok, 50),
         "p99_ms": percentile(ok, 99),
         "max_ms": max(ok, default=0.0),
+        "over_1s": sum(1 for ms in ok if ms >= 1000),  # a dropped SYN's retransmit waits 1 s
         "failures": sum(1 for s in samples if not 200 <= s.status < 500),
         "mean_ms": statistics.fmean(ok) if ok else 0.0,
     }
+
+
+def listen_drops() -> int | None:
+    """TcpExt ListenDrops of /proc/net/netstat: connections dropped because a listening
+    socket's accept queue was full (None where there is no such file)."""
+    try:
+        text = Path("/proc/net/netstat").read_text()
+        lines = [line.split() for line in text.splitlines() if line.startswith("TcpExt:")]
+    except OSError:
+        return None
+    if len(lines) < 2 or "ListenDrops" not in lines[0]:
+        return None
+    return int(lines[1][lines[0].index("ListenDrops")])
 
 
 def one_request(host: str, port: int, path: str, timeout_s: float) -> int:
@@ -117,10 +135,14 @@ def run_load(api_url: str, paths: list[str], rps: float = 200.0, threads: int = 
             k += 1
 
     pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    drops_before = listen_drops()
     for t in pool:
         t.start()
     for t in pool:
         t.join()
+    drops_after = listen_drops()
+    if drops_before is not None and drops_after is not None:
+        report.listen_drops = drops_after - drops_before
     report.duration_s = max(duration_s, max((s.started + s.seconds for s in report.samples), default=0.0))
     return report
 
@@ -130,12 +152,14 @@ def print_report(report: LoadReport, title: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"{title}: {report.offered_rps:.0f} req/s offered for {report.duration_s:.1f} s")
-    for name in ("route", "requests", "achieved req/s", "p50 ms", "p99 ms", "max ms", "failures"):
+    for name in ("route", "requests", "achieved req/s", "p50 ms", "p99 ms", "max ms", ">= 1 s", "failures"):
         table.add_column(name, justify="left" if name == "route" else "right")
     for row in report.rows():
         table.add_row(row["route"], str(row["requests"]), f"{row['achieved_rps']:.1f}", f"{row['p50_ms']:.1f}",
-                      f"{row['p99_ms']:.1f}", f"{row['max_ms']:.0f}", str(row["failures"]))
+                      f"{row['p99_ms']:.1f}", f"{row['max_ms']:.0f}", str(row["over_1s"]), str(row["failures"]))
     Console().print(table)
+    if report.listen_drops is not None:
+        print(f"kernel ListenDrops during the load (machine-wide): {report.listen_drops}")
 
 
 def finished_batch(stack) -> str:
@@ -167,10 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", help="batch id for /status (with --api)")
     parser.add_argument("--rps", type=float, default=200.0)
     parser.add_argument("--threads", type=int, default=50)
-    parser.add_argument("--duration-s", type=float, default=20.0)
+    parser.add_argument("--duration-s", type=float, default=10.0, help="per round")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per server (own stack only)")
+    parser.add_argument("--warmup-s", type=float, default=3.0,
+                        help="load first sent and not counted: the app's cold start (its first "
+                             "DynamoDB clients, made while 50 requests wait) is not the steady state")
     args = parser.parse_args(argv)
     if args.api:
         paths = ["/health"] + ([f"/status/{args.batch}"] if args.batch else [])
+        if args.warmup_s:
+            run_load(args.api, paths, args.rps, args.threads, args.warmup_s)
         print_report(run_load(args.api, paths, args.rps, args.threads, args.duration_s), args.api)
         return 0
 
@@ -185,9 +215,38 @@ def main(argv: list[str] | None = None) -> int:
     with LocalStack(options) as stack:
         batch_id = finished_batch(stack)
         paths = ["/health", f"/status/{batch_id}"]
-        report = run_load(stack.endpoints.api, paths, args.rps, args.threads, args.duration_s)
-    print_report(report, "chalice local (the stack's API)")
+        servers = {"stock chalice local": start_stock_chalice(stack), "stack API (api_server)": stack.endpoints.api}
+        reports = {name: LoadReport(args.rps, 0.0) for name in servers}
+        for url in servers.values():
+            if args.warmup_s:
+                run_load(url, paths, args.rps, args.threads, args.warmup_s)
+        for _ in range(args.rounds):
+            for name, url in servers.items():
+                got = run_load(url, paths, args.rps, args.threads, args.duration_s)
+                reports[name].samples += got.samples
+                reports[name].duration_s += got.duration_s
+                reports[name].listen_drops = (reports[name].listen_drops or 0) + (got.listen_drops or 0)
+    for name, report in reports.items():
+        print_report(report, name)
     return 0
+
+
+def start_stock_chalice(stack) -> str:
+    """`chalice local` as the stack ran it before api_server, on a free port, same env."""
+    import sys
+
+    from arke_local.endpoints import STACK_CHALICE_STAGE, free_port
+    from arke_local.stack import Component
+
+    port = free_port()
+    host = stack.options.host
+    chalice = str(Path(sys.executable).parent / "chalice")
+    component = Component("api-stock", [chalice, "--project-dir", str(stack.options.project_dir), "local",
+                                        "--stage", STACK_CHALICE_STAGE, "--host", host, "--port", str(port),
+                                        "--no-autoreload"], ready_url=f"http://{host}:{port}/health")
+    running = stack.supervisor.start(component, stack.env(), stack.options.project_dir)
+    stack.supervisor.wait_ready(running, 60)
+    return f"http://{host}:{port}"
 
 
 if __name__ == "__main__":
