@@ -142,6 +142,13 @@ def expected_single_s(spec: RunSpec) -> float:
     return max(0, spec.tasks - spec.burst) / spec.create_rate + spec.boot_s + spec.task_s
 
 
+def default_timeout_s(spec: RunSpec, bound: float) -> float:
+    """How long a run may take before the harness gives up: well past what it should take
+    (single: 3x the create-limited time; pool: 4x the bound), and at least 10 minutes."""
+    expected = 3 * expected_single_s(spec) if spec.mode == "single" else 4 * bound
+    return max(600.0, expected)
+
+
 def bound_s(spec: RunSpec) -> float:
     """The makespan bound of issue 10, from the one function the pool sizing uses too."""
     from chalicelib.pool_sizing import makespan_bound_s
@@ -391,7 +398,7 @@ def run_one(spec: RunSpec, console: Console, timeout_s: float | None = None) -> 
         submitted = time.monotonic()
         with PoolSampler(e.fly) as sampler:
             submit(s3, _client("sqs", e.aws, ORCHESTRATOR_KEY), R2_BUCKET, batch_id, files)
-            limit = timeout_s or max(600.0, 3 * (result.expected_single_s or expected_single_s(spec)))
+            limit = timeout_s or default_timeout_s(spec, result.bound_s)
             result.status = wait_done(ddb, batch_id, limit)
             result.submit_to_done_s = time.monotonic() - submitted
         ddb_after = requests.get(f"{e.aws}/_arke/dynamodb-requests", timeout=10).json()
@@ -424,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-small", action="store_true", help="skip the 10,000-task pool run")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="an orchestrator or emulator knob over the benchmark's (repeatable)")
-    parser.add_argument("--timeout-s", type=float, help="per run (default: 3x the single-mode time, >= 600 s)")
+    parser.add_argument("--timeout-s", type=float, help="per run (default: default_timeout_s)")
     args = parser.parse_args(argv)
     console = Console()
     if not console.is_terminal:

@@ -52,6 +52,12 @@ def test_single_mode_expectation_is_the_create_limit():
     assert scale.expected_single_s(RunSpec("single", 2)) == 8
 
 
+def test_a_run_gives_up_well_past_what_it_should_take():
+    assert scale.default_timeout_s(RunSpec("single", 300), 50) == 3 * 305
+    assert scale.default_timeout_s(RunSpec("pool", 10_000), 250) == 1000
+    assert scale.default_timeout_s(RunSpec("pool", 20), 16) == 600
+
+
 def test_makespan_runs_from_the_first_machine_created_to_the_last_task_ended():
     machines = [{"created_at": "2026-12-01T12:00:10.500Z"}, {"created_at": "2026-12-01T12:00:05Z"}, {}]
     start = datetime(2026, 12, 1, 12, 0, 5, tzinfo=UTC).timestamp()
