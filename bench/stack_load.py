@@ -7,7 +7,8 @@ DynamoDB read of a finished batch), each request on a new connection as separate
 open them, and prints the achieved rate, p50/p99 latency and failures per route.
 
 Run: `make bench-stack-load` (starts its own stack, runs a 3-task batch for /status to read,
-and starts stock `chalice local` beside the stack's API server as the baseline; the two take
+keeps a second batch converting meanwhile to time the pump's passes under the load, and
+starts stock `chalice local` beside the stack's API server as the baseline; the two take
 the load in turns, `--rounds` times each, so both see the same machine), or
 `python -m bench.stack_load --api URL --batch ID` against a running `make up`.
 Numbers are this machine's (2 cores shared with everything else): compare them before and
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import math
 import statistics
 import threading
 import time
@@ -59,7 +61,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
 
 
@@ -162,27 +164,59 @@ def print_report(report: LoadReport, title: str) -> None:
         print(f"kernel ListenDrops during the load (machine-wide): {report.listen_drops}")
 
 
-def finished_batch(stack) -> str:
-    """A 3-task batch run to DONE on `stack` (synthetic machines), for /status to read."""
+def submit_batch(stack, tasks: int) -> str:
+    """Send a batch of `tasks` TIFF entries to the stack's queue (synthetic machines never
+    read them, so none is uploaded); its id."""
     import json
-
-    import boto3
 
     from arke_local.endpoints import QUEUE_NAME
     from arke_local.submission import LocalFile, build_message, new_batch_id
-    from bench.scale import BATCHES_TABLE, wait_done
 
-    e = stack.endpoints
-    kw = dict(endpoint_url=e.aws, region_name="us-east-1", aws_access_key_id="bench-observer",
-              aws_secret_access_key="testing")
     batch_id = new_batch_id()
-    message, _ = build_message(batch_id, [LocalFile(f"scan-{i}.tif", 100) for i in range(3)], manifest="never")
-    sqs = boto3.client("sqs", **kw)
+    files = [LocalFile(f"scan-{i:04d}.tif", 100) for i in range(tasks)]
+    message, _ = build_message(batch_id, files, manifest="never")
+    sqs = _observer(stack, "sqs")
     sqs.send_message(QueueUrl=sqs.get_queue_url(QueueName=QUEUE_NAME)["QueueUrl"], MessageBody=json.dumps(message))
-    status = wait_done(boto3.client("dynamodb", **kw), batch_id, 120)
-    if status != "DONE":
-        raise RuntimeError(f"batch {batch_id} ended {status}; its table row: {BATCHES_TABLE}")
     return batch_id
+
+
+def _observer(stack, service: str):
+    import boto3
+
+    return boto3.client(service, endpoint_url=stack.endpoints.aws, region_name="us-east-1",
+                        aws_access_key_id="bench-observer", aws_secret_access_key="testing")
+
+
+def finished_batch(stack) -> str:
+    """A 3-task batch run to DONE on `stack`, for /status to read."""
+    from bench.scale import wait_done
+
+    batch_id = submit_batch(stack, 3)
+    status = wait_done(_observer(stack, "dynamodb"), batch_id, 120)
+    if status != "DONE":
+        raise RuntimeError(f"batch {batch_id} ended {status}")
+    return batch_id
+
+
+def busy_batch(stack, tasks: int = 30) -> str:
+    """A batch that stays converting while the load runs (its machines take 10 minutes to
+    boot), so the pump has a pass to run every ALARM_DELAY_TIFF_CONVERSION."""
+    import requests
+
+    requests.post(f"{stack.endpoints.fly}/_emulator/faults", json={"boot_delay_s": 600}, timeout=10).raise_for_status()
+    return submit_batch(stack, tasks)
+
+
+def print_pass_gaps(stack, batch_id: str, alarm_ms: int) -> None:
+    from bench.scale import pass_gaps_s
+
+    log_path = stack.options.log_dir / "pump.log"
+    gaps = pass_gaps_s(log_path.read_text(errors="replace"), batch_id) if log_path.exists() else None
+    if gaps is None:
+        print(f"pump: no two passes of the converting batch {batch_id} in {log_path}")
+    else:
+        print(f"pump under this load: the converting batch's passes every {gaps[0]:.2f} s on average, "
+              f"at most {gaps[1]:.2f} s apart (ALARM_DELAY_TIFF_CONVERSION {alarm_ms} ms)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,13 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     from arke_local.fly_emulator import SYNTHETIC, WORKER_IMAGE
     from arke_local.stack import LocalStack, StackOptions
 
-    env = {"FLY_EMULATOR_IMAGES": json.dumps({WORKER_IMAGE: SYNTHETIC}), "ALARM_DELAY_TIFF_CONVERSION": "500"}
+    alarm_ms = 1000  # a pass a second: what a pool's sizing wants
+    env = {"FLY_EMULATOR_IMAGES": json.dumps({WORKER_IMAGE: SYNTHETIC}),
+           "ALARM_DELAY_TIFF_CONVERSION": str(alarm_ms)}
     options = StackOptions(ports=Ports.free(), log_dir=runtime_dir() / "bench-stack-load", extra_env=env)
     with LocalStack(options) as stack:
         batch_id = finished_batch(stack)
         paths = ["/health", f"/status/{batch_id}"]
         servers = {"stock chalice local": start_stock_chalice(stack), "stack API (api_server)": stack.endpoints.api}
         reports = {name: LoadReport(args.rps, 0.0) for name in servers}
+        converting = busy_batch(stack)
         for url in servers.values():
             if args.warmup_s:
                 run_load(url, paths, args.rps, args.threads, args.warmup_s)
@@ -226,8 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                 reports[name].samples += got.samples
                 reports[name].duration_s += got.duration_s
                 reports[name].listen_drops = (reports[name].listen_drops or 0) + (got.listen_drops or 0)
-    for name, report in reports.items():
-        print_report(report, name)
+        for name, report in reports.items():
+            print_report(report, name)
+        print_pass_gaps(stack, converting, alarm_ms)
     return 0
 
 
