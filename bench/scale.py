@@ -21,8 +21,9 @@ What it measures, and how:
   (`/_arke/dynamodb-requests`): the orchestrator's processes sign with the stack's key,
   the harness reads under its own, so only the orchestrator's requests (API, intake, tick,
   from submit to DONE, idle polls included) are divided by N.
-- pass interval: mean and max seconds between the batch's passes, from the metric line each
-  pass emits (with its timestamp) in the pump's log: is the tick running passes often?
+- pass interval: mean and max seconds from one pass's end to the next's, from the metric line
+  each pass emits at its end (with a timestamp) in the pump's log: is the tick running passes
+  often? (A pass that spends its slice creating, then waits ALARM_DELAY, shows slice + delay.)
 
 Results print as a rich table and go to bench/results/scale-<UTC time>.json (committed:
 the closing note of issue 10 quotes them, and a later run is compared with an earlier one).
