@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv browser test demo up lint bench bench-worker bench-orchestrator mutation clean
+.PHONY: venv browser test demo up lint bench bench-worker bench-orchestrator bench-scale bench-stack-load mutation clean
 
 $(STAMP): requirements.txt requirements-dev.txt worker/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,15 @@ bench-orchestrator: venv
 .PHONY: bench-emulator-pool
 bench-emulator-pool: venv
 	$(PY) -m bench.fly_emulator_pool
+
+# Not part of `bench`: each run starts the whole local stack; the 10,000-task pool run takes
+# minutes (BENCH_SCALE_ARGS='--only-small', '--n 20 --mode single', '--env KEY=VALUE').
+bench-scale: venv
+	$(PY) -m bench.scale $(BENCH_SCALE_ARGS)
+
+# The stack's API under a 230-machine pool's request rate (200 req/s from 50 threads).
+bench-stack-load: venv
+	$(PY) -m bench.stack_load $(BENCH_STACK_LOAD_ARGS)
 
 bench: bench-orchestrator bench-worker
 

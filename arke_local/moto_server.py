@@ -16,7 +16,13 @@ It also refuses requests signed for another region than the stack's (us-east-1):
 one set of resources per region, so `aws --region eu-west-1 dynamodb scan ...` would
 otherwise find nothing, or a table "not found", and say nothing about why. The answer is a
 400 `WrongRegion` in the service's own error format, naming both regions. (S3 requests
-signed for `auto`, R2's region name, pass.) Everything else is `moto.server`.
+signed for `auto`, R2's region name, pass.)
+
+It counts the DynamoDB requests it serves, by the access key that signed them and the
+operation, and answers `GET /_arke/dynamodb-requests` with those counts: the benchmarks
+measure the orchestrator's requests per task at the server, across all its processes (the
+API, the pump), while their own reads go under another access key. Everything else is
+`moto.server`.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import json
 import re
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
@@ -36,8 +43,11 @@ from xml.sax.saxutils import escape
 from arke_local.endpoints import REGION
 
 _DYNAMODB_LOCK = threading.RLock()
+_REQUEST_COUNTS: Counter[tuple[str, str]] = Counter()  # (access key, operation) -> requests
+REQUEST_COUNTS_PATH = "/_arke/dynamodb-requests"
 # SigV4 credential scope: AKID/DATE/REGION/SERVICE/aws4_request (header or presigned query).
 _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/([^/,\s]+)/aws4_request")
+_SIGNER = re.compile(r"Credential=([^/,\s]+)/")
 
 
 def serialize_dynamodb() -> None:
@@ -51,6 +61,7 @@ def serialize_dynamodb() -> None:
     @functools.wraps(original)
     def call_action(self):
         with _DYNAMODB_LOCK:
+            _REQUEST_COUNTS[(signer(self.headers.get("Authorization", "")), self._get_action() or "?")] += 1
             return original(self)
 
     call_action._arke_serialized = True  # type: ignore[attr-defined]
@@ -113,6 +124,12 @@ def _back_up_touched_items_only() -> None:
     DynamoDBBackend.transact_write_items = transact_write_items
 
 
+def signer(authorization: str) -> str:
+    """The access key id of a SigV4 `Authorization` header ("" when unsigned)."""
+    match = _SIGNER.search(authorization)
+    return match.group(1) if match else ""
+
+
 def signed_scope(environ: dict) -> tuple[str, str] | None:
     """(region, service) a request was signed for, or None when it is unsigned."""
     match = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
@@ -172,10 +189,40 @@ def require_region(region: str = REGION) -> None:
     DomainDispatcherApplication.__call__ = __call__
 
 
+def request_counts() -> dict[str, dict[str, int]]:
+    """{access key: {operation: requests}} of every DynamoDB request served so far."""
+    with _DYNAMODB_LOCK:
+        counts: dict[str, dict[str, int]] = {}
+        for (key, operation), n in sorted(_REQUEST_COUNTS.items()):
+            counts.setdefault(key, {})[operation] = n
+        return counts
+
+
+def serve_request_counts() -> None:
+    """Answer `GET /_arke/dynamodb-requests` with `request_counts()` as JSON (idempotent)."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    original = DomainDispatcherApplication.__call__
+    if getattr(original, "_arke_counts", False):
+        return
+
+    @functools.wraps(original)
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != REQUEST_COUNTS_PATH or environ.get("REQUEST_METHOD") != "GET":
+            return original(self, environ, start_response)
+        body = json.dumps(request_counts()).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    __call__._arke_counts = True  # type: ignore[attr-defined]
+    DomainDispatcherApplication.__call__ = __call__
+
+
 def main(argv: list[str] | None = None) -> None:
     """Same arguments as `python -m moto.server` (`-H HOST -p PORT`)."""
     serialize_dynamodb()
     require_region()
+    serve_request_counts()
     from moto.server import main as moto_main
 
     moto_main(argv if argv is not None else sys.argv[1:])

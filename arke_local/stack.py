@@ -2,7 +2,7 @@
 
 Starts, on loopback: moto in server mode (DynamoDB, SQS, S3 standing in for R2, SSM),
 the resources (`infra`), the Fly Machines emulator, the ingest receiver (unless
-WORKER_URL replaces it), the API (`chalice local --stage local-stack`) and the event pump.
+WORKER_URL replaces it), the API (`chalice local --stage local-stack`, through `api_server`) and the event pump.
 Each runs in its own process group; stopping the stack (Ctrl-C, SIGTERM, `stop()`)
 signals every group it started, then kills what is left, so nothing outlives it.
 
@@ -36,7 +36,6 @@ from arke_local.endpoints import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 # Machines the stack's Fly emulator lets exist at once: a full pool (~230 machines for a
 # 10,000-task batch, issue 10) plus the machines still being destroyed.
 STACK_MAX_MACHINES = 300
@@ -285,11 +284,10 @@ class LocalStack:
                 Component("fly", [py, "-m", "arke_local.fly_emulator"], ready_url=f"{e.fly}/_emulator/stats")
             )
         if self.options.api:
-            chalice = str(BIN / "chalice")
             after.append(
                 Component(
-                    "api",
-                    [chalice, "--project-dir", str(self.options.project_dir), "local",
+                    "api",  # chalice local with a pool-sized listen backlog (api_server.py)
+                    [py, "-m", "arke_local.api_server", "--project-dir", str(self.options.project_dir), "local",
                      "--stage", STACK_CHALICE_STAGE, "--host", self.options.host,
                      "--port", str(self.options.ports.api), "--no-autoreload"],
                     ready_url=f"{e.api}/health",

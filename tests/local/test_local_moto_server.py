@@ -81,3 +81,30 @@ def test_conditional_transactions_are_exactly_once(serialized_moto):
             t.join()
         n = ddb.get_item(TableName="race", Key={"k": {"S": counter}})["Item"]["n"]["N"]
         assert (len(wins), n) == (1, "1"), f"trial {trial}: {len(wins)} wins, counter {n}"
+
+
+def test_dynamodb_requests_are_counted_by_access_key_and_operation(serialized_moto):
+    """The benchmarks' per-task request counts come from here: each signer's DynamoDB
+    requests, by operation; other services are not counted."""
+    url = f"{serialized_moto}/_arke/dynamodb-requests"
+
+    def client(service: str, key: str):
+        return boto3.client(service, endpoint_url=serialized_moto, region_name="us-east-1",
+                            aws_access_key_id=key, aws_secret_access_key="testing")
+
+    before = requests.get(url, timeout=5).json()
+    ddb, observer = client("dynamodb", "counted-orchestrator"), client("dynamodb", "counted-observer")
+    ddb.create_table(
+        TableName="counted", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for i in range(3):
+        ddb.put_item(TableName="counted", Item={"k": {"S": f"item-{i}"}})
+    observer.get_item(TableName="counted", Key={"k": {"S": "item-0"}})
+    client("sqs", "counted-orchestrator").list_queues()
+    counts = requests.get(url, timeout=5).json()
+
+    assert "counted-orchestrator" not in before
+    assert counts["counted-orchestrator"] == {"CreateTable": 1, "PutItem": 3}
+    assert counts["counted-observer"] == {"GetItem": 1}
