@@ -34,7 +34,7 @@ class PoolCreator:
         self.capacity, self.token_deadline = capacity, token_deadline
         self.pooled_batches = max(1, pooled_batches)
         self.report = SpawnReport()
-        self.refused = False  # a cap said no, or the bucket ran dry: stop this pass's creations
+        self.refused = False  # a cap said no, or the batch left its phase: stop this pass's creations
         self.decision: pool_sizing.PoolDecision | None = None
 
     @property
@@ -95,8 +95,9 @@ class PoolCreator:
         try:
             machine = services.fly().create_machine(request)
         except FlyRateLimitedError as exc:
+            # the gate holds every creator for Retry-After; the pass goes on behind it (a 429
+            # is Fly's bucket and ours drifting apart, not a reason to wait a whole pass)
             services.gate.close_for(exc.retry_after_s)
-            self.refused = True
             store.retire_machine(settings, self.batch_id, name, "Fly said 429 before creating it", now_ms())
             log(PREFIX, "spawn_rate_limited", batch_id=self.batch_id, machine_name=name,
                 retry_after_s=exc.retry_after_s)
