@@ -2,8 +2,10 @@
 
 Three tables rather than one. A batch item is small and hot (every callback updates its
 counters), so it lives alone: DynamoDB bills an update by the item's size, and a batch
-item never grows with the batch. Tasks are keyed (batch_id, task_id) so a callback reads
-and writes exactly one of them. Files keep the queue message's file list in message order,
+item never grows with the batch (but for its timeline: docs/scale.md). Tasks are keyed
+(`{batch_id}#{shard}`, task_id) so a callback reads and writes exactly one of them, and a
+batch's tasks spread over TASK_SHARDS partition keys, each its own partition's share of
+write capacity (docs/scale.md). Files keep the queue message's file list in message order,
 one item per file, so nothing depends on a batch fitting in one 400 KB item and the final
 callback is rebuilt page by page. A transaction may span tables, so counters and task
 transitions still move together (design.md invariant 1). One model per table keeps each
@@ -12,10 +14,13 @@ model a plain pynamodb class with its own indexes and IAM resource.
 Sparse indexes replace scans: `Batch.active` exists only while a batch has work, and
 `Task.open_due` only while a task is pending or processing, holding the time it next needs
 attention (its retry time, or its deadline). A tick asks "which batches are due" and
-"which of this batch's tasks are due" and reads nothing else.
+"which of this batch's tasks are due" (one query per shard) and reads nothing else.
 """
 
 from __future__ import annotations
+
+import hashlib
+from typing import Any
 
 from pynamodb.attributes import (
     JSONAttribute,
@@ -124,12 +129,37 @@ class InFlight(Model):
     machines = NumberAttribute(default=0)
 
 
+# A batch's tasks are spread over this many partition keys (docs/scale.md): a table with a
+# local secondary index keeps each partition key's items in one partition (~1,000 write
+# units a second), which one batch's tasks alone would fill at ~56 tasks a second.
+TASK_SHARDS = 8
+
+
+def task_shard(task_id: str) -> int:
+    """The task's shard: stable across processes and releases (not Python's salted hash)."""
+    return int.from_bytes(hashlib.sha256(task_id.encode()).digest()[:4], "big") % TASK_SHARDS
+
+
+def shard_key(batch_id: str, shard: int) -> str:
+    return f"{batch_id}#{shard}"  # no batch id contains '#' (ids.py)
+
+
+def task_key(batch_id: str, task_id: str) -> tuple[str, str]:
+    """The (hash, range) key of a task item: the only way a task is addressed."""
+    return shard_key(batch_id, task_shard(task_id)), task_id
+
+
+def batch_shard_keys(batch_id: str) -> list[str]:
+    """Every partition key a batch's tasks live under: what a read of all of them queries."""
+    return [shard_key(batch_id, n) for n in range(TASK_SHARDS)]
+
+
 class OpenIndex(LocalSecondaryIndex["Task"]):
     class Meta:
         index_name = "open-index"
         projection = AllProjection()
 
-    batch_id = UnicodeAttribute(hash_key=True)
+    shard_key = UnicodeAttribute(hash_key=True)
     open_due = NumberAttribute(range_key=True)
 
 
@@ -138,17 +168,21 @@ class StatusIndex(LocalSecondaryIndex["Task"]):
         index_name = "status-index"
         projection = AllProjection()
 
-    batch_id = UnicodeAttribute(hash_key=True)
+    shard_key = UnicodeAttribute(hash_key=True)
     status_key = UnicodeAttribute(range_key=True)
 
 
 class Task(Model):
+    """One task. Keyed (`{batch_id}#{shard}`, task_id): `Task.of` / `task_key` build the key;
+    `batch_id` is a plain attribute, the one the code reads."""
+
     class Meta:
         table_name = "arke-preprocess-tasks"
         billing_mode = "PAY_PER_REQUEST"
 
-    batch_id = UnicodeAttribute(hash_key=True)
+    shard_key = UnicodeAttribute(hash_key=True)
     task_id = UnicodeAttribute(range_key=True)
+    batch_id = UnicodeAttribute()
     phase = UnicodeAttribute()
     status = UnicodeAttribute()
     status_key = UnicodeAttribute()
@@ -188,6 +222,11 @@ class Task(Model):
     created_at = NumberAttribute()
     updated_at = NumberAttribute()
     ended_at = NumberAttribute(null=True)
+
+    @classmethod
+    def of(cls, batch_id: str, task_id: str, **attributes: Any) -> Task:
+        """The task `task_id` of `batch_id`, keyed under its shard (an update needs only this)."""
+        return cls(*task_key(batch_id, task_id), batch_id=batch_id, **attributes)
 
 
 class File(Model):
