@@ -35,6 +35,10 @@ ENV = {
 # An id the size of a ULID, and keys the size of a real archive's (directories, long names).
 BATCH_ID = "01JDQ5X8Z3K2M4N6P8R0T2V4W6"
 TASKS = 4
+# What the readers of open-index use of a task (ready: the spawner and the pool's claim;
+# timed out; close_open_tasks): everything but the attempt log and the results.
+OPEN_READERS = ("batch_id", "phase", "status", "attempts", "attempts_base", "machine_id", "machine_name",
+                "input_r2_key", "planned_output_key", "data", "memory_mb", "next_memory_mb")
 
 
 def message(batch_id: str, tiffs: int) -> dict[str, Any]:
@@ -190,8 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:55} {item_size_bytes(item):6}")
 
     current = indexes_of(Task)
+    keys = {ix.name: ix.keys for ix in current}
     options = {"the code's indexes": current,
-               "both ALL (the seed)": [IndexSpec(ix.name, ix.keys, "ALL") for ix in current]}
+               "both ALL (the seed)": [IndexSpec(ix.name, ix.keys, "ALL") for ix in current],
+               "open ALL, status KEYS_ONLY": [IndexSpec("open-index", keys["open-index"], "ALL"),
+                                              IndexSpec("status-index", keys["status-index"], "KEYS_ONLY")],
+               "open INCLUDE (its readers'), status KEYS_ONLY": [
+                   IndexSpec("open-index", keys["open-index"], "INCLUDE", OPEN_READERS),
+                   IndexSpec("status-index", keys["status-index"], "KEYS_ONLY")]}
     print(f"\nTasks partition: write units per task in pool mode (shards: {shards}; per-partition "
           f"{PARTITION_WCU} WCU/s)\n")
     print("indexes | intake | claim | heartbeat | callback | per task, 0 / 1 / 3 heartbeats | "

@@ -153,6 +153,21 @@ def ready_tasks(batch_id: str, now: int, limit: int) -> list[Task]:
     return _oldest_open(batch_id, PENDING_OFFSET, pending_due(now), limit)
 
 
+def ready_tasks_from(batch_id: str, now: int, limit: int, first_shard: int) -> list[Task]:
+    """Up to `limit` ready tasks, with the fewest queries: shard `first_shard` first (oldest
+    first within it), the next shards only while too few are found. For a pull, which needs
+    a ready task, not the oldest of the batch: one query when the batch has work in every
+    shard (spread the pulls with a random `first_shard`)."""
+    found: list[Task] = []
+    for step in range(TASK_SHARDS):
+        if len(found) >= limit:
+            break
+        key = shard_key(batch_id, (first_shard + step) % TASK_SHARDS)
+        found += Task.open_index.query(key, Task.open_due.between(PENDING_OFFSET, pending_due(now)),
+                                       limit=limit - len(found), consistent_read=True)
+    return found
+
+
 def tasks_page(batch_id: str, status: str | None, limit: int, token: str | None) -> tuple[list[Task], str | None]:
     """One page of a batch's tasks, by status through the status index when asked: shard
     after shard, the next token saying which shard to go on in and from which key."""
