@@ -79,8 +79,8 @@ def test_index_writes_follow_the_entry():
 
 
 def test_write_cost_bills_the_larger_image_and_reads_the_models_indexes():
-    before = Task("b", "t", phase="p", status="pending", status_key="pending#t", open_due=5,
-                  input_r2_key="k", created_at=1, updated_at=1).serialize()
+    before = Task.of("b", "t", phase="p", status="pending", status_key="pending#t", open_due=5,
+                     input_r2_key="k", created_at=1, updated_at=1).serialize()
     after = {**before, "performance": {"S": "z" * 1500}}
     cost = write_cost(before, after, Task, transactional=True)
     assert cost.table == 4  # ~1.6 KB after: two units, twice in a transaction
