@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv browser test demo up lint bench bench-worker bench-orchestrator mutation clean
+.PHONY: venv browser test demo up lint bench bench-worker bench-orchestrator bench-capacity mutation clean
 
 $(STAMP): requirements.txt requirements-dev.txt worker/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench-worker: venv
 
 bench-orchestrator: venv
 	$(PY) -m bench.orchestrator
+
+bench-capacity: venv
+	$(PY) -m bench.capacity
 
 bench: bench-orchestrator bench-worker
 
