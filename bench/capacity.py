@@ -105,24 +105,25 @@ def run_attempt() -> tuple[Snapshots, Any]:
     return snaps, Batch
 
 
-def batch_with_timeline(minutes: int, both_kinds: bool) -> dict[str, Any]:
-    """The batch item after `minutes` minutes in which tasks ended (one `c<minute>` entry a
-    minute, and an `f<minute>` one too when `both_kinds`), written by timeline.count_action."""
+def full_timeline_slot() -> dict[str, Any]:
+    """A batch's timeline slot after ten minutes of 12,000 completions and 120 failures a
+    minute (200 tasks/s), written by timeline.count in transactions as the callbacks do."""
     from chalicelib import timeline
     from chalicelib.clock import now_ms
-    from chalicelib.models import Batch
+    from chalicelib.models import TIMELINE_SLOT_MINUTES, TimelineSlot
+    from chalicelib.settings import Settings
+    from chalicelib.store.dynamo import transact
     from chalicelib.transitions import Move
 
-    start = now_ms()
-    for minute in range(minutes):
-        at = start + minute * timeline.MINUTE_MS
-        actions = [*timeline.count_action(Move.COMPLETE, at)]
-        if both_kinds:
-            actions += timeline.count_action(Move.FAIL, at)
-        Batch(BATCH_ID).update(actions=actions)
-    item = Batch.get(BATCH_ID, consistent_read=True).serialize()
-    Batch(BATCH_ID).update(actions=[Batch.timeline.set({})])
-    return item
+    settings = Settings.from_env(ENV)
+    start = timeline.minute_of(now_ms()) // TIMELINE_SLOT_MINUTES * TIMELINE_SLOT_MINUTES
+    for minute in range(start, start + TIMELINE_SLOT_MINUTES):
+        for move in (Move.COMPLETE, Move.FAIL):
+            transact(settings, lambda tx, m=minute, mv=move: timeline.count(tx, BATCH_ID, mv, m * timeline.MINUTE_MS))
+    key = timeline.slot_key(BATCH_ID, start)
+    TimelineSlot(key).update(actions=[getattr(TimelineSlot, f"{k}{i}").add(n) for i in range(TIMELINE_SLOT_MINUTES)
+                                      for k, n in (("c", 11_999), ("f", 119))])
+    return TimelineSlot.get(key, consistent_read=True).serialize()
 
 
 def with_open_due(item: dict[str, Any], due: int) -> dict[str, Any]:
@@ -180,15 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     shards = args.shards or getattr(__import__("chalicelib.models", fromlist=["TASK_SHARDS"]), "TASK_SHARDS", 1)
     with mock_aws():
         snaps, batch_model = run_attempt()
-        timelines = {m: batch_with_timeline(m, both) for m, both in ((60, False), (180, True), (600, True))}
+        slot = full_timeline_slot()
 
     print("\nItem sizes (bytes, DynamoDB's rules, items written by the code)\n")
     sizes = {"task after intake": snaps.intake, "task after claim": snaps.claimed,
              "task after completion (attempt_log, performance)": snaps.completed,
-             "batch item mid-run (timeline of the first minutes)": snaps.batch_after,
-             "batch item, 60 minutes of completions": timelines[60],
-             "batch item, 180 minutes of completions and failures": timelines[(180)],
-             "batch item, 600 minutes of completions and failures": timelines[600],
+             "batch item mid-run (it no longer grows with time)": snaps.batch_after,
+             "timeline slot, 10 minutes of 200 tasks/s": slot,
              "in-flight counter": snaps.in_flight}
     for name, item in sizes.items():
         print(f"{name:55} {item_size_bytes(item):6}")
@@ -218,16 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, cost in rows.items():
         print(f"  {name}: {json.dumps(cost.detail)}")
 
-    print(f"\nThe batch item (one item: one partition, {PARTITION_WCU} WCU/s, however the tasks are keyed)\n")
-    print("batch item | bytes | claim check | callback update | per task | ceiling tasks/s | "
+    print(f"\nThe batch item and the timeline slot (one item: one partition, {PARTITION_WCU} WCU/s, "
+          "however the tasks are keyed)\n")
+    print("item | bytes | claim check | callback update | per task | ceiling tasks/s | "
           "active-index GSI units per task")
-    for name, item in (("mid-run", snaps.batch_after), ("60 min", timelines[60]),
-                       ("180 min", timelines[180]), ("600 min", timelines[600])):
-        after = {**item, "tasks_completed": {"N": "123457"}}
-        cost = batch_costs(batch_model, item, after)
-        per = cost["claim_check"] + cost["callback_update"]
-        print(f"{name} | {item_size_bytes(item)} | {cost['claim_check']} | {cost['callback_update']} | {per} | "
-              f"{PARTITION_WCU / per:.0f} | {cost['gsi']}")
+    after = {**snaps.batch_after, "tasks_completed": {"N": "123457"}}
+    cost = batch_costs(batch_model, snaps.batch_after, after)
+    per = cost["claim_check"] + cost["callback_update"]
+    print(f"batch item | {item_size_bytes(snaps.batch_after)} | {cost['claim_check']} | {cost['callback_update']} | "
+          f"{per} | {PARTITION_WCU / per:.0f} | {cost['gsi']}")
+    added = write_units(item_size_bytes(slot), True)
+    print(f"timeline slot | {item_size_bytes(slot)} | - | {added} | {added} | {PARTITION_WCU / added:.0f} | -")
     print(f"\nTarget: {TARGET_TASKS_PER_S} tasks/s per batch.")
     return 0
 

@@ -105,9 +105,9 @@ class Batch(Model):
     delivered_at = NumberAttribute(null=True)
 
     source = JSONAttribute(null=True)
-    # Tasks ended per minute, "c<minute>"/"f<minute>" -> count (chalicelib/timeline.py);
-    # the callback's own transaction adds to it, so the chart costs no read of tasks.
-    timeline = MapAttribute(null=True)
+    # When a task last ended (the callback's own update sets it): the stall metric's clock.
+    # The per-minute counts are TimelineSlot items, so this item does not grow with time.
+    last_ended_at = NumberAttribute(null=True)
     reopened_at = NumberAttribute(null=True)  # the last admin retry or redelivery
 
 
@@ -127,6 +127,27 @@ class InFlight(Model):
 
     batch_id = UnicodeAttribute(hash_key=True)
     machines = NumberAttribute(default=0)
+
+
+TIMELINE_SLOT_MINUTES = 10
+
+
+class TimelineSlot(Model):
+    """Tasks of one batch ended in each minute of one 10-minute slot (chalicelib/timeline.py):
+    `c{i}` completed and `f{i}` failed in the slot's i-th minute, added to by the callback's
+    own transaction (an ADD creates the item). Kept off the batch item, which every claim and
+    callback writes and whose size is their cost (docs/scale.md). Key
+    `#timeline#{batch_id}#{slot}` in the batches table: no batch id starts with '#'."""
+
+    class Meta:
+        table_name = "arke-preprocess-batches"
+        billing_mode = "PAY_PER_REQUEST"
+
+    batch_id = UnicodeAttribute(hash_key=True)
+    for _i in range(TIMELINE_SLOT_MINUTES):
+        vars()[f"c{_i}"] = NumberAttribute(null=True)
+        vars()[f"f{_i}"] = NumberAttribute(null=True)
+    del _i
 
 
 # A batch's tasks are spread over this many partition keys (docs/scale.md): a table with a
@@ -242,13 +263,13 @@ class File(Model):
 
 
 MODELS: tuple[type[Model], ...] = (Batch, Task, File)  # one per table
-CLIENT_MODELS: tuple[type[Model], ...] = (*MODELS, InFlight)  # each holds its own connection
+CLIENT_MODELS: tuple[type[Model], ...] = (*MODELS, InFlight, TimelineSlot)  # each holds its own connection
 
 
 def configure_models(settings: Settings) -> None:
     """Point the models at this stage's tables. The endpoint comes from botocore's own
     configuration (`AWS_ENDPOINT_URL`), so the local stack needs no branch here."""
-    names = {Batch: settings.batches_table, InFlight: settings.batches_table,
+    names = {Batch: settings.batches_table, InFlight: settings.batches_table, TimelineSlot: settings.batches_table,
              Task: settings.tasks_table, File: settings.files_table}
     for model, name in names.items():
         model.Meta.table_name = name

@@ -35,7 +35,7 @@ def create_batch(batch_id: str, source: dict[str, Any], now: int, owner: str, le
     """A new batch in INTAKE, claimed by `owner`. With `replace` (a batch in ERROR), over
     that one only: the next generation, whose intake first removes the old items."""
     batch = Batch(batch_id, status=BatchStatus.INTAKE.value, started_at=now, updated_at=now,
-                  source=source, intake_owner=owner, intake_until=now + lease_ms, listed=LISTED, timeline={})
+                  source=source, intake_owner=owner, intake_until=now + lease_ms, listed=LISTED)
     if replace is None:
         condition = Batch.batch_id.does_not_exist()
     else:

@@ -305,8 +305,9 @@ def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple
     if end.move is not Move.COMPLETE:
         entry["error"] = (end.error or "unknown error")[:1000]
     task: list[Any] = [Task.updated_at.set(now), _log(attempt, "end").set(entry)]
-    batch: list[Any] = [Batch.tasks_in_flight.add(-1), Batch.updated_at.set(now),
-                        *timeline.count_action(end.move, now)]  # the console's per-minute chart
+    batch: list[Any] = [Batch.tasks_in_flight.add(-1), Batch.updated_at.set(now)]
+    if end.move is not Move.RETRY:
+        batch.append(Batch.last_ended_at.set(now))
     if end.move is Move.COMPLETE:
         assert end.outcome is not None
         task += [*_moved_to(TaskStatus.COMPLETED, task_id), Task.open_due.remove(), Task.ended_at.set(now),
@@ -351,6 +352,7 @@ def end_attempt(settings: Settings, batch_id: str, task_id: str, attempt: int, e
         tx.update(Task.of(batch_id, task_id), actions=task_actions, condition=condition)
         tx.update(Batch(batch_id), actions=batch_actions, condition=Batch.status == end.phase)
         _machines(tx, -1)
+        timeline.count(tx, batch_id, end.move, now)  # the console's per-minute chart
 
     return transact(settings, build) is None
 
