@@ -2,7 +2,8 @@
 
 Three tables rather than one. A batch item is small and hot (every callback updates its
 counters), so it lives alone: DynamoDB bills an update by the item's size, and a batch
-item never grows with the batch (but for its timeline: docs/scale.md). Tasks are keyed
+item never grows with the batch or with time (the console's per-minute counts are
+TimelineSlot items beside it: docs/scale.md). Tasks are keyed
 (`{batch_id}#{shard}`, task_id) so a callback reads and writes exactly one of them, and a
 batch's tasks spread over TASK_SHARDS partition keys, each its own partition's share of
 write capacity (docs/scale.md). Files keep the queue message's file list in message order,
