@@ -176,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from moto import mock_aws
 
-    from chalicelib.models import Task
+    from chalicelib.models import TASK_SHARDS, Task
 
-    shards = args.shards or getattr(__import__("chalicelib.models", fromlist=["TASK_SHARDS"]), "TASK_SHARDS", 1)
+    shards = args.shards or TASK_SHARDS
     with mock_aws():
         snaps, batch_model = run_attempt()
         slot = full_timeline_slot()
