@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv browser test demo up lint bench bench-worker bench-orchestrator bench-scale bench-stack-load mutation clean
+.PHONY: venv browser test demo up lint bench bench-worker bench-orchestrator bench-scale bench-stack-load bench-capacity mutation clean
 
 $(STAMP): requirements.txt requirements-dev.txt worker/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ bench-scale: venv
 # The stack's API under a 230-machine pool's request rate (200 req/s from 50 threads).
 bench-stack-load: venv
 	$(PY) -m bench.stack_load $(BENCH_STACK_LOAD_ARGS)
+
+bench-capacity: venv
+	$(PY) -m bench.capacity
 
 bench: bench-orchestrator bench-worker
 

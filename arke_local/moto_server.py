@@ -12,6 +12,8 @@ table a transaction touches (once per item) so it can roll back, an O(table) cos
 transaction that turns a 10,000-task batch quadratic. Here a transaction backs up only the
 items it touches and restores those on rollback.
 
+And it makes a query of a local secondary index read its partition only, not the table.
+
 It also refuses requests signed for another region than the stack's (us-east-1): moto keeps
 one set of resources per region, so `aws --region eu-west-1 dynamodb scan ...` would
 otherwise find nothing, or a table "not found", and say nothing about why. The answer is a
@@ -67,6 +69,7 @@ def serialize_dynamodb() -> None:
     call_action._arke_serialized = True  # type: ignore[attr-defined]
     DynamoHandler.call_action = call_action
     _back_up_touched_items_only()
+    _query_local_index_by_partition()
 
 
 def _touched(backend: Any, transact_items: list[dict[str, Any]]) -> list[tuple[str, dict, dict | None]]:
@@ -122,6 +125,38 @@ def _back_up_touched_items_only() -> None:
 
     transact_write_items._arke_item_backups = True  # type: ignore[attr-defined]
     DynamoDBBackend.transact_write_items = transact_write_items
+
+
+def _query_local_index_by_partition() -> None:
+    """A query of a local secondary index reads only its partition (idempotent). moto reads
+    and sorts every item of the table for any index query, an O(table) cost real DynamoDB
+    does not have: a pool's pulls query the open-index of a 10,000-task batch dozens of times
+    a second. A local index's items are the partition's items, so its query may start from
+    those alone; moto's own filtering, sorting and paging then run unchanged."""
+    from moto.dynamodb.models.table import Table
+
+    original = Table.query
+    if getattr(original, "_arke_by_partition", False):
+        return
+
+    @functools.wraps(original)
+    def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+        local = index_name and self.range_key_attr and any(i.name == index_name for i in self.indexes)
+        conditions = kwargs.get("hash_key_conditions") or []
+        value = hash_key if hash_key is not None else next(
+            (v for name, v in conditions if name == self.hash_key_attr), None)
+        if not local or value is None or "all_items" in vars(self):
+            return original(self, hash_key, *args, **kwargs)
+        partition = list(self.items.get(value, {}).values())
+        self.all_items = lambda: sorted(partition, key=lambda item: item.range_key)
+        try:
+            return original(self, hash_key, *args, **kwargs)
+        finally:
+            del self.all_items
+
+    query._arke_by_partition = True  # type: ignore[attr-defined]
+    Table.query = query
 
 
 def signer(authorization: str) -> str:

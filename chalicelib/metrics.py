@@ -93,12 +93,11 @@ def latency_ms(spawned_param: str | None, now: int) -> int | None:
     return elapsed if 0 <= elapsed <= 86_400_000 else None
 
 
-def seconds_since_progress(started_at: int, timeline: dict[str, Any] | None, now: int,
+def seconds_since_progress(started_at: int, last_ended_at: int | None, now: int,
                            reopened_at: int | None = None) -> int:
-    """Since a task last ended (to the minute, chalicelib/timeline.py), or since the batch
-    started or was last reopened (an admin retry must not look like a stall)."""
-    minutes = [int(k[1:]) for k in (timeline or {}) if k[:1] in ("c", "f") and k[1:].isdigit()]
-    last = max(int(started_at), int(reopened_at or 0), (max(minutes) + 1) * 60_000 if minutes else 0)
+    """Since a task last ended (the batch's `last_ended_at`), or since the batch started or
+    was last reopened (an admin retry must not look like a stall)."""
+    last = max(int(started_at), int(reopened_at or 0), int(last_ended_at or 0))
     return max(0, (now - last) // 1000)
 
 
@@ -109,11 +108,10 @@ def pass_ended(stage: str, batch: Any, spawned: int, now: int) -> None:
     total, done, failed = (int(batch.tasks_total or 0), int(batch.tasks_completed or 0),
                            int(batch.tasks_failed or 0))
     pool = int(batch.tasks_in_flight or 0) + spawned
-    timeline = batch.timeline.as_dict() if getattr(batch, "timeline", None) is not None else None
     emit(stage, batch.status, batch.batch_id, MachinesSpawned=spawned, MachinesInFlight=pool,
          TasksPending=max(0, total - done - failed - pool),
-         SecondsSinceProgress=seconds_since_progress(int(batch.started_at), timeline, now,
-                                                     getattr(batch, "reopened_at", None)))
+         SecondsSinceProgress=seconds_since_progress(int(batch.started_at), getattr(batch, "last_ended_at", None),
+                                                     now, getattr(batch, "reopened_at", None)))
 
 
 ENDED_METRIC = {"complete": "TasksCompleted", "fail": "TasksFailed", "retry": "TasksRetried"}

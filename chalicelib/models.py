@@ -2,8 +2,11 @@
 
 Three tables rather than one. A batch item is small and hot (every callback updates its
 counters), so it lives alone: DynamoDB bills an update by the item's size, and a batch
-item never grows with the batch. Tasks are keyed (batch_id, task_id) so a callback reads
-and writes exactly one of them. Files keep the queue message's file list in message order,
+item never grows with the batch or with time (the console's per-minute counts are
+TimelineSlot items beside it: docs/scale.md). Tasks are keyed
+(`{batch_id}#{shard}`, task_id) so a callback reads and writes exactly one of them, and a
+batch's tasks spread over TASK_SHARDS partition keys, each its own partition's share of
+write capacity (docs/scale.md). Files keep the queue message's file list in message order,
 one item per file, so nothing depends on a batch fitting in one 400 KB item and the final
 callback is rebuilt page by page. A transaction may span tables, so counters and task
 transitions still move together (design.md invariant 1). One model per table keeps each
@@ -12,10 +15,13 @@ model a plain pynamodb class with its own indexes and IAM resource.
 Sparse indexes replace scans: `Batch.active` exists only while a batch has work, and
 `Task.open_due` only while a task is pending or processing, holding the time it next needs
 attention (its retry time, or its deadline). A tick asks "which batches are due" and
-"which of this batch's tasks are due" and reads nothing else.
+"which of this batch's tasks are due" (one query per shard) and reads nothing else.
 """
 
 from __future__ import annotations
+
+import hashlib
+from typing import Any
 
 from pynamodb.attributes import (
     JSONAttribute,
@@ -118,14 +124,14 @@ class Batch(Model):
     delivered_at = NumberAttribute(null=True)
 
     source = JSONAttribute(null=True)
-    # Tasks ended per minute, "c<minute>"/"f<minute>" -> count (chalicelib/timeline.py);
-    # the callback's own transaction adds to it, so the chart costs no read of tasks.
-    timeline = MapAttribute(null=True)
+    # When a task last ended (the callback's own update sets it): the stall metric's clock.
+    # The per-minute counts are TimelineSlot items, so this item does not grow with time.
+    last_ended_at = NumberAttribute(null=True)
     reopened_at = NumberAttribute(null=True)  # the last admin retry or redelivery
 
     # Pool mode (docs/pool.md). Counters moved by the machine records' transactions; the
     # seconds per task are summed by the success callbacks (no read) and averaged by the
-    # pass, which also writes the target it chose and the pool size per minute (the chart).
+    # pass, which also writes the target it chose (the pool's size per minute: TimelineSlot).
     machines_live = NumberAttribute(null=True)
     machines_created = NumberAttribute(null=True)
     machines_peak = NumberAttribute(null=True)
@@ -135,7 +141,6 @@ class Batch(Model):
     task_ms_count = NumberAttribute(null=True)
     task_ms_seen = JSONAttribute(null=True)  # {"total": .., "count": ..} the pass last averaged
     task_ms_avg = NumberAttribute(null=True)
-    pool_timeline = MapAttribute(null=True)  # "m<minute>" -> live machines at the last pass
 
 
 IN_FLIGHT_KEY = "#in-flight"  # no batch id can start with '#' (ids.py)
@@ -196,12 +201,59 @@ class InFlight(Model):
     machines = NumberAttribute(default=0)
 
 
+TIMELINE_SLOT_MINUTES = 10
+
+
+class TimelineSlot(Model):
+    """Tasks of one batch ended in each minute of one 10-minute slot (chalicelib/timeline.py):
+    `c{i}` completed and `f{i}` failed in the slot's i-th minute, added to by the callback's
+    own transaction (an ADD creates the item). Kept off the batch item, which every claim and
+    callback writes and whose size is their cost (docs/scale.md). Key
+    `#timeline#{batch_id}#{slot}` in the batches table: no batch id starts with '#'."""
+
+    class Meta:
+        table_name = "arke-preprocess-batches"
+        billing_mode = "PAY_PER_REQUEST"
+
+    batch_id = UnicodeAttribute(hash_key=True)
+    for _i in range(TIMELINE_SLOT_MINUTES):
+        vars()[f"c{_i}"] = NumberAttribute(null=True)
+        vars()[f"f{_i}"] = NumberAttribute(null=True)
+        vars()[f"p{_i}"] = NumberAttribute(null=True)  # pool mode: machines live at that minute's last pass
+    del _i
+
+
+# A batch's tasks are spread over this many partition keys (docs/scale.md): a table with a
+# local secondary index keeps each partition key's items in one partition (~1,000 write
+# units a second), which one batch's tasks alone would fill at ~56 tasks a second.
+TASK_SHARDS = 8
+
+
+def task_shard(task_id: str) -> int:
+    """The task's shard: stable across processes and releases (not Python's salted hash)."""
+    return int.from_bytes(hashlib.sha256(task_id.encode()).digest()[:4], "big") % TASK_SHARDS
+
+
+def shard_key(batch_id: str, shard: int) -> str:
+    return f"{batch_id}#{shard}"  # no batch id contains '#' (ids.py)
+
+
+def task_key(batch_id: str, task_id: str) -> tuple[str, str]:
+    """The (hash, range) key of a task item: the only way a task is addressed."""
+    return shard_key(batch_id, task_shard(task_id)), task_id
+
+
+def batch_shard_keys(batch_id: str) -> list[str]:
+    """Every partition key a batch's tasks live under: what a read of all of them queries."""
+    return [shard_key(batch_id, n) for n in range(TASK_SHARDS)]
+
+
 class OpenIndex(LocalSecondaryIndex["Task"]):
     class Meta:
         index_name = "open-index"
         projection = AllProjection()
 
-    batch_id = UnicodeAttribute(hash_key=True)
+    shard_key = UnicodeAttribute(hash_key=True)
     open_due = NumberAttribute(range_key=True)
 
 
@@ -210,17 +262,21 @@ class StatusIndex(LocalSecondaryIndex["Task"]):
         index_name = "status-index"
         projection = AllProjection()
 
-    batch_id = UnicodeAttribute(hash_key=True)
+    shard_key = UnicodeAttribute(hash_key=True)
     status_key = UnicodeAttribute(range_key=True)
 
 
 class Task(Model):
+    """One task. Keyed (`{batch_id}#{shard}`, task_id): `Task.of` / `task_key` build the key;
+    `batch_id` is a plain attribute, the one the code reads."""
+
     class Meta:
         table_name = "arke-preprocess-tasks"
         billing_mode = "PAY_PER_REQUEST"
 
-    batch_id = UnicodeAttribute(hash_key=True)
+    shard_key = UnicodeAttribute(hash_key=True)
     task_id = UnicodeAttribute(range_key=True)
+    batch_id = UnicodeAttribute()
     phase = UnicodeAttribute()
     status = UnicodeAttribute()
     status_key = UnicodeAttribute()
@@ -262,6 +318,11 @@ class Task(Model):
     updated_at = NumberAttribute()
     ended_at = NumberAttribute(null=True)
 
+    @classmethod
+    def of(cls, batch_id: str, task_id: str, **attributes: Any) -> Task:
+        """The task `task_id` of `batch_id`, keyed under its shard (an update needs only this)."""
+        return cls(*task_key(batch_id, task_id), batch_id=batch_id, **attributes)
+
 
 class File(Model):
     class Meta:
@@ -276,13 +337,14 @@ class File(Model):
 
 
 MODELS: tuple[type[Model], ...] = (Batch, Task, File)  # one per table
-CLIENT_MODELS: tuple[type[Model], ...] = (*MODELS, InFlight, Machine)  # each holds its own connection
+CLIENT_MODELS: tuple[type[Model], ...] = (*MODELS, InFlight, Machine, TimelineSlot)  # each holds its own connection
 
 
 def configure_models(settings: Settings) -> None:
     """Point the models at this stage's tables. The endpoint comes from botocore's own
     configuration (`AWS_ENDPOINT_URL`), so the local stack needs no branch here."""
     names = {Batch: settings.batches_table, InFlight: settings.batches_table, Machine: settings.batches_table,
+             TimelineSlot: settings.batches_table,
              Task: settings.tasks_table, File: settings.files_table}
     for model, name in names.items():
         model.Meta.table_name = name

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from . import pool_sizing, store
+from . import pool_sizing, store, timeline
 from .backoff import exponential_ms
 from .clock import now_ms
 from .delivery import deliver
@@ -80,7 +80,8 @@ class BatchPass:
         now = now_ms()
         live = int(b.machines_live or 0) + self.pool.report.spawned
         store.record_pool_pass(self.batch_id, decision.target, decision.reason, avg,
-                               {"total": total, "count": count}, live, now // 60000, now)
+                               {"total": total, "count": count})
+        timeline.record_pool(self.batch_id, live, now)
         if live > int(b.machines_peak or 0):
             store.raise_machines_peak(self.batch_id, live)
 

@@ -19,7 +19,7 @@ from ..clock import now_ms
 from ..errors import InvalidCallbackError, NotFoundError, UnauthorizedError
 from ..ids import id_problem
 from ..logs import log
-from ..models import Batch, Machine
+from ..models import TASK_SHARDS, Batch, Machine
 from ..phases import MachineContext, Phase
 from ..services import Services
 from ..views import task_view_for_phase
@@ -67,7 +67,8 @@ def pull(services: Services, batch_id: str, name: str, authorization: str | None
 
 def _claim_one(services: Services, batch: Batch, phase: Phase, machine: Machine, now: int) -> dict[str, Any]:
     settings, batch_id, name = services.settings, batch.batch_id, machine.name
-    candidates = store.ready_tasks(batch_id, now, PULL_CANDIDATES)
+    # one shard at random first: pulls spread over the shards (and usually cost one query)
+    candidates = store.ready_tasks_from(batch_id, now, PULL_CANDIDATES, random.randrange(TASK_SHARDS))
     random.shuffle(candidates)
     deadline = now + min(settings.heartbeat_timeout_ms, phase.task_timeout_ms(settings))
     for task in candidates[:PULL_TRIES]:

@@ -59,6 +59,7 @@ from .tasks import (
     next_pending_due,
     pending_due,
     ready_tasks,
+    ready_tasks_from,
     record_machine,
     reopen_failed_tasks,
     tasks_page,
@@ -74,6 +75,6 @@ __all__ = [
     "acquire_lease", "activate_batch", "advance_phase", "claim_intake", "claim_task", "close_open_tasks",
     "connection", "create_batch", "delivery_failed", "delivery_succeeded", "end_attempt", "fail_batch",
     "get_batch", "get_task", "in_flight_machines", "iter_files", "iter_tasks", "list_active_batches",
-    "new_task", "pending_due", "ready_tasks", "record_machine", "release_lease", "reopen_batch",
+    "new_task", "pending_due", "ready_tasks", "ready_tasks_from", "record_machine", "release_lease", "reopen_batch",
     "reopen_failed_tasks", "tasks_page", "timed_out_tasks", "unclaim_task", "write_intake", "write_tasks",
 ]

@@ -35,8 +35,7 @@ def create_batch(batch_id: str, source: dict[str, Any], now: int, owner: str, le
     """A new batch in INTAKE, claimed by `owner`. With `replace` (a batch in ERROR), over
     that one only: the next generation, whose intake first removes the old items."""
     batch = Batch(batch_id, status=BatchStatus.INTAKE.value, started_at=now, updated_at=now,
-                  source=source, intake_owner=owner, intake_until=now + lease_ms, listed=LISTED, timeline={},
-                  pool_timeline={})
+                  source=source, intake_owner=owner, intake_until=now + lease_ms, listed=LISTED)
     if replace is None:
         condition = Batch.batch_id.does_not_exist()
     else:
@@ -171,16 +170,11 @@ def reopen_batch(batch_id: str, status: str, now: int, expect: tuple[str, ...]) 
     ], Batch.status.is_in(*expect)) is not None
 
 
-def record_pool_pass(batch_id: str, target: int, reason: str, task_ms_avg: float, seen: dict[str, int],
-                     live: int, minute: int, now: int) -> None:
+def record_pool_pass(batch_id: str, target: int, reason: str, task_ms_avg: float, seen: dict[str, int]) -> None:
     """What a pool pass decided and saw: the target and why, the moving average of seconds
-    per task and the sums it was taken at, the peak pool, and the pool at this minute (the
-    console's chart). Under the pass's lease, so plain sets suffice."""
-    actions = [Batch.pool_target.set(target), Batch.pool_reason.set(reason[:100]),
-               Batch.task_ms_avg.set(round(task_ms_avg)), Batch.task_ms_seen.set(seen),
-               Batch.pool_timeline[f"m{minute}"].set(live)]
-    # a batch created before pool mode has no chart map: it gets none (no path under a missing map)
-    _update(batch_id, actions, Batch.pool_timeline.exists())
+    per task and the sums it was taken at. Under the pass's lease, so plain sets suffice."""
+    Batch(batch_id).update(actions=[Batch.pool_target.set(target), Batch.pool_reason.set(reason[:100]),
+                                    Batch.task_ms_avg.set(round(task_ms_avg)), Batch.task_ms_seen.set(seen)])
 
 
 def raise_machines_peak(batch_id: str, live: int) -> None:

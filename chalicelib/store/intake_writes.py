@@ -19,7 +19,7 @@ from ..phases import TaskSpec
 from ..settings import Settings
 from .batches import intake_fence
 from .dynamo import CONDITION_FAILED, MAX_TRANSACT_ITEMS, transact
-from .tasks import new_task
+from .tasks import iter_tasks, new_task
 
 CHUNK = MAX_TRANSACT_ITEMS - 1  # and the batch's fence
 Write = Callable[[Any], None]
@@ -60,11 +60,11 @@ def _earlier_run(batch_id: str, keep: set[str]) -> tuple[list[Write], dict[str, 
     that the new message no longer has; and the tasks it does have, to continue."""
     writes: list[Write] = [lambda tx, f=f: tx.delete(File(batch_id, f.position)) for f in File.query(batch_id)]
     kept: dict[str, Task] = {}
-    for task in Task.query(batch_id):
+    for task in iter_tasks(batch_id):
         if task.task_id in keep:
             kept[task.task_id] = task
         else:
-            writes.append(lambda tx, t=task: tx.delete(Task(batch_id, t.task_id)))
+            writes.append(lambda tx, t=task: tx.delete(Task.of(batch_id, t.task_id)))
     return writes, kept
 
 

@@ -11,6 +11,8 @@ Attempt numbers only grow: machine names and callback tokens are made from them.
 from __future__ import annotations
 
 import base64
+import heapq
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +21,20 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from .. import machine_size, timeline
-from ..models import IN_FLIGHT_KEY, Batch, File, InFlight, Machine, Task, machine_key
+from ..models import (
+    IN_FLIGHT_KEY,
+    TASK_SHARDS,
+    Batch,
+    File,
+    InFlight,
+    Machine,
+    Task,
+    batch_shard_keys,
+    machine_key,
+    shard_key,
+    task_key,
+    task_shard,
+)
 from ..phases.worker_errors import OUT_OF_MEMORY
 from ..settings import Settings
 from ..states import BatchStatus, TaskStatus
@@ -77,10 +92,10 @@ def pending_due(at: int) -> int:
 def new_task(batch_id: str, task_id: str, phase: str, input_key: str, position: int | None,
              data: dict[str, Any] | None, now: int, output_key: str | None = None) -> Task:
     status = TaskStatus.PENDING.value
-    return Task(batch_id, task_id, phase=phase, status=status, status_key=_status_key(status, task_id),
-                open_due=pending_due(now), attempts=0, attempts_base=0, attempt_log={},
-                input_r2_key=input_key, file_position=position, data=data or None,
-                planned_output_key=output_key, created_at=now, updated_at=now)
+    return Task.of(batch_id, task_id, phase=phase, status=status, status_key=_status_key(status, task_id),
+                   open_due=pending_due(now), attempts=0, attempts_base=0, attempt_log={},
+                   input_r2_key=input_key, file_position=position, data=data or None,
+                   planned_output_key=output_key, created_at=now, updated_at=now)
 
 
 def _save_all(model: type[File] | type[Task], items: Iterable[Any]) -> int:
@@ -103,70 +118,108 @@ def write_tasks(tasks: Iterable[Task]) -> int:
 
 def get_task(batch_id: str, task_id: str) -> Task | None:
     try:
-        return Task.get(batch_id, task_id, consistent_read=True)
+        return Task.get(*task_key(batch_id, task_id), consistent_read=True)
     except DoesNotExist:
         return None
 
 
-def iter_tasks(batch_id: str) -> Iterator[Task]:
-    return Task.query(batch_id)
+def iter_tasks(batch_id: str, consistent_read: bool = False) -> Iterator[Task]:
+    """Every task of a batch, shard after shard (by task id within each)."""
+    for key in batch_shard_keys(batch_id):
+        yield from Task.query(key, consistent_read=consistent_read)
 
 
 def iter_files(batch_id: str) -> Iterator[File]:
     return File.query(batch_id)
 
 
+def _oldest_open(batch_id: str, low: int, high: int, limit: int) -> list[Task]:
+    """The `limit` tasks of lowest `open_due` in [low, high] over every shard (sparse LSI):
+    one query per shard, pages of about its share of `limit`, merged by `open_due`; a shard
+    is asked for a further page only when the merge has used up the one it gave."""
+    if limit <= 0:
+        return []
+    page = -(-limit // TASK_SHARDS) + 2  # a shard's share, and a little for the unevenness of hashing
+    shards = [Task.open_index.query(key, Task.open_due.between(low, high), limit=limit, page_size=page,
+                                    consistent_read=True) for key in batch_shard_keys(batch_id)]
+    return list(itertools.islice(heapq.merge(*shards, key=lambda t: int(t.open_due)), limit))
+
+
 def timed_out_tasks(batch_id: str, now: int, limit: int) -> list[Task]:
-    """Processing tasks past their deadline, oldest first (sparse LSI)."""
-    return list(Task.open_index.query(batch_id, Task.open_due.between(0, now), limit=limit,
-                                      consistent_read=True))
+    """Processing tasks past their deadline, oldest first."""
+    return _oldest_open(batch_id, 0, now, limit)
 
 
 def ready_tasks(batch_id: str, now: int, limit: int) -> list[Task]:
-    """Pending tasks whose (retry) time has come, oldest first (sparse LSI)."""
-    if limit <= 0:
-        return []
-    return list(Task.open_index.query(batch_id, Task.open_due.between(PENDING_OFFSET, pending_due(now)),
-                                      limit=limit, consistent_read=True))
+    """Pending tasks whose (retry) time has come, oldest first."""
+    return _oldest_open(batch_id, PENDING_OFFSET, pending_due(now), limit)
+
+
+def ready_tasks_from(batch_id: str, now: int, limit: int, first_shard: int) -> list[Task]:
+    """Up to `limit` ready tasks, with the fewest queries: shard `first_shard` first (oldest
+    first within it), the next shards only while too few are found. For a pull, which needs
+    a ready task, not the oldest of the batch: one query when the batch has work in every
+    shard (spread the pulls with a random `first_shard`)."""
+    found: list[Task] = []
+    for step in range(TASK_SHARDS):
+        if len(found) >= limit:
+            break
+        key = shard_key(batch_id, (first_shard + step) % TASK_SHARDS)
+        found += Task.open_index.query(key, Task.open_due.between(PENDING_OFFSET, pending_due(now)),
+                                       limit=limit - len(found), consistent_read=True)
+    return found
 
 
 def tasks_page(batch_id: str, status: str | None, limit: int, token: str | None) -> tuple[list[Task], str | None]:
-    """One page of a batch's tasks, by status through the status index when asked."""
-    start = _decode_token(token) if token else None
-    if start is not None:
-        _check_start_key(start, batch_id, status)
-    if status:
-        result = Task.status_index.query(batch_id, Task.status_key.startswith(f"{status}#"),
-                                         limit=limit, last_evaluated_key=start)
-    else:
-        result = Task.query(batch_id, limit=limit, last_evaluated_key=start)
-    items = list(result)
-    last = result.last_evaluated_key
-    return items, (_encode_token(last) if last else None)
+    """One page of a batch's tasks, by status through the status index when asked: shard
+    after shard, the next token saying which shard to go on in and from which key."""
+    shard, start = _decode_token(token, batch_id, status) if token else (0, None)
+    items: list[Task] = []
+    while shard < TASK_SHARDS and len(items) < limit:
+        key = shard_key(batch_id, shard)
+        if status:
+            result = Task.status_index.query(key, Task.status_key.startswith(f"{status}#"),
+                                             limit=limit - len(items), last_evaluated_key=start)
+        else:
+            result = Task.query(key, limit=limit - len(items), last_evaluated_key=start)
+        items += list(result)
+        start = result.last_evaluated_key
+        if not start:
+            shard += 1
+    if shard >= TASK_SHARDS:
+        return items, None
+    return items, _encode_token(shard, start, status)
 
 
-def _encode_token(key: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode()
+def _encode_token(shard: int, key: dict[str, Any] | None, status: str | None) -> str:
+    body = {"shard": shard, "key": key, "status": status}
+    return base64.urlsafe_b64encode(json.dumps(body, sort_keys=True).encode()).decode()
 
 
-def _decode_token(token: str) -> dict[str, Any]:
+def _decode_token(token: str, batch_id: str, status: str | None) -> tuple[int, dict[str, Any] | None]:
+    """The shard and start key of a token this route issued for this batch and status."""
     try:
-        key = json.loads(base64.urlsafe_b64decode(token.encode()))
+        body = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (ValueError, TypeError):
         raise ValueError("invalid next token") from None
-    if not isinstance(key, dict):
+    if not isinstance(body, dict) or set(body) != {"shard", "key", "status"} or body["status"] != status:
         raise ValueError("invalid next token")
-    return key
+    shard, key = body["shard"], body["key"]
+    if type(shard) is not int or not 0 <= shard < TASK_SHARDS or not (key is None or isinstance(key, dict)):
+        raise ValueError("invalid next token")
+    if key is not None:
+        _check_start_key(key, batch_id, shard, status)
+    return shard, key
 
 
-def _check_start_key(key: dict[str, Any], batch_id: str, status: str | None) -> None:
-    """A token is only ever one this route issued for this batch and status: anything else
-    would reach DynamoDB as a malformed ExclusiveStartKey (a 500, not a 400)."""
-    names = {"batch_id", "task_id"} | ({"status_key"} if status else set())
+def _check_start_key(key: dict[str, Any], batch_id: str, shard: int, status: str | None) -> None:
+    """A token is only ever one this route issued for this batch, shard and status: anything
+    else would reach DynamoDB as a malformed ExclusiveStartKey (a 500, not a 400)."""
+    names = {"shard_key", "task_id"} | ({"status_key"} if status else set())
     values = {name: value.get("S") if isinstance(value, dict) and set(value) == {"S"} else None
               for name, value in key.items()}
     if (set(values) != names or not all(isinstance(v, str) and v for v in values.values())
-            or values["batch_id"] != batch_id
+            or values["shard_key"] != shard_key(batch_id, shard) or task_shard(values["task_id"]) != shard
             or (status and values["status_key"] != _status_key(status, values["task_id"]))):
         raise ValueError("invalid next token")
 
@@ -183,7 +236,7 @@ def claim_task(settings: Settings, task: Task, phase: str, machine_name: str, de
     after_oom = machine_size.escalated_memory_mb(memory_mb, settings)
 
     def build(tx: Any) -> None:
-        tx.update(Task(task.batch_id, task.task_id),
+        tx.update(Task.of(task.batch_id, task.task_id),
                   actions=[*_moved_to(TaskStatus.PROCESSING, task.task_id), Task.attempts.set(attempt),
                            Task.open_due.set(deadline), Task.attempt_started_at.set(now),
                            Task.machine_id.remove(), Task.machine_name.set(machine_name),
@@ -216,7 +269,7 @@ def claim_for_machine(settings: Settings, task: Task, phase: str, machine_name: 
     machine = [Task.machine_id.set(machine_id)] if machine_id else [Task.machine_id.remove()]
 
     def build(tx: Any) -> None:
-        tx.update(Task(task.batch_id, task.task_id),
+        tx.update(Task.of(task.batch_id, task.task_id),
                   actions=[*_moved_to(TaskStatus.PROCESSING, task.task_id), Task.attempts.set(attempt),
                            Task.open_due.set(deadline), Task.attempt_started_at.set(now), *machine,
                            Task.machine_name.set(machine_name), Task.pool_machine.set(machine_name),
@@ -249,7 +302,7 @@ def extend_attempt(batch_id: str, task_id: str, attempt: int, machine_name: str,
         return None  # over the task timeout: the pass ends the attempt
     try:
         # attempt numbers only grow: the same attempt still in flight is the same holder
-        Task(batch_id, task_id).update(actions=[Task.open_due.set(deadline)], condition=_in_flight(attempt))
+        Task.of(batch_id, task_id).update(actions=[Task.open_due.set(deadline)], condition=_in_flight(attempt))
     except UpdateError as exc:
         if lost_race(exc):
             return None
@@ -259,14 +312,14 @@ def extend_attempt(batch_id: str, task_id: str, attempt: int, machine_name: str,
 
 def next_pending_due(batch_id: str) -> int | None:
     """When the earliest pending task falls due (a retry waiting out its backoff), if any."""
-    for task in Task.open_index.query(batch_id, Task.open_due >= PENDING_OFFSET, limit=1, consistent_read=True):
-        return int(task.open_due) - PENDING_OFFSET
-    return None
+    dues = [int(task.open_due) - PENDING_OFFSET for key in batch_shard_keys(batch_id)
+            for task in Task.open_index.query(key, Task.open_due >= PENDING_OFFSET, limit=1, consistent_read=True)]
+    return min(dues) if dues else None
 
 
 def record_machine(batch_id: str, task_id: str, attempt: int, machine_id: str) -> bool:
     try:
-        Task(batch_id, task_id).update(
+        Task.of(batch_id, task_id).update(
             actions=[Task.machine_id.set(machine_id), _log(attempt, "machine").set(machine_id)],
             condition=_in_flight(attempt),
         )
@@ -282,7 +335,7 @@ def unclaim_task(settings: Settings, batch_id: str, task_id: str, attempt: int, 
     machine and no token of that attempt exist, so its number may be used again)."""
 
     def build(tx: Any) -> None:
-        tx.update(Task(batch_id, task_id),
+        tx.update(Task.of(batch_id, task_id),
                   actions=[*_moved_to(TaskStatus.PENDING, task_id), Task.attempts.set(attempt - 1),
                            Task.open_due.set(pending_due(retry_at)), Task.machine_name.remove(),
                            Task.updated_at.set(now), _log(attempt, "start").remove()],
@@ -317,8 +370,9 @@ def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple
     if end.move is not Move.COMPLETE:
         entry["error"] = (end.error or "unknown error")[:1000]
     task: list[Any] = [Task.updated_at.set(now), _log(attempt, "end").set(entry)]
-    batch: list[Any] = [Batch.tasks_in_flight.add(-1), Batch.updated_at.set(now),
-                        *timeline.count_action(end.move, now)]  # the console's per-minute chart
+    batch: list[Any] = [Batch.tasks_in_flight.add(-1), Batch.updated_at.set(now)]
+    if end.move is not Move.RETRY:
+        batch.append(Batch.last_ended_at.set(now))
     if end.move is Move.COMPLETE:
         assert end.outcome is not None
         task += [*_moved_to(TaskStatus.COMPLETED, task_id), Task.open_due.remove(), Task.ended_at.set(now),
@@ -365,7 +419,7 @@ def end_attempt(settings: Settings, batch_id: str, task_id: str, attempt: int, e
     condition &= (Task.pool_machine == pooled) if pooled else Task.pool_machine.does_not_exist()
 
     def build(tx: Any) -> None:
-        tx.update(Task(batch_id, task_id), actions=task_actions, condition=condition)
+        tx.update(Task.of(batch_id, task_id), actions=task_actions, condition=condition)
         tx.update(Batch(batch_id), actions=batch_actions, condition=Batch.status == end.phase)
         if pooled:
             done = [Machine.tasks_done.add(1)] if end.move is Move.COMPLETE else []
@@ -373,6 +427,7 @@ def end_attempt(settings: Settings, batch_id: str, task_id: str, attempt: int, e
                       actions=[Machine.holding.delete({task_id}), *done], condition=Machine.batch_id.exists())
         else:
             move_in_flight(tx, -1)
+        timeline.count(tx, batch_id, end.move, now)  # the console's per-minute chart
 
     return transact(settings, build) is None
 
@@ -393,18 +448,17 @@ def close_open_tasks(settings: Settings, batch_id: str, error: str, now: int) ->
     included: a machine recorded after the read makes the page be read again, so its id
     is not missed."""
     result = OpenTasksClosed()
-    while True:
-        page = list(Task.open_index.query(batch_id, Task.open_due >= 0, limit=CLOSE_PAGE, consistent_read=True))
-        if not page:
-            return result
-        running = [t for t in page if t.status == TaskStatus.PROCESSING.value]
-        if transact(settings, lambda tx, page=page, running=running: _close_page(tx, batch_id, page, running,
-                                                                                  error, now)) is not None:
-            continue  # a callback or a spawn moved one of them first: read the page again
-        result.closed += len(page)
-        running = [t for t in running if not t.pool_machine]  # pool machines: from their records
-        result.machine_ids += [t.machine_id for t in running if t.machine_id]
-        result.machine_names += [t.machine_name for t in running if not t.machine_id and t.machine_name]
+    for key in batch_shard_keys(batch_id):
+        while page := list(Task.open_index.query(key, Task.open_due >= 0, limit=CLOSE_PAGE, consistent_read=True)):
+            running = [t for t in page if t.status == TaskStatus.PROCESSING.value]
+            if transact(settings, lambda tx, page=page, running=running: _close_page(tx, batch_id, page, running,
+                                                                                      error, now)) is not None:
+                continue  # a callback or a spawn moved one of them first: read the page again
+            result.closed += len(page)
+            running = [t for t in running if not t.pool_machine]  # pool machines: from their records
+            result.machine_ids += [t.machine_id for t in running if t.machine_id]
+            result.machine_names += [t.machine_name for t in running if not t.machine_id and t.machine_name]
+    return result
 
 
 def _close_page(tx: Any, batch_id: str, page: list[Task], running: list[Task], error: str, now: int) -> None:
@@ -417,7 +471,7 @@ def _close_page(tx: Any, batch_id: str, page: list[Task], running: list[Task], e
         if task.status == TaskStatus.PROCESSING.value:
             attempt = int(task.attempts)
             actions.append(_log(attempt, "end").set({"ended_at": now, "outcome": "closed", "error": error}))
-        tx.update(Task(batch_id, task.task_id), actions=actions, condition=same)
+        tx.update(Task.of(batch_id, task.task_id), actions=actions, condition=same)
     tx.update(Batch(batch_id), actions=[Batch.tasks_failed.add(len(page)),
                                         Batch.tasks_in_flight.add(-len(running)), Batch.updated_at.set(now)],
               condition=Batch.batch_id.exists())
@@ -431,25 +485,32 @@ def reopen_failed_tasks(settings: Settings, batch_id: str, phase: str, now: int)
     same transactions. Only while the batch has ended, so no pass sees the counters
     half-way. The attempt numbers go on from where they were; the retry budget restarts."""
     reopened = 0
+    for key in batch_shard_keys(batch_id):
+        while page := _failed_page(key, phase):
+            if not _reopen_page(settings, batch_id, page, now):
+                return reopened  # another retry took them, or the batch started again
+            reopened += len(page)
+    return reopened
+
+
+def _failed_page(key: str, phase: str) -> list[Task]:
+    return list(Task.status_index.query(
+        key, Task.status_key.startswith(f"{TaskStatus.FAILED.value}#"),
+        filter_condition=Task.phase == phase, limit=MAX_TRANSACT_ITEMS - 1, consistent_read=True))
+
+
+def _reopen_page(settings: Settings, batch_id: str, page: list[Task], now: int) -> bool:
     ended = (BatchStatus.DONE.value, BatchStatus.ERROR.value)
-    while True:
-        page = list(Task.status_index.query(
-            batch_id, Task.status_key.startswith(f"{TaskStatus.FAILED.value}#"),
-            filter_condition=Task.phase == phase, limit=MAX_TRANSACT_ITEMS - 1, consistent_read=True))
-        if not page:
-            return reopened
 
-        def build(tx: Any, page: list[Task] = page) -> None:
-            for task in page:
-                tx.update(Task(batch_id, task.task_id),
-                          actions=[*_moved_to(TaskStatus.PENDING, task.task_id),
-                                   Task.attempts_base.set(int(task.attempts)),
-                                   Task.open_due.set(pending_due(now)), Task.ended_at.remove(),
-                                   Task.machine_id.remove(), Task.machine_name.remove(), Task.updated_at.set(now)],
-                          condition=(Task.status == TaskStatus.FAILED.value) & (Task.attempts == task.attempts))
-            tx.update(Batch(batch_id), actions=[Batch.tasks_failed.add(-len(page)), Batch.updated_at.set(now)],
-                      condition=Batch.status.is_in(*ended))
+    def build(tx: Any, page: list[Task] = page) -> None:
+        for task in page:
+            tx.update(Task.of(batch_id, task.task_id),
+                      actions=[*_moved_to(TaskStatus.PENDING, task.task_id),
+                               Task.attempts_base.set(int(task.attempts)),
+                               Task.open_due.set(pending_due(now)), Task.ended_at.remove(),
+                               Task.machine_id.remove(), Task.machine_name.remove(), Task.updated_at.set(now)],
+                      condition=(Task.status == TaskStatus.FAILED.value) & (Task.attempts == task.attempts))
+        tx.update(Batch(batch_id), actions=[Batch.tasks_failed.add(-len(page)), Batch.updated_at.set(now)],
+                  condition=Batch.status.is_in(*ended))
 
-        if transact(settings, build) is not None:
-            return reopened  # another retry took them, or the batch started again
-        reopened += len(page)
+    return transact(settings, build) is None

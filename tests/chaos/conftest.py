@@ -15,6 +15,7 @@ import requests
 
 from arke_local.endpoints import DLQ_NAME, LOCAL_SECRETS, QUEUE_NAME
 from arke_local.fly_emulator import SYNTHETIC, WORKER_IMAGE
+from chalicelib.models import batch_shard_keys
 from tests.e2e.conftest import E2E_ENV, E2EStack, run_local_stack
 
 # Orchestrator knobs (chalicelib.settings) and emulator knobs (FLY_EMULATOR_*), over E2E_ENV.
@@ -125,11 +126,11 @@ class ChaosStack(E2EStack):
                 break
         return list(got.values())
 
-    def table_items(self, table: str, batch_id: str) -> list[dict]:
-        """Every item of `table` under the hash key `batch_id` (a query, paginated)."""
+    def table_items(self, table: str, batch_id: str, key: str = "batch_id") -> list[dict]:
+        """Every item of `table` under the hash key `key` = `batch_id` (a query, paginated)."""
         ddb = self.target.aws("dynamodb")
         items: list[dict] = []
-        kw: dict = {"TableName": table, "KeyConditionExpression": "batch_id = :b",
+        kw: dict = {"TableName": table, "KeyConditionExpression": f"{key} = :b",
                     "ExpressionAttributeValues": {":b": {"S": batch_id}}, "ConsistentRead": True}
         while True:
             resp = ddb.query(**kw)
@@ -137,6 +138,11 @@ class ChaosStack(E2EStack):
             if "LastEvaluatedKey" not in resp:
                 return items
             kw["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def task_items(self, table: str, batch_id: str) -> list[dict]:
+        """Every task item of a batch: one query per shard (models.batch_shard_keys)."""
+        return [item for shard in batch_shard_keys(batch_id)
+                for item in self.table_items(table, shard, key="shard_key")]
 
 
 @pytest.fixture(scope="module")

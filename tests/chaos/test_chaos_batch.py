@@ -134,7 +134,7 @@ def test_chaos_batch_reaches_done_exactly_once(chaos_stack, tmp_path):
     progress = final["progress"]
     assert chaos.pump_kills == PUMP_KILLS, f"the batch ended before the pump was killed 3 times: {kill_times}"
 
-    tasks = chaos.table_items(TASKS_TABLE, batch_id)
+    tasks = chaos.task_items(TASKS_TABLE, batch_id)
     [batch] = chaos.table_items(BATCHES_TABLE, batch_id)
     by_status = Counter(_attr(t, "status") for t in tasks)
     completed = [t for t in tasks if _attr(t, "status") == "completed"]

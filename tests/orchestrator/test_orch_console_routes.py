@@ -8,10 +8,12 @@ from __future__ import annotations
 import base64
 import json
 import re
+from datetime import datetime
 
 import app
 from chalicelib import store, timeline
 from chalicelib.ddb_metrics import RequestCounter
+from chalicelib.store.dynamo import transact
 from chalicelib.timeline import MINUTE_MS, eta_seconds, points, rate_per_minute
 from chalicelib.transitions import Move
 
@@ -65,7 +67,7 @@ def test_a_callback_costs_one_transaction_with_the_timeline(services, client, fl
     calls = _during(counter, lambda: post_callback(client, fly.requests[0]))
     assert calls == {"TransactWriteItems": 1}
     reads = _during(counter, lambda: _timeline(client))
-    assert reads == {"GetItem": 1}
+    assert reads == {"GetItem": 1, "BatchGetItem": 1}  # the batch, then its timeline slots
 
 
 def test_timeline_404_and_400(client):
@@ -92,10 +94,35 @@ def test_rate_uses_the_last_five_minutes_and_eta_follows():
     assert eta_seconds(10, 0.0) is None
 
 
-def test_count_action_only_for_ended_tasks():
-    assert timeline.count_action(Move.RETRY, 0) == []
-    assert len(timeline.count_action(Move.COMPLETE, 0)) == 1
-    assert len(timeline.count_action(Move.FAIL, 0)) == 1
+def test_count_only_for_ended_tasks_in_their_minutes_slot():
+    class Tx:
+        def __init__(self):
+            self.updates = []
+
+        def update(self, item, actions):
+            self.updates.append((item.batch_id, [(type(a).__name__, str(a.values[0])) for a in actions]))
+
+    tx = Tx()
+    timeline.count(tx, "b", Move.RETRY, 0)
+    assert tx.updates == []
+    minute = 29_410_003  # the fourth minute of slot 2941001
+    timeline.count(tx, "b", Move.COMPLETE, minute * MINUTE_MS + 59_999)
+    timeline.count(tx, "b", Move.FAIL, (minute + 7) * MINUTE_MS)
+    assert [key for key, _ in tx.updates] == ["#timeline#b#2941000", "#timeline#b#2941001"]
+    assert [actions for _, actions in tx.updates] == [[("AddAction", "c3")], [("AddAction", "f0")]]
+
+
+def test_the_batch_item_does_not_grow_with_the_timeline(services, client, fly):
+    app.intake(sqs_event(message(tiffs=2, others=0)), LambdaContext(30))
+    run_pass(services)
+    before = store.get_batch("batch_abc").serialize()
+    post_callback(client, fly.requests[0])
+    after = store.get_batch("batch_abc").serialize()
+    # fixed-size counters only (the stall clock, and the pool's sum of seconds per task)
+    assert set(after) - set(before) == {"last_ended_at", "task_ms_total", "task_ms_count"}
+    assert "timeline" not in after
+    post_callback(client, fly.requests[1])
+    assert set(store.get_batch("batch_abc").serialize()) == set(after)
 
 
 def test_batches_lists_newest_first_in_pages_without_a_scan(services, client):
@@ -139,3 +166,24 @@ def test_a_running_batch_shows_its_quiet_minutes_up_to_now(services, client, fly
     later = timeline.timeline_json(batch, int(batch.updated_at) + 3 * MINUTE_MS)
     assert [p["completed"] for p in later["points"]] == [1, 0, 0, 0]
     assert later["rate_per_minute"] < 1  # one task in the last few minutes
+
+
+def test_the_chart_reads_every_slot_of_the_batch_and_nothing_before_it(services, client, fly):
+    app.intake(sqs_event(message(tiffs=1, others=0)), LambdaContext(30))
+    batch = store.get_batch("batch_abc")
+    start = timeline.minute_of(batch.started_at)
+    ended = {start - 1: Move.COMPLETE,  # an earlier run's, before this batch started: not shown
+             start: Move.COMPLETE, start + 9: Move.FAIL, start + 25: Move.COMPLETE}  # three slots
+    for minute, move in ended.items():
+        transact(services.settings, lambda tx, minute=minute, move=move: timeline.count(
+            tx, "batch_abc", move, minute * MINUTE_MS + 1))
+    transact(services.settings, lambda tx: timeline.count(tx, "batch_abc", Move.COMPLETE, start * MINUTE_MS))
+    body = timeline.timeline_json(batch, (start + 26) * MINUTE_MS)
+    got = {timeline.minute_of(_ms(p["minute"])): (p["completed"], p["failed"])
+           for p in body["points"] if p["completed"] or p["failed"]}
+    assert got == {start: (2, 0), start + 9: (0, 1), start + 25: (1, 0)}
+    assert len(body["points"]) == 27  # every minute from the start to now, quiet ones as zeros
+
+
+def _ms(stamp: str) -> int:
+    return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)

@@ -69,7 +69,7 @@ def _start(tiffs: int = 1) -> None:
 
 
 def _recount(batch_id: str = "batch_abc") -> tuple[Counter[str], dict[str, int]]:
-    stored = Counter(t.status for t in Task.query(batch_id, consistent_read=True))
+    stored = Counter(t.status for t in store.iter_tasks(batch_id, consistent_read=True))
     batch = store.get_batch(batch_id)
     return stored, {"completed": int(batch.tasks_completed), "failed": int(batch.tasks_failed),
                     "in_flight": int(batch.tasks_in_flight)}
@@ -160,7 +160,7 @@ def test_claim_only_from_pending(services, client, fly):
     a batch still in the phase."""
     _start()
     [task] = store.ready_tasks("batch_abc", now_ms(), 10)
-    Task(task.batch_id, task.task_id).update(actions=[Task.status.set("failed")])
+    Task.of(task.batch_id, task.task_id).update(actions=[Task.status.set("failed")])
     assert store.claim_task(services.settings, task, "TIFF_CONVERSION", f"tiff-{task.task_id}",
                             now_ms() + 60_000, now_ms()) is None
     stored = store.get_task("batch_abc", task.task_id)

@@ -10,6 +10,7 @@ from datetime import datetime
 import pytest
 
 import app
+from chalicelib.models import TASK_SHARDS, task_shard
 
 from .conftest import (
     LambdaContext,
@@ -142,8 +143,18 @@ def test_status_route_shapes(client, running):
 
 
 def test_tasks_route_rejects_bad_queries(client, running):
-    token = base64.urlsafe_b64encode(json.dumps({"batch_id": {"S": "batch_other"},
-                                                 "task_id": {"S": "tiff_a"}}).encode()).decode()
+    def next_token(shard, key, status=None):
+        return base64.urlsafe_b64encode(json.dumps({"shard": shard, "key": key, "status": status}).encode()).decode()
+
+    n = task_shard("tiff_a")
+    token = next_token(n, {"shard_key": {"S": f"batch_other#{n}"}, "task_id": {"S": "tiff_a"}})
+    forged = [next_token((n + 1) % TASK_SHARDS,  # the task is not in that shard
+                         {"shard_key": {"S": f"batch_abc#{(n + 1) % TASK_SHARDS}"}, "task_id": {"S": "tiff_a"}}),
+              next_token(TASK_SHARDS, None), next_token(-1, None), next_token("0", None), next_token(True, None),
+              next_token(0, [1]), next_token(n, {"shard_key": {"S": f"batch_abc#{n}"}}),
+              next_token(0, None, "failed"),  # a token of another status (without status=)
+              base64.urlsafe_b64encode(json.dumps({"batch_id": {"S": "batch_abc"},
+                                                   "task_id": {"S": "tiff_a"}}).encode()).decode()]
     for query, reason in [("status=done", "status must be one of pending, processing, completed, failed"),
                           ("status=FAILED", "status must be one of"),
                           ("limit=0", "limit must be an integer from 1 to 500"),
@@ -156,7 +167,8 @@ def test_tasks_route_rejects_bad_queries(client, running):
                           ("next=" + base64.urlsafe_b64encode(b"[1]").decode(), "invalid next token"),
                           ("next=" + base64.urlsafe_b64encode(b'{"x": {"S": "y"}}').decode(), "invalid next token"),
                           ("next=" + token, "invalid next token"),
-                          ("status=failed&next=" + token, "invalid next token")]:
+                          ("status=failed&next=" + token, "invalid next token"),
+                          *(("next=" + f, "invalid next token") for f in forged)]:
         answer = client.http.get(f"/status/batch_abc/tasks?{query}")
         assert answer.status_code == 400, (query, answer.body)
         assert set(answer.json_body) == {"error"} and reason in answer.json_body["error"], answer.body

@@ -9,6 +9,7 @@ import boto3
 import pytest
 
 import app
+from chalicelib import store
 from chalicelib.errors import InvalidMessageError
 from chalicelib.models import Batch, File, Task
 
@@ -155,7 +156,7 @@ def test_bad_manifest_fails_the_batch_with_its_reason(services, client, fly, log
         assert status["status"] == "ERROR", name
         assert reason.format(b=batch_id) in status["error"], (name, status["error"])
         assert status["completed_at"] is not None
-        assert list(Task.query(batch_id)) == [] and list(File.query(batch_id)) == []
+        assert list(store.iter_tasks(batch_id)) == [] and list(File.query(batch_id)) == []
         lines = [line for line in _queue_lines(logs.readouterr().out) if "manifest_failed" in line]
         assert len(lines) == 1 and f"batch_id={batch_id} " in lines[0], (name, lines)
     run_pass(services)

@@ -12,7 +12,7 @@ import pytest
 
 from chalicelib import intake, store
 from chalicelib.errors import IntakeBusy
-from chalicelib.models import File, Task
+from chalicelib.models import File
 from chalicelib.services import get_services
 
 from .conftest import (
@@ -35,7 +35,7 @@ def _state(batch_id: str) -> dict:
         "status": batch.status, "total": int(batch.tasks_total), "owner": batch.intake_owner,
         "files": [f.info["r2_key"] for f in File.query(batch_id)],
         "tasks": sorted((t.input_r2_key, t.status, int(t.attempts), t.planned_output_key)
-                        for t in Task.query(batch_id)),
+                        for t in store.iter_tasks(batch_id)),
     }
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 import boto3
 
 import app
-from chalicelib.models import Task
+from chalicelib import store
 
 from .conftest import (
     LambdaContext,
@@ -33,7 +33,7 @@ EXTRA_ENV = {"ATTEMPT", "CALLBACK_TOKEN", "OUTPUT_R2_KEY"}  # contracts §3: ext
 def _check_counters(client, cap=None):
     """The batch's counters against a recount of its task items (read from the table and
     through the tasks route)."""
-    stored = Counter(t.status for t in Task.query("batch_abc", consistent_read=True))
+    stored = Counter(t.status for t in store.iter_tasks("batch_abc", consistent_read=True))
     routed = Counter(t["status"] for t in list_tasks(client))
     assert stored == routed
     progress = get_status(client)["progress"]

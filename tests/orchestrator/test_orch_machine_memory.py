@@ -236,7 +236,7 @@ def test_an_attempt_claimed_before_memory_was_recorded_escalates_from_the_seeds_
     (request,) = fly.created()
     env = callback_path(request)[1]
     # as an item written by the version before this one: no memory recorded at its claim
-    Task("batch_abc", env["TASK_ID"]).update(actions=[Task.memory_mb.remove(), Task.memory_mb_after_oom.remove()])
+    Task.of("batch_abc", env["TASK_ID"]).update(actions=[Task.memory_mb.remove(), Task.memory_mb_after_oom.remove()])
     answer = post_callback(client, request, error_body(env, OOM, "out_of_memory"))
     assert answer.status_code == 200 and answer.json_body.get("ignored") is None, answer.body
     drive(services, lambda: len(fly.created()) == 2)
