@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import heapq
 import json
 import re
 import sys
@@ -142,14 +143,14 @@ def _query_local_index_by_partition() -> None:
     @functools.wraps(original)
     def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
         index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
-        local = index_name and self.range_key_attr and any(i.name == index_name for i in self.indexes)
+        index = next((i for i in self.indexes if i.name == index_name), None) if index_name else None
         conditions = kwargs.get("hash_key_conditions") or []
         value = hash_key if hash_key is not None else next(
             (v for name, v in conditions if name == self.hash_key_attr), None)
-        if not local or value is None or "all_items" in vars(self):
+        if index is None or not self.range_key_attr or value is None or "all_items" in vars(self):
             return original(self, hash_key, *args, **kwargs)
-        partition = list(self.items.get(value, {}).values())
-        self.all_items = lambda: sorted(partition, key=lambda item: item.range_key)
+        candidates = _first_in_index(self, index, value, args, kwargs)
+        self.all_items = lambda: candidates
         try:
             return original(self, hash_key, *args, **kwargs)
         finally:
@@ -157,6 +158,26 @@ def _query_local_index_by_partition() -> None:
 
     query._arke_by_partition = True  # type: ignore[attr-defined]
     Table.query = query
+
+
+def _first_in_index(table: Any, index: Any, partition_key: Any, args: tuple, kwargs: dict) -> list[Any]:
+    """The partition's items in the index's order; when nothing but the range condition can
+    drop an item (no start key, no filter), only the first `limit` + 1 of those that meet it
+    (the one more tells moto there is a next page)."""
+    items = list(table.items.get(partition_key, {}).values())
+    range_attr = next((k["AttributeName"] for k in index.schema if k["KeyType"] == "RANGE"), None)
+    comparison, objects, limit, start, forward = (args + (None,) * 5)[:5] if len(args) >= 5 else (
+        None, None, None, None, True)
+    from moto.dynamodb.comparisons import OpDefault  # moto's "no filter"
+
+    query_filter = kwargs.get("filter_expression", args[8] if len(args) > 8 else None)
+    filtered = query_filter is not None and not isinstance(query_filter, OpDefault)
+    if range_attr is None or start is not None or filtered or not limit:
+        return sorted(items, key=lambda item: item.range_key)
+    keyed = [item for item in items if range_attr in item.attrs
+             and (not comparison or item.attrs[range_attr].compare(comparison, objects))]
+    pick = heapq.nsmallest if forward is not False else heapq.nlargest
+    return pick(int(limit) + 1, keyed, key=lambda item: (item.attrs[range_attr].cast_value, item.range_key))
 
 
 def signer(authorization: str) -> str:

@@ -29,6 +29,8 @@ class Services:
     _presign: Presign | None = None
     _r2: object | None = None
     _r2_lock: threading.Lock = field(default_factory=threading.Lock)
+    # pool pulls' recent reads of their batches (pool/machine_api.py): batch id -> (when, batch)
+    pulled_batches: dict = field(default_factory=dict)
 
     def secrets(self) -> dict[str, str]:
         return load_secrets(self.settings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from typing import Any
 
 from .. import signing, store
@@ -19,13 +20,14 @@ from ..clock import now_ms
 from ..errors import InvalidCallbackError, NotFoundError, UnauthorizedError
 from ..ids import id_problem
 from ..logs import log
-from ..models import TASK_SHARDS, Batch, Machine
+from ..models import TASK_SHARDS, Batch
 from ..phases import MachineContext, Phase
 from ..services import Services
 from ..views import task_view_for_phase
 
 PREFIX = "[Pool]"
-PULL_CANDIDATES = 20  # ready tasks read per pull; one is picked at random, so pulls rarely collide
+PULL_CANDIDATES = 8  # ready tasks read per pull (of one shard first); tried in random order
+BATCH_CACHE_S = 1.0  # a pull's view of its batch may be this old: every claim re-checks it
 PULL_TRIES = 3
 WAIT_AFTER_LOST_MS = 200  # every candidate was taken by other machines: pull again soon
 MAX_WAIT_MS = 5000
@@ -49,39 +51,52 @@ def _exit(services: Services, batch_id: str, name: str, reason: str) -> dict[str
     return {"action": "exit", "reason": reason}
 
 
+def _batch(services: Services, batch_id: str) -> Batch | None:
+    """The batch, read at most once a second per process. Pulls come dozens a second; a
+    stale view costs nothing: the claim's transaction is conditioned on the batch being in
+    the phase, and a batch that ended is seen within a second."""
+    seen = services.pulled_batches
+    at, batch = seen.get(batch_id, (0.0, None))
+    if time.monotonic() - at > BATCH_CACHE_S:
+        batch = store.get_batch(batch_id)
+        seen[batch_id] = (time.monotonic(), batch)
+    return batch
+
+
 def pull(services: Services, batch_id: str, name: str, authorization: str | None) -> dict[str, Any]:
     authorize(services, batch_id, name, authorization)
-    machine = store.get_machine(batch_id, name)
-    if machine is None:
-        raise NotFoundError(f"machine {name} not found in batch {batch_id}")
-    if machine.state == "gone":
-        return {"action": "exit", "reason": machine.gone_reason or "machine retired"}
-    batch = store.get_batch(batch_id)
+    batch = _batch(services, batch_id)
     phase = services.registry.get(batch.status) if batch and batch.status in services.registry else None
     if batch is None or phase is None:
         return _exit(services, batch_id, name, f"batch is {batch.status if batch else 'gone'}")
     if batch.pool_target is not None and int(batch.machines_live or 0) > int(batch.pool_target):
         return _exit(services, batch_id, name, "pool over its target")  # a cap or the fair share shrank
-    return _claim_one(services, batch, phase, machine, now_ms())
+    return _claim_one(services, batch, phase, name, now_ms())
 
 
-def _claim_one(services: Services, batch: Batch, phase: Phase, machine: Machine, now: int) -> dict[str, Any]:
-    settings, batch_id, name = services.settings, batch.batch_id, machine.name
+def _claim_one(services: Services, batch: Batch, phase: Phase, name: str, now: int) -> dict[str, Any]:
+    """Claim one of a few ready tasks. The claim is conditioned on the machine not being
+    gone, so the common pull reads no machine record: only one that claimed nothing is
+    looked at (unknown: 404; gone: exit)."""
+    settings, batch_id = services.settings, batch.batch_id
     # one shard at random first: pulls spread over the shards (and usually cost one query)
     candidates = store.ready_tasks_from(batch_id, now, PULL_CANDIDATES, random.randrange(TASK_SHARDS))
     random.shuffle(candidates)
     deadline = now + min(settings.heartbeat_timeout_ms, phase.task_timeout_ms(settings))
     for task in candidates[:PULL_TRIES]:
-        attempt = store.claim_for_machine(settings, task, phase.name, name, machine.machine_id, deadline, now)
+        attempt = store.claim_for_machine(settings, task, phase.name, name, deadline, now)
         if attempt is None:
             continue
         log(phase.log_prefix, "task_pulled", batch_id=batch_id, task_id=task.task_id, attempt=attempt,
-            machine_name=name, machine_id=machine.machine_id)
+            machine_name=name)
         return {"action": "task", "heartbeat_interval_ms": settings.heartbeat_interval_ms,
                 "task": _assignment(services, phase, batch_id, task, attempt, name, deadline, now)}
-    # no claim (which marks the machine heard from): say it was, unless it is gone
+    # no claim (which marks the machine heard from): say it was, unless it is gone or unknown
     if not store.touch_machine(batch_id, name, now):
-        return {"action": "exit", "reason": "machine retired"}
+        machine = store.get_machine(batch_id, name)
+        if machine is None:
+            raise NotFoundError(f"machine {name} not found in batch {batch_id}")
+        return {"action": "exit", "reason": machine.gone_reason or "machine retired"}
     if candidates:
         return {"action": "wait", "retry_after_ms": WAIT_AFTER_LOST_MS}
     due = store.next_pending_due(batch_id)

@@ -8,7 +8,8 @@ race. Nothing here decides a transition (transitions.py does) or speaks HTTP.
 
 - `dynamo`: the transaction helper (conflict retries, which condition failed).
 - `batches`: the batch item: intake claim, activation, lease, phase, delivery, ERROR.
-- `tasks`: task reads and every task transition (one table of statuses).
+- `task_reads`: task reads through the sparse indexes, over a batch's shard keys.
+- `tasks`: every task transition (one table of moves, `MOVES`).
 - `intake_writes`: the intake's fenced writes of a batch's files and tasks.
 - `machines`: pool machines' records (creating, running, gone) and their live-index.
 """
@@ -42,8 +43,19 @@ from .machines import (
     silent_machines,
     touch_machine,
 )
-from .tasks import (
+from .task_reads import (
     PENDING_OFFSET,
+    get_task,
+    iter_files,
+    iter_tasks,
+    next_pending_due,
+    pending_due,
+    ready_tasks,
+    ready_tasks_from,
+    tasks_page,
+    timed_out_tasks,
+)
+from .tasks import (
     AttemptEnd,
     InFlightCapReached,
     OpenTasksClosed,
@@ -52,18 +64,9 @@ from .tasks import (
     close_open_tasks,
     end_attempt,
     extend_attempt,
-    get_task,
-    iter_files,
-    iter_tasks,
     new_task,
-    next_pending_due,
-    pending_due,
-    ready_tasks,
-    ready_tasks_from,
     record_machine,
     reopen_failed_tasks,
-    tasks_page,
-    timed_out_tasks,
     unclaim_task,
     write_tasks,
 )

@@ -19,7 +19,8 @@ from ..phases import TaskSpec
 from ..settings import Settings
 from .batches import intake_fence
 from .dynamo import CONDITION_FAILED, MAX_TRANSACT_ITEMS, transact
-from .tasks import iter_tasks, new_task
+from .task_reads import iter_tasks
+from .tasks import new_task
 
 CHUNK = MAX_TRANSACT_ITEMS - 1  # and the batch's fence
 Write = Callable[[Any], None]

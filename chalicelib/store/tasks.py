@@ -10,20 +10,15 @@ Attempt numbers only grow: machine names and callback tokens are made from them.
 
 from __future__ import annotations
 
-import base64
-import heapq
-import itertools
-import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.exceptions import UpdateError
 
 from .. import machine_size, timeline
 from ..models import (
     IN_FLIGHT_KEY,
-    TASK_SHARDS,
     Batch,
     File,
     InFlight,
@@ -31,20 +26,14 @@ from ..models import (
     Task,
     batch_shard_keys,
     machine_key,
-    shard_key,
-    task_key,
-    task_shard,
 )
 from ..phases.worker_errors import OUT_OF_MEMORY
 from ..settings import Settings
 from ..states import BatchStatus, TaskStatus
 from ..transitions import Move, Outcome
 from .dynamo import CONDITION_FAILED, MAX_TRANSACT_ITEMS, lost_race, transact
+from .task_reads import get_task, pending_due, status_key
 
-# open_due holds two kinds of time in one sparse index: a processing task's deadline as is,
-# a pending task's retry time plus this offset. Two range queries then find "timed out"
-# and "ready to spawn" separately, each exactly, without reading the other kind.
-PENDING_OFFSET = 10**14
 # An out_of_memory end of an attempt claimed before memory was recorded: twice the seed's 1024.
 SEED_MEMORY_AFTER_OOM_MB = 2048
 # A closing transaction holds the tasks, the batch and the in-flight counter.
@@ -55,13 +44,25 @@ class InFlightCapReached(RuntimeError):
     """A claim refused because MAX_MACHINES_IN_FLIGHT machines are already in flight."""
 
 
-def _status_key(status: str, task_id: str) -> str:
-    return f"{status}#{task_id}"
+_P, _R, _C, _F = TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED
+# Every move a task may make, and which store functions make it. `_moved_to` refuses any
+# other, and is the only place `status` and `status_key` are written.
+MOVES: dict[tuple[TaskStatus, TaskStatus], str] = {
+    (_P, _R): "claim_task, claim_for_machine: the next attempt",
+    (_R, _P): "end_attempt (retry later), unclaim_task (a 429 before any machine existed)",
+    (_R, _C): "end_attempt: the attempt's result",
+    (_R, _F): "end_attempt (no attempt left, or permanent), close_open_tasks (ERROR)",
+    (_P, _F): "close_open_tasks (ERROR)",
+    (_F, _P): "reopen_failed_tasks (admin retry)",
+}
 
 
-def _moved_to(status: TaskStatus, task_id: str) -> list[Any]:
-    """The writes every move of a task to `status` implies (status and its index key)."""
-    return [Task.status.set(status.value), Task.status_key.set(_status_key(status.value, task_id))]
+def _moved_to(source: TaskStatus, status: TaskStatus, task_id: str) -> list[Any]:
+    """The writes a move from `source` to `status` implies (the status and its index key);
+    the caller's condition pins `source`. ValueError for a move not in MOVES."""
+    if (source, status) not in MOVES:
+        raise ValueError(f"a task does not move from {source.value} to {status.value}")
+    return [Task.status.set(status.value), Task.status_key.set(status_key(status.value, task_id))]
 
 
 def _in_flight(attempt: int) -> Any:
@@ -83,16 +84,12 @@ def move_in_flight(tx: Any, delta: int, cap: int | None = None) -> None:
     tx.update(InFlight(IN_FLIGHT_KEY), actions=[InFlight.machines.add(delta)], condition=condition)
 
 
-def pending_due(at: int) -> int:
-    return PENDING_OFFSET + at
-
-
 # ---- creating ----------------------------------------------------------------------------
 
 def new_task(batch_id: str, task_id: str, phase: str, input_key: str, position: int | None,
              data: dict[str, Any] | None, now: int, output_key: str | None = None) -> Task:
     status = TaskStatus.PENDING.value
-    return Task.of(batch_id, task_id, phase=phase, status=status, status_key=_status_key(status, task_id),
+    return Task.of(batch_id, task_id, phase=phase, status=status, status_key=status_key(status, task_id),
                    open_due=pending_due(now), attempts=0, attempts_base=0, attempt_log={},
                    input_r2_key=input_key, file_position=position, data=data or None,
                    planned_output_key=output_key, created_at=now, updated_at=now)
@@ -114,116 +111,6 @@ def write_tasks(tasks: Iterable[Task]) -> int:
     return _save_all(Task, tasks)
 
 
-# ---- reading -----------------------------------------------------------------------------
-
-def get_task(batch_id: str, task_id: str) -> Task | None:
-    try:
-        return Task.get(*task_key(batch_id, task_id), consistent_read=True)
-    except DoesNotExist:
-        return None
-
-
-def iter_tasks(batch_id: str, consistent_read: bool = False) -> Iterator[Task]:
-    """Every task of a batch, shard after shard (by task id within each)."""
-    for key in batch_shard_keys(batch_id):
-        yield from Task.query(key, consistent_read=consistent_read)
-
-
-def iter_files(batch_id: str) -> Iterator[File]:
-    return File.query(batch_id)
-
-
-def _oldest_open(batch_id: str, low: int, high: int, limit: int) -> list[Task]:
-    """The `limit` tasks of lowest `open_due` in [low, high] over every shard (sparse LSI):
-    one query per shard, pages of about its share of `limit`, merged by `open_due`; a shard
-    is asked for a further page only when the merge has used up the one it gave."""
-    if limit <= 0:
-        return []
-    page = -(-limit // TASK_SHARDS) + 2  # a shard's share, and a little for the unevenness of hashing
-    shards = [Task.open_index.query(key, Task.open_due.between(low, high), limit=limit, page_size=page,
-                                    consistent_read=True) for key in batch_shard_keys(batch_id)]
-    return list(itertools.islice(heapq.merge(*shards, key=lambda t: int(t.open_due)), limit))
-
-
-def timed_out_tasks(batch_id: str, now: int, limit: int) -> list[Task]:
-    """Processing tasks past their deadline, oldest first."""
-    return _oldest_open(batch_id, 0, now, limit)
-
-
-def ready_tasks(batch_id: str, now: int, limit: int) -> list[Task]:
-    """Pending tasks whose (retry) time has come, oldest first."""
-    return _oldest_open(batch_id, PENDING_OFFSET, pending_due(now), limit)
-
-
-def ready_tasks_from(batch_id: str, now: int, limit: int, first_shard: int) -> list[Task]:
-    """Up to `limit` ready tasks, with the fewest queries: shard `first_shard` first (oldest
-    first within it), the next shards only while too few are found. For a pull, which needs
-    a ready task, not the oldest of the batch: one query when the batch has work in every
-    shard (spread the pulls with a random `first_shard`)."""
-    found: list[Task] = []
-    for step in range(TASK_SHARDS):
-        if len(found) >= limit:
-            break
-        key = shard_key(batch_id, (first_shard + step) % TASK_SHARDS)
-        found += Task.open_index.query(key, Task.open_due.between(PENDING_OFFSET, pending_due(now)),
-                                       limit=limit - len(found), consistent_read=True)
-    return found
-
-
-def tasks_page(batch_id: str, status: str | None, limit: int, token: str | None) -> tuple[list[Task], str | None]:
-    """One page of a batch's tasks, by status through the status index when asked: shard
-    after shard, the next token saying which shard to go on in and from which key."""
-    shard, start = _decode_token(token, batch_id, status) if token else (0, None)
-    items: list[Task] = []
-    while shard < TASK_SHARDS and len(items) < limit:
-        key = shard_key(batch_id, shard)
-        if status:
-            result = Task.status_index.query(key, Task.status_key.startswith(f"{status}#"),
-                                             limit=limit - len(items), last_evaluated_key=start)
-        else:
-            result = Task.query(key, limit=limit - len(items), last_evaluated_key=start)
-        items += list(result)
-        start = result.last_evaluated_key
-        if not start:
-            shard += 1
-    if shard >= TASK_SHARDS:
-        return items, None
-    return items, _encode_token(shard, start, status)
-
-
-def _encode_token(shard: int, key: dict[str, Any] | None, status: str | None) -> str:
-    body = {"shard": shard, "key": key, "status": status}
-    return base64.urlsafe_b64encode(json.dumps(body, sort_keys=True).encode()).decode()
-
-
-def _decode_token(token: str, batch_id: str, status: str | None) -> tuple[int, dict[str, Any] | None]:
-    """The shard and start key of a token this route issued for this batch and status."""
-    try:
-        body = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, TypeError):
-        raise ValueError("invalid next token") from None
-    if not isinstance(body, dict) or set(body) != {"shard", "key", "status"} or body["status"] != status:
-        raise ValueError("invalid next token")
-    shard, key = body["shard"], body["key"]
-    if type(shard) is not int or not 0 <= shard < TASK_SHARDS or not (key is None or isinstance(key, dict)):
-        raise ValueError("invalid next token")
-    if key is not None:
-        _check_start_key(key, batch_id, shard, status)
-    return shard, key
-
-
-def _check_start_key(key: dict[str, Any], batch_id: str, shard: int, status: str | None) -> None:
-    """A token is only ever one this route issued for this batch, shard and status: anything
-    else would reach DynamoDB as a malformed ExclusiveStartKey (a 500, not a 400)."""
-    names = {"shard_key", "task_id"} | ({"status_key"} if status else set())
-    values = {name: value.get("S") if isinstance(value, dict) and set(value) == {"S"} else None
-              for name, value in key.items()}
-    if (set(values) != names or not all(isinstance(v, str) and v for v in values.values())
-            or values["shard_key"] != shard_key(batch_id, shard) or task_shard(values["task_id"]) != shard
-            or (status and values["status_key"] != _status_key(status, values["task_id"]))):
-        raise ValueError("invalid next token")
-
-
 # ---- moving ------------------------------------------------------------------------------
 
 def claim_task(settings: Settings, task: Task, phase: str, machine_name: str, deadline: int,
@@ -237,7 +124,7 @@ def claim_task(settings: Settings, task: Task, phase: str, machine_name: str, de
 
     def build(tx: Any) -> None:
         tx.update(Task.of(task.batch_id, task.task_id),
-                  actions=[*_moved_to(TaskStatus.PROCESSING, task.task_id), Task.attempts.set(attempt),
+                  actions=[*_moved_to(_P, _R, task.task_id), Task.attempts.set(attempt),
                            Task.open_due.set(deadline), Task.attempt_started_at.set(now),
                            Task.machine_id.remove(), Task.machine_name.set(machine_name),
                            Task.pool_machine.remove(),
@@ -258,21 +145,21 @@ def claim_task(settings: Settings, task: Task, phase: str, machine_name: str, de
     return None
 
 
-def claim_for_machine(settings: Settings, task: Task, phase: str, machine_name: str, machine_id: str | None,
-                      deadline: int, now: int) -> int | None:
+def claim_for_machine(settings: Settings, task: Task, phase: str, machine_name: str, deadline: int,
+                      now: int) -> int | None:
     """A pool machine's pull: pending -> processing for the next attempt, held by that
     machine (its record says so in the same transaction, and must not be gone). The same
     conditions as `claim_task`, so two machines never hold one attempt; no in-flight
     counter moves (the machine was counted when it was created)."""
     attempt = int(task.attempts) + 1
     memory_mb = settings.pool_memory_mb
-    machine = [Task.machine_id.set(machine_id)] if machine_id else [Task.machine_id.remove()]
 
     def build(tx: Any) -> None:
         tx.update(Task.of(task.batch_id, task.task_id),
-                  actions=[*_moved_to(TaskStatus.PROCESSING, task.task_id), Task.attempts.set(attempt),
-                           Task.open_due.set(deadline), Task.attempt_started_at.set(now), *machine,
-                           Task.machine_name.set(machine_name), Task.pool_machine.set(machine_name),
+                  actions=[*_moved_to(_P, _R, task.task_id), Task.attempts.set(attempt),
+                           Task.open_due.set(deadline), Task.attempt_started_at.set(now),
+                           Task.machine_id.remove(), Task.machine_name.set(machine_name),
+                           Task.pool_machine.set(machine_name),
                            Task.updated_at.set(now), Task.memory_mb.set(memory_mb),
                            Task.memory_mb_after_oom.set(machine_size.escalated_memory_mb(memory_mb, settings)),
                            _log(attempt, "start").set({"started_at": now, "machine_name": machine_name,
@@ -310,13 +197,6 @@ def extend_attempt(batch_id: str, task_id: str, attempt: int, machine_name: str,
     return deadline
 
 
-def next_pending_due(batch_id: str) -> int | None:
-    """When the earliest pending task falls due (a retry waiting out its backoff), if any."""
-    dues = [int(task.open_due) - PENDING_OFFSET for key in batch_shard_keys(batch_id)
-            for task in Task.open_index.query(key, Task.open_due >= PENDING_OFFSET, limit=1, consistent_read=True)]
-    return min(dues) if dues else None
-
-
 def record_machine(batch_id: str, task_id: str, attempt: int, machine_id: str) -> bool:
     try:
         Task.of(batch_id, task_id).update(
@@ -336,7 +216,7 @@ def unclaim_task(settings: Settings, batch_id: str, task_id: str, attempt: int, 
 
     def build(tx: Any) -> None:
         tx.update(Task.of(batch_id, task_id),
-                  actions=[*_moved_to(TaskStatus.PENDING, task_id), Task.attempts.set(attempt - 1),
+                  actions=[*_moved_to(_R, _P, task_id), Task.attempts.set(attempt - 1),
                            Task.open_due.set(pending_due(retry_at)), Task.machine_name.remove(),
                            Task.updated_at.set(now), _log(attempt, "start").remove()],
                   condition=_in_flight(attempt))
@@ -375,7 +255,7 @@ def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple
         batch.append(Batch.last_ended_at.set(now))
     if end.move is Move.COMPLETE:
         assert end.outcome is not None
-        task += [*_moved_to(TaskStatus.COMPLETED, task_id), Task.open_due.remove(), Task.ended_at.set(now),
+        task += [*_moved_to(_R, _C, task_id), Task.open_due.remove(), Task.ended_at.set(now),
                  Task.last_error.remove(), Task.error_code.remove()]
         for name, value in end.outcome.output.items():
             if name == "output_r2_key" and end.keep_planned_output:
@@ -400,9 +280,9 @@ def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple
         task.append(Task.next_memory_mb.set(Task.memory_mb_after_oom | SEED_MEMORY_AFTER_OOM_MB))
     if end.move is Move.RETRY:
         retry_at = end.retry_at if end.retry_at is not None else now
-        task += [*_moved_to(TaskStatus.PENDING, task_id), Task.open_due.set(pending_due(retry_at))]
+        task += [*_moved_to(_R, _P, task_id), Task.open_due.set(pending_due(retry_at))]
     else:
-        task += [*_moved_to(TaskStatus.FAILED, task_id), Task.open_due.remove(), Task.ended_at.set(now)]
+        task += [*_moved_to(_R, _F, task_id), Task.open_due.remove(), Task.ended_at.set(now)]
         batch.append(Batch.tasks_failed.add(1))
     return task, batch
 
@@ -466,7 +346,7 @@ def _close_page(tx: Any, batch_id: str, page: list[Task], running: list[Task], e
         same = (Task.status == task.status) & (Task.attempts == task.attempts)
         same &= (Task.machine_id == task.machine_id) if task.machine_id else Task.machine_id.does_not_exist()
         same &= (Task.pool_machine == task.pool_machine) if task.pool_machine else Task.pool_machine.does_not_exist()
-        actions = [*_moved_to(TaskStatus.FAILED, task.task_id), Task.open_due.remove(),
+        actions = [*_moved_to(TaskStatus(task.status), _F, task.task_id), Task.open_due.remove(),
                    Task.last_error.set(error), Task.ended_at.set(now), Task.updated_at.set(now)]
         if task.status == TaskStatus.PROCESSING.value:
             attempt = int(task.attempts)
@@ -505,7 +385,7 @@ def _reopen_page(settings: Settings, batch_id: str, page: list[Task], now: int) 
     def build(tx: Any, page: list[Task] = page) -> None:
         for task in page:
             tx.update(Task.of(batch_id, task.task_id),
-                      actions=[*_moved_to(TaskStatus.PENDING, task.task_id),
+                      actions=[*_moved_to(_F, _P, task.task_id),
                                Task.attempts_base.set(int(task.attempts)),
                                Task.open_due.set(pending_due(now)), Task.ended_at.remove(),
                                Task.machine_id.remove(), Task.machine_name.remove(), Task.updated_at.set(now)],

@@ -283,9 +283,9 @@ def test_machine_records_hold_both_caps_and_count_a_machine_gone_once(services, 
     assert [m.name for m in store.live_machines("batch_abc")] == ["m-2"]
     # a machine retired between its pull's read and its claim claims nothing
     [task] = list(store.iter_tasks("batch_abc"))
-    assert store.claim_for_machine(settings, task, phase, "m-1", None, now + 1000, now) is None
+    assert store.claim_for_machine(settings, task, phase, "m-1", now + 1000, now) is None
     assert store.get_task("batch_abc", task.task_id).status == "pending"
-    assert store.claim_for_machine(settings, task, phase, "m-2", None, now + 1000, now) == 1
+    assert store.claim_for_machine(settings, task, phase, "m-2", now + 1000, now) == 1
 
 
 def test_the_shared_in_flight_cap_is_a_condition_of_each_machine_record(services, env):
