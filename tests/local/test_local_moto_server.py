@@ -108,3 +108,57 @@ def test_dynamodb_requests_are_counted_by_access_key_and_operation(serialized_mo
     assert "counted-orchestrator" not in before
     assert counts["counted-orchestrator"] == {"CreateTable": 1, "PutItem": 3}
     assert counts["counted-observer"] == {"GetItem": 1}
+
+
+def _lsi_table(url: str):
+    ddb = boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    ddb.create_table(
+        TableName="lsi-query", BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": t}
+                              for n, t in (("p", "S"), ("r", "S"), ("due", "N"))],
+        KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}, {"AttributeName": "r", "KeyType": "RANGE"}],
+        LocalSecondaryIndexes=[{"IndexName": "due-index", "Projection": {"ProjectionType": "ALL"},
+                                "KeySchema": [{"AttributeName": "p", "KeyType": "HASH"},
+                                              {"AttributeName": "due", "KeyType": "RANGE"}]}])
+    for p in ("a", "b"):
+        for i in range(40):
+            item = {"p": {"S": p}, "r": {"S": f"r{i:02d}"}, "odd": {"BOOL": bool(i % 2)}}
+            if i % 5:  # sparse: every fifth item is not in the index
+                item["due"] = {"N": str((i * 7) % 40)}
+            ddb.put_item(TableName="lsi-query", Item=item)
+    return ddb
+
+
+def test_a_local_index_query_answers_as_dynamodb_does(serialized_moto):
+    """The launcher reads only the queried partition and hands moto the first limit + 1
+    items in the index's order: the answers (order, limit, pages, filters, reverse) must be
+    those of a query over the whole index."""
+    ddb = _lsi_table(serialized_moto)
+    expected = sorted(((i * 7) % 40, f"r{i:02d}") for i in range(40) if i % 5)
+    in_range = [e for e in expected if 5 <= e[0] <= 30]
+
+    def query(**kw):
+        pages, start = [], None
+        while True:
+            args = dict(TableName="lsi-query", IndexName="due-index", ConsistentRead=True,
+                        KeyConditionExpression="p = :p AND due BETWEEN :lo AND :hi",
+                        ExpressionAttributeValues={":p": {"S": "a"}, ":lo": {"N": "5"}, ":hi": {"N": "30"}}, **kw)
+            if "FilterExpression" in kw:
+                args["ExpressionAttributeValues"][":t"] = {"BOOL": True}
+            if start:
+                args["ExclusiveStartKey"] = start
+            answer = ddb.query(**args)
+            pages.append([(int(i["due"]["N"]), i["r"]["S"]) for i in answer["Items"]])
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                return pages
+
+    first = query(Limit=4)
+    assert first[0] == in_range[:4] and sum(first, []) == in_range  # pages go on to the end
+    assert sum(query(Limit=4, ScanIndexForward=False), []) == in_range[::-1]
+    odd = [e for e in in_range if int(e[1][1:]) % 2]
+    assert sum(query(Limit=3, FilterExpression="odd = :t"), []) == odd
+    everything = ddb.query(TableName="lsi-query", IndexName="due-index",
+                           KeyConditionExpression="p = :p", ExpressionAttributeValues={":p": {"S": "b"}})
+    assert len(everything["Items"]) == len(expected)  # the other partition, the sparse items left out
