@@ -12,6 +12,8 @@ from arke_local.client import ApiError
 from arke_local.progress import Progress, render_failed, render_view, watch
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# GET /status's `machines` for a pool batch (chalicelib/views.py machines_view, docs/pool.md)
+POOL = {"live": 12, "target": 40, "peak": 40, "created": 50}
 
 
 def answer(status, total, completed, failed=0, error=None, in_flight=0, machines=None, delivery=None):
@@ -54,11 +56,10 @@ def rendered(renderable, width):
     return console.file.getvalue().splitlines()
 
 
-def busy():
+def busy(machines=None):
     p = Progress()
-    p.update(0.0, answer("TIFF_CONVERSION", 1200, 380, 3, in_flight=64))
-    p.update(10.0, answer("TIFF_CONVERSION", 1200, 420, 3, in_flight=64,
-                          machines={"running": 64, "started": 431, "max_in_flight": 1000}))
+    p.update(0.0, answer("TIFF_CONVERSION", 1200, 380, 3, in_flight=12))
+    p.update(10.0, answer("TIFF_CONVERSION", 1200, 420, 3, in_flight=12, machines=machines or POOL))
     return p
 
 
@@ -83,16 +84,44 @@ def test_view_fits_the_width(width):
     assert all(len(line) <= width for line in lines), lines
     assert lines[0].startswith("batch_2026_0001_abcdef  converting")
     assert lines[1].startswith("tasks") and "420 done" in lines[1]
-    assert lines[2].startswith("machines") and "64 running" in lines[2]
-    if width >= 80:  # rate and ETA survive at 80 columns
+    # the counts start in the tasks line's column, whole, in the API's order, never cut
+    full = "machines 12 live  40 target  40 peak  50 created"
+    if width >= 80:  # rate and ETA survive at 80 columns, and every machine count
         assert "4.0/s" in lines[1] and "ETA 3m14s" in lines[1] and "━" in lines[1]
-    if width >= 200:
-        assert "713 pending" in lines[1] and "1000 max in flight" in lines[2]
+        assert lines[2] == full
+    else:  # what does not fit is left out from the end, a whole count at a time
+        assert lines[2] == "machines 12 live  40 target  40 peak"
+    if width >= 120:
+        assert "765 pending" in lines[1]
 
 
-def test_no_machine_line_without_a_machines_block():
+def test_machine_counts_are_named_from_their_keys():
+    p = busy({"live": 3, "max_in_flight": 1000, "flag": True, "note": None})
+    assert p.machine_parts() == ["3 live", "1000 max in flight"]  # not a number: left out
+
+
+def test_a_pool_status_prints_its_machines_on_the_plain_line():
+    out = io.StringIO()
+    single = dict(answer("TIFF_CONVERSION", 60, 10), machines=None, pool=None)  # what a single-mode batch answers
+    client = FakeClient([answer("TIFF_CONVERSION", 60, 10, machines=POOL),
+                         answer("TIFF_CONVERSION", 60, 10, machines=dict(POOL, live=11)),  # the pool alone changed
+                         single, answer("DONE", 60, 60, delivery={"attempts": 1, "delivered_at": "x"})])
+    code, _ = watch(client, "b", interval_s=0.0, out=out, tty=False)
+    assert code == 0
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("[CLI] b TIFF")]
+    assert len(lines) == 3
+    assert "; machines: 12 live, 40 target, 40 peak, 50 created (t+" in lines[0]
+    assert "; machines: 11 live, 40 target" in lines[1]
+    assert "machines" not in lines[2]
+
+
+@pytest.mark.parametrize("machines", ["absent", None, {}])
+def test_no_machine_line_without_a_machines_block(machines):
     p = Progress()
-    p.update(0.0, answer("TIFF_CONVERSION", 4, 1))
+    status = answer("TIFF_CONVERSION", 4, 1)
+    if machines != "absent":  # a single-mode batch answers "machines": null
+        status["machines"] = machines
+    p.update(0.0, status)
     lines = rendered(render_view(p, "b", 80, 1.0), 80)
     assert len(lines) == 2 and not any(line.startswith("machines") for line in lines)
 
