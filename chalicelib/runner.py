@@ -64,7 +64,7 @@ class BatchPass:
                 self.spawner.spawn(phase)
         finally:
             destroy_unrecorded(self.services, self.batch_id, unrecorded)
-        if self.pooled and self.pool.wants_more():
+        if self.pool.wants_more() if self.pooled else self.spawner.report.out_of_tokens:
             return now_ms()  # creations go on at the bucket's pace in the next round
         return now_ms() + phase.alarm_delay_ms(self.settings)
 

@@ -35,6 +35,7 @@ class SpawnReport:
     spawned: int = 0
     capacity_used: int = 0
     unrecorded: list[str] = field(default_factory=list)  # names of machines that may exist
+    out_of_tokens: int = 0  # ready tasks left for want of a token before the slice ended
 
 
 class Spawner:
@@ -61,6 +62,7 @@ class Spawner:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spawn") as pool:
             results = list(pool.map(lambda t: self.spawn_one(phase, t), tasks))
         self.report.capacity_used = sum(1 for r in results if r in ("spawned", "failed"))
+        self.report.out_of_tokens = sum(1 for r in results if r == "no_token") if not self.cap_full else 0
         if self.cap_full:
             log(phase.log_prefix, "in_flight_cap_reached", batch_id=self.batch_id,
                 cap=self.settings.max_machines_in_flight)
