@@ -354,21 +354,26 @@ def wait_done(ddb, batch_id: str, timeout_s: float) -> str:
 
 
 def task_ends(ddb, batch_id: str) -> tuple[list[int], int, int]:
-    """(ended_at of every ended task, completed, failed), by a paginated query."""
+    """(ended_at of every ended task, completed, failed), by a paginated query of each of
+    the batch's shard keys (docs/scale.md)."""
+    from chalicelib.models import batch_shard_keys
+
     ended, completed, failed = [], 0, 0
-    kw: dict[str, Any] = {"TableName": TASKS_TABLE, "KeyConditionExpression": "batch_id = :b",
-                          "ExpressionAttributeValues": {":b": {"S": batch_id}}}
-    while True:
-        page = ddb.query(**kw)
-        for item in page["Items"]:
-            status = item.get("status", {}).get("S")
-            completed += status == "completed"
-            failed += status == "failed"
-            if "N" in item.get("ended_at", {}):
-                ended.append(int(float(item["ended_at"]["N"])))
-        if "LastEvaluatedKey" not in page:
-            return ended, completed, failed
-        kw["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    for key in batch_shard_keys(batch_id):
+        kw: dict[str, Any] = {"TableName": TASKS_TABLE, "KeyConditionExpression": "shard_key = :k",
+                              "ExpressionAttributeValues": {":k": {"S": key}}}
+        while True:
+            page = ddb.query(**kw)
+            for item in page["Items"]:
+                status = item.get("status", {}).get("S")
+                completed += status == "completed"
+                failed += status == "failed"
+                if "N" in item.get("ended_at", {}):
+                    ended.append(int(float(item["ended_at"]["N"])))
+            if "LastEvaluatedKey" not in page:
+                break
+            kw["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return ended, completed, failed
 
 
 def run_one(spec: RunSpec, console: Console, timeout_s: float | None = None) -> RunResult:
