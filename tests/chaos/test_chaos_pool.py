@@ -85,7 +85,7 @@ def test_chaos_batch_in_pool_mode_reaches_done_exactly_once(chaos_pool_stack):
     injected = {k: after.get(k, 0) - before.get(k, 0) for k in KINDS}
 
     assert final.get("status") == "DONE", f"{final}\n{chaos.log_tails()}"
-    tasks = chaos.table_items(TASKS_TABLE, batch_id)
+    tasks = chaos.task_items(TASKS_TABLE, batch_id)
     [batch] = chaos.table_items(BATCHES_TABLE, batch_id)
     by_status = Counter(_attr(t, "status") for t in tasks)
     completed = [t for t in tasks if _attr(t, "status") == "completed"]
