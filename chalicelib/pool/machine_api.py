@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import zlib
 from typing import Any
 
 from .. import signing, store
@@ -81,7 +82,10 @@ def _claim_one(services: Services, batch: Batch, phase: Phase, name: str, now: i
     settings, batch_id = services.settings, batch.batch_id
     # one shard at random first: pulls spread over the shards (and usually cost one query)
     candidates = store.ready_tasks_from(batch_id, now, PULL_CANDIDATES, random.randrange(TASK_SHARDS))
-    random.shuffle(candidates)
+    # machines pulling at the same moment read the same few tasks: each starts at its own
+    # place among them (from its name), so they rarely try the same one
+    turn = zlib.crc32(name.encode()) % len(candidates) if candidates else 0
+    candidates = candidates[turn:] + candidates[:turn]
     deadline = now + min(settings.heartbeat_timeout_ms, phase.task_timeout_ms(settings))
     for task in candidates[:PULL_TRIES]:
         attempt = store.claim_for_machine(settings, task, phase.name, name, deadline, now)
