@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from . import store
 from .clock import now_ms
 from .logs import log
+from .models import Machine
 from .services import Services
 
 
@@ -51,20 +52,25 @@ def end_in_error(services: Services, batch_id: str, error: str, reason: str,
     return Ended(closed.closed, destroyed)
 
 
+def destroy_retired(services: Services, machines: list[Machine]) -> int:
+    """Destroy pool machines whose records were just retired: by Fly id, or by name for one
+    whose creation never answered. How many are gone."""
+    ids = [m.machine_id for m in machines if m.machine_id]
+    names = [m.name for m in machines if not m.machine_id]
+    return destroy_machines(services, ids, names) if machines else 0
+
+
 def stop_pool(services: Services, batch_id: str, reason: str) -> int:
     """Retire and destroy every live pool machine of a batch (it ended, or was reset), from
     the machines' own records, not from its tasks. One created a moment before may not be in
     the (eventually consistent) index yet: its first pull finds the batch ended and is told
     to exit."""
     now = now_ms()
-    ids: list[str] = []
-    names: list[str] = []
-    for machine in store.live_machines(batch_id):
-        if store.retire_machine(services.settings, batch_id, machine.name, reason, now):
-            (ids if machine.machine_id else names).append(machine.machine_id or machine.name)
-    if not ids and not names:
+    retired = [m for m in store.live_machines(batch_id)
+               if store.retire_machine(services.settings, batch_id, m.name, reason, now)]
+    if not retired:
         return 0
-    destroyed = destroy_machines(services, ids, names)
-    log("[Pool]", "pool_stopped", batch_id=batch_id, machines=len(ids) + len(names), destroyed=destroyed,
+    destroyed = destroy_retired(services, retired)
+    log("[Pool]", "pool_stopped", batch_id=batch_id, machines=len(retired), destroyed=destroyed,
         reason=reason[:200])
-    return len(ids) + len(names)
+    return len(retired)

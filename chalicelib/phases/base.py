@@ -83,11 +83,11 @@ class Discovery:
     previous_tasks: Iterable[TaskView]
 
 
-def r2_credentials(ctx: MachineContext) -> dict[str, str]:
+def r2_credentials(settings: Settings, secrets: Mapping[str, str]) -> dict[str, str]:
     """The seed's R2 keys for a machine's environment (MACHINE_R2_CREDENTIALS=true)."""
-    env = {name: ctx.secrets.get(name, "") for name in ("R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")}
-    if ctx.settings.r2_endpoint_url:
-        env["R2_ENDPOINT_URL"] = ctx.settings.r2_endpoint_url
+    env = {name: secrets.get(name, "") for name in ("R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")}
+    if settings.r2_endpoint_url:
+        env["R2_ENDPOINT_URL"] = settings.r2_endpoint_url
     return env
 
 

@@ -90,7 +90,7 @@ class TiffConversion(Phase):
             env["CALLBACK_TOKEN"] = ctx.callback_token
         urls = self._presigned(task, ctx)
         if urls is None:
-            env.update(r2_credentials(ctx))
+            env.update(r2_credentials(settings, ctx.secrets))
         else:
             env["INPUT_URL"], env["OUTPUT_URL"] = urls
         return env

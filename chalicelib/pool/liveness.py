@@ -13,7 +13,7 @@ from .. import store
 from ..clock import now_ms
 from ..logs import log
 from ..services import Services
-from ..shutdown import destroy_machines
+from ..shutdown import destroy_retired
 
 PREFIX = "[Pool]"
 
@@ -21,14 +21,12 @@ PREFIX = "[Pool]"
 def retire_silent(services: Services, batch_id: str) -> int:
     settings, now = services.settings, now_ms()
     before = now - settings.heartbeat_timeout_ms
-    ids: list[str] = []
-    names: list[str] = []
+    retired = []
     for machine in store.silent_machines(batch_id, before):
         reason = f"silent for {settings.heartbeat_timeout_ms} ms (last seen {now - int(machine.last_seen)} ms ago)"
         if store.retire_machine(settings, batch_id, machine.name, reason, now, silent_before=before):
             log(PREFIX, "machine_silent", batch_id=batch_id, machine_name=machine.name,
                 machine_id=machine.machine_id, state=machine.state)
-            (ids if machine.machine_id else names).append(machine.machine_id or machine.name)
-    if ids or names:
-        destroy_machines(services, ids, names)
-    return len(ids) + len(names)
+            retired.append(machine)
+    destroy_retired(services, retired)
+    return len(retired)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..phases.base import MachineContext, r2_credentials
+from ..phases.base import r2_credentials
 from ..pool_guest import pool_guest
 from ..settings import Settings
 from ..signing import machine_token
@@ -28,7 +28,7 @@ def pool_env(settings: Settings, secrets: Mapping[str, str], batch_id: str, name
         "R2_BUCKET": settings.r2_bucket,
     }
     if settings.machine_r2_credentials:
-        env.update(r2_credentials(MachineContext(settings=settings, secrets=secrets, callback_url="")))
+        env.update(r2_credentials(settings, secrets))
     return env
 
 

@@ -19,17 +19,13 @@ from ..models import Batch, Machine, machine_key
 from ..settings import Settings
 from ..states import MachineState
 from .dynamo import CONDITION_FAILED, lost_race, transact
-from .tasks import InFlightCapReached, move_in_flight
+from .tasks import InFlightCapReached, machine_not_gone, move_in_flight
 
 LIVE_PAGE = 100
 
 
 class BatchPoolFull(RuntimeError):
     """A machine refused because the batch has MAX_POOL_MACHINES_PER_BATCH live ones."""
-
-
-def _not_gone() -> Any:
-    return Machine.batch_id.exists() & (Machine.state != MachineState.GONE.value)
 
 
 def add_machine(settings: Settings, batch_id: str, phase: str, name: str, now: int) -> bool:
@@ -72,7 +68,7 @@ def touch_machine(batch_id: str, name: str, now: int) -> bool:
         Machine(machine_key(batch_id, name)).update(
             actions=[Machine.state.set(MachineState.RUNNING.value), Machine.last_seen.set(now),
                      Machine.live_seen.set(now)],
-            condition=_not_gone())
+            condition=machine_not_gone())
     except UpdateError as exc:
         if lost_race(exc):
             return False
@@ -84,7 +80,7 @@ def retire_machine(settings: Settings, batch_id: str, name: str, reason: str, no
                    silent_before: int | None = None) -> bool:
     """-> gone, both counters back; False if it was gone already (counted once), or, with
     `silent_before`, if it was heard from since (the live-index read may be stale)."""
-    condition = _not_gone()
+    condition = machine_not_gone()
     if silent_before is not None:
         condition &= Machine.last_seen < silent_before
 

@@ -29,7 +29,7 @@ from ..models import (
 )
 from ..phases.worker_errors import OUT_OF_MEMORY
 from ..settings import Settings
-from ..states import BatchStatus, TaskStatus
+from ..states import BatchStatus, MachineState, TaskStatus
 from ..transitions import Move, Outcome
 from .dynamo import CONDITION_FAILED, MAX_TRANSACT_ITEMS, lost_race, transact
 from .task_reads import get_task, pending_due, status_key
@@ -113,6 +113,30 @@ def write_tasks(tasks: Iterable[Task]) -> int:
 
 # ---- moving ------------------------------------------------------------------------------
 
+def machine_not_gone() -> Any:
+    """The condition every write a live pool machine makes to its record carries."""
+    return Machine.batch_id.exists() & (Machine.state != MachineState.GONE.value)
+
+
+def _claim(tx: Any, task: Task, phase: str, attempt: int, machine_name: str, deadline: int, now: int,
+           memory_mb: int, settings: Settings, pool: bool) -> None:
+    """The claim's task and batch writes, shared by both modes: pending -> processing for
+    `attempt` only if the task is still pending at the attempt it was read at, and the batch
+    still in `phase`. A pooled attempt names its machine in `pool_machine`."""
+    start = {"started_at": now, "machine_name": machine_name, "memory_mb": memory_mb, **({"pool": True} if pool else {})}
+    tx.update(Task.of(task.batch_id, task.task_id),
+              actions=[*_moved_to(_P, _R, task.task_id), Task.attempts.set(attempt),
+                       Task.open_due.set(deadline), Task.attempt_started_at.set(now),
+                       Task.machine_id.remove(), Task.machine_name.set(machine_name),
+                       Task.pool_machine.set(machine_name) if pool else Task.pool_machine.remove(),
+                       Task.updated_at.set(now), Task.memory_mb.set(memory_mb),
+                       Task.memory_mb_after_oom.set(machine_size.escalated_memory_mb(memory_mb, settings)),
+                       _log(attempt, "start").set(start)],
+              condition=(Task.status == TaskStatus.PENDING.value) & (Task.attempts == task.attempts))
+    tx.update(Batch(task.batch_id), actions=[Batch.tasks_in_flight.add(1), Batch.updated_at.set(now)],
+              condition=Batch.status == phase)
+
+
 def claim_task(settings: Settings, task: Task, phase: str, machine_name: str, deadline: int,
                now: int, memory_mb: int | None = None) -> int | None:
     """pending -> processing for the next attempt; returns the attempt, None if the task or
@@ -120,21 +144,9 @@ def claim_task(settings: Settings, task: Task, phase: str, machine_name: str, de
     the attempt's machine gets, and what the next gets should this one run out of it."""
     attempt = int(task.attempts) + 1
     memory_mb = memory_mb or settings.machine_memory_mb
-    after_oom = machine_size.escalated_memory_mb(memory_mb, settings)
 
     def build(tx: Any) -> None:
-        tx.update(Task.of(task.batch_id, task.task_id),
-                  actions=[*_moved_to(_P, _R, task.task_id), Task.attempts.set(attempt),
-                           Task.open_due.set(deadline), Task.attempt_started_at.set(now),
-                           Task.machine_id.remove(), Task.machine_name.set(machine_name),
-                           Task.pool_machine.remove(),
-                           Task.updated_at.set(now), Task.memory_mb.set(memory_mb),
-                           Task.memory_mb_after_oom.set(after_oom),
-                           _log(attempt, "start").set({"started_at": now, "machine_name": machine_name,
-                                                       "memory_mb": memory_mb})],
-                  condition=(Task.status == TaskStatus.PENDING.value) & (Task.attempts == task.attempts))
-        tx.update(Batch(task.batch_id), actions=[Batch.tasks_in_flight.add(1), Batch.updated_at.set(now)],
-                  condition=Batch.status == phase)
+        _claim(tx, task, phase, attempt, machine_name, deadline, now, memory_mb, settings, pool=False)
         move_in_flight(tx, 1, cap=settings.max_machines_in_flight)
 
     reasons = transact(settings, build)
@@ -152,25 +164,13 @@ def claim_for_machine(settings: Settings, task: Task, phase: str, machine_name: 
     conditions as `claim_task`, so two machines never hold one attempt; no in-flight
     counter moves (the machine was counted when it was created)."""
     attempt = int(task.attempts) + 1
-    memory_mb = settings.pool_memory_mb
 
     def build(tx: Any) -> None:
-        tx.update(Task.of(task.batch_id, task.task_id),
-                  actions=[*_moved_to(_P, _R, task.task_id), Task.attempts.set(attempt),
-                           Task.open_due.set(deadline), Task.attempt_started_at.set(now),
-                           Task.machine_id.remove(), Task.machine_name.set(machine_name),
-                           Task.pool_machine.set(machine_name),
-                           Task.updated_at.set(now), Task.memory_mb.set(memory_mb),
-                           Task.memory_mb_after_oom.set(machine_size.escalated_memory_mb(memory_mb, settings)),
-                           _log(attempt, "start").set({"started_at": now, "machine_name": machine_name,
-                                                       "memory_mb": memory_mb, "pool": True})],
-                  condition=(Task.status == TaskStatus.PENDING.value) & (Task.attempts == task.attempts))
-        tx.update(Batch(task.batch_id), actions=[Batch.tasks_in_flight.add(1), Batch.updated_at.set(now)],
-                  condition=Batch.status == phase)
+        _claim(tx, task, phase, attempt, machine_name, deadline, now, settings.pool_memory_mb, settings, pool=True)
         tx.update(Machine(machine_key(task.batch_id, machine_name)),
                   actions=[Machine.holding.add({task.task_id}), Machine.last_seen.set(now),
-                           Machine.live_seen.set(now), Machine.state.set("running")],
-                  condition=Machine.batch_id.exists() & (Machine.state != "gone"))
+                           Machine.live_seen.set(now), Machine.state.set(MachineState.RUNNING.value)],
+                  condition=machine_not_gone())
 
     return attempt if transact(settings, build) is None else None
 
