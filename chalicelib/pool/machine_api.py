@@ -11,9 +11,7 @@ while the machine still holds that attempt: otherwise it tells the machine to dr
 from __future__ import annotations
 
 import json
-import random
 import time
-import zlib
 from typing import Any
 
 from .. import signing, store
@@ -21,16 +19,15 @@ from ..clock import now_ms
 from ..errors import InvalidCallbackError, NotFoundError, UnauthorizedError
 from ..ids import id_problem
 from ..logs import log
-from ..models import TASK_SHARDS, Batch
+from ..models import Batch
 from ..phases import MachineContext, Phase
 from ..services import Services
 from ..views import task_view_for_phase
 
 PREFIX = "[Pool]"
-PULL_CANDIDATES = 8  # ready tasks read per pull (of one shard first); tried in random order
 BATCH_CACHE_S = 1.0  # a pull's view of its batch may be this old: every claim re-checks it
-PULL_TRIES = 3
-WAIT_AFTER_LOST_MS = 200  # every candidate was taken by other machines: pull again soon
+PULL_TRIES = 3  # candidates a pull claims before it says wait (the others were stale)
+WAIT_AFTER_LOST_MS = 200  # every candidate tried was taken through another process: pull again soon
 MAX_WAIT_MS = 5000
 MAX_BODY_BYTES = 4096
 
@@ -76,19 +73,22 @@ def pull(services: Services, batch_id: str, name: str, authorization: str | None
 
 
 def _claim_one(services: Services, batch: Batch, phase: Phase, name: str, now: int) -> dict[str, Any]:
-    """Claim one of a few ready tasks. The claim is conditioned on the machine not being
-    gone, so the common pull reads no machine record: only one that claimed nothing is
-    looked at (unknown: 404; gone: exit)."""
+    """Claim one of the process's ready candidates (pool/candidates.py). The claim is
+    conditioned on the machine not being gone, so the common pull reads no machine record:
+    only one that claimed nothing is looked at (unknown: 404; gone: exit)."""
     settings, batch_id = services.settings, batch.batch_id
-    # one shard at random first: pulls spread over the shards (and usually cost one query)
-    candidates = store.ready_tasks_from(batch_id, now, PULL_CANDIDATES, random.randrange(TASK_SHARDS))
-    # machines pulling at the same moment read the same few tasks: each starts at its own
-    # place among them (from its name), so they rarely try the same one
-    turn = zlib.crc32(name.encode()) % len(candidates) if candidates else 0
-    candidates = candidates[turn:] + candidates[:turn]
     deadline = now + min(settings.heartbeat_timeout_ms, phase.task_timeout_ms(settings))
-    for task in candidates[:PULL_TRIES]:
-        attempt = store.claim_for_machine(settings, task, phase.name, name, deadline, now)
+    tried = 0
+    for _ in range(PULL_TRIES):
+        task = services.candidates.take(batch_id, now)
+        if task is None:
+            break
+        tried += 1
+        try:
+            attempt = store.claim_for_machine(settings, task, phase.name, name, deadline, now)
+        except store.MachineNotLive:
+            services.candidates.put_back(batch_id, task)
+            return _not_live(batch_id, name)
         if attempt is None:
             continue
         log(phase.log_prefix, "task_pulled", batch_id=batch_id, task_id=task.task_id, attempt=attempt,
@@ -97,16 +97,21 @@ def _claim_one(services: Services, batch: Batch, phase: Phase, name: str, now: i
                 "task": _assignment(services, phase, batch_id, task, attempt, name, deadline, now)}
     # no claim (which marks the machine heard from): say it was, unless it is gone or unknown
     if not store.touch_machine(batch_id, name, now):
-        machine = store.get_machine(batch_id, name)
-        if machine is None:
-            raise NotFoundError(f"machine {name} not found in batch {batch_id}")
-        return {"action": "exit", "reason": machine.gone_reason or "machine retired"}
-    if candidates:
+        return _not_live(batch_id, name)
+    if tried:
         return {"action": "wait", "retry_after_ms": WAIT_AFTER_LOST_MS}
     due = store.next_pending_due(batch_id)
     if due is not None:  # a retry waiting out its backoff: worth staying for
         return {"action": "wait", "retry_after_ms": max(WAIT_AFTER_LOST_MS, min(MAX_WAIT_MS, due - now))}
     return _exit(services, batch_id, name, "no work left")
+
+
+def _not_live(batch_id: str, name: str) -> dict[str, Any]:
+    """The answer to a machine whose record is gone (exit) or was never made (404)."""
+    machine = store.get_machine(batch_id, name)
+    if machine is None:
+        raise NotFoundError(f"machine {name} not found in batch {batch_id}")
+    return {"action": "exit", "reason": machine.gone_reason or "machine retired"}
 
 
 def _assignment(services: Services, phase: Phase, batch_id: str, task: Any, attempt: int, name: str,

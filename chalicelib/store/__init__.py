@@ -58,6 +58,7 @@ from .task_reads import (
 from .tasks import (
     AttemptEnd,
     InFlightCapReached,
+    MachineNotLive,
     OpenTasksClosed,
     claim_for_machine,
     claim_task,
@@ -74,7 +75,7 @@ from .tasks import (
 __all__ = [
     "BatchPoolFull", "add_machine", "claim_for_machine", "extend_attempt", "get_machine", "live_machines",
     "next_pending_due", "raise_machines_peak", "record_pool_pass", "record_machine_id", "retire_machine", "silent_machines", "touch_machine",
-    "MAX_TRANSACT_ITEMS", "PENDING_OFFSET", "AttemptEnd", "InFlightCapReached", "IntakeFenceLost", "OpenTasksClosed",
+    "MAX_TRANSACT_ITEMS", "PENDING_OFFSET", "AttemptEnd", "InFlightCapReached", "IntakeFenceLost", "MachineNotLive", "OpenTasksClosed",
     "acquire_lease", "activate_batch", "advance_phase", "claim_intake", "claim_task", "close_open_tasks",
     "connection", "create_batch", "delivery_failed", "delivery_succeeded", "end_attempt", "fail_batch",
     "get_batch", "get_task", "in_flight_machines", "iter_files", "iter_tasks", "list_active_batches",

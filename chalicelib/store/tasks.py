@@ -44,6 +44,11 @@ class InFlightCapReached(RuntimeError):
     """A claim refused because MAX_MACHINES_IN_FLIGHT machines are already in flight."""
 
 
+class MachineNotLive(RuntimeError):
+    """A pool claim refused because the pulling machine's record is gone (or was never made):
+    the task itself may still be ready for another machine."""
+
+
 _P, _R, _C, _F = TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED
 # Every move a task may make, and which store functions make it. `_moved_to` refuses any
 # other, and is the only place `status` and `status_key` are written.
@@ -162,7 +167,8 @@ def claim_for_machine(settings: Settings, task: Task, phase: str, machine_name: 
     """A pool machine's pull: pending -> processing for the next attempt, held by that
     machine (its record says so in the same transaction, and must not be gone). The same
     conditions as `claim_task`, so two machines never hold one attempt; no in-flight
-    counter moves (the machine was counted when it was created)."""
+    counter moves (the machine was counted when it was created). None when the task or the
+    batch moved first; MachineNotLive when the machine's record refused."""
     attempt = int(task.attempts) + 1
 
     def build(tx: Any) -> None:
@@ -172,7 +178,12 @@ def claim_for_machine(settings: Settings, task: Task, phase: str, machine_name: 
                            Machine.live_seen.set(now), Machine.state.set(MachineState.RUNNING.value)],
                   condition=machine_not_gone())
 
-    return attempt if transact(settings, build) is None else None
+    reasons = transact(settings, build)
+    if reasons is None:
+        return attempt
+    if len(reasons) == 3 and reasons[2] == CONDITION_FAILED:
+        raise MachineNotLive(f"machine {machine_name} of batch {task.batch_id} is gone")
+    return None
 
 
 def extend_attempt(batch_id: str, task_id: str, attempt: int, machine_name: str, now: int,
