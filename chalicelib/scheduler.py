@@ -34,11 +34,13 @@ class TickReport:
     spawned: int = 0
     errors: int = 0
     loops: int = 0
+    due_now: bool = False  # the last round left a batch due at once (its creations go on)
 
 
 def run_due_passes(services: Services, owner: str, report: TickReport | None = None) -> TickReport:
     """One round: a pass for every batch that is due now. Returns what it did."""
     report = report or TickReport()
+    report.due_now = False
     settings = services.settings
     now = now_ms()
     active = store.list_active_batches()
@@ -63,6 +65,7 @@ def run_due_passes(services: Services, owner: str, report: TickReport | None = N
         report.spawned += batch_pass.report.spawned
         errors_reset = 0 if batch.pass_errors else None
         store.release_lease(batch.batch_id, owner, next_due, errors_reset)
+        report.due_now |= next_due is not None and next_due <= now_ms()
     return report
 
 
@@ -95,7 +98,9 @@ def run_tick(services: Services, remaining_ms: Callable[[], int], owner: str | N
         report.loops += 1
         try:
             run_due_passes(services, owner, report)
-            wait_ms = min(POLL_MS, shortest_alarm_delay_ms(services))
+            # a batch still creating machines is due at once: a second's pause here would
+            # cost the pool a second of the create rate every round
+            wait_ms = 0 if report.due_now else min(POLL_MS, shortest_alarm_delay_ms(services))
         except Exception as exc:  # noqa: BLE001 - e.g. DynamoDB unreachable: try again shortly
             log("[Batch]", "tick_round_failed", error=f"{type(exc).__name__}: {exc}"[:300])
             wait_ms = POLL_MS

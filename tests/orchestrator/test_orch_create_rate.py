@@ -45,3 +45,25 @@ def test_pool_mode_with_all_it_wants_waits_the_alarm_delay(services, fly, env):
     app.intake(sqs_event(message(tiffs=4, others=0)), LambdaContext(30))
     spawned, due_in = _pass(services)
     assert spawned == 1 and due_in > 1000  # at its cap of 1: nothing more is wanted
+
+
+def _tick_pauses(services, rounds: int) -> list[float]:
+    """The pauses (s) a tick makes between its first `rounds` rounds."""
+    pauses: list[float] = []
+    scheduler.run_tick(services, remaining_ms=lambda: 60_000 if len(pauses) < rounds else 0,
+                       owner="test-tick", sleep=pauses.append)
+    return pauses
+
+
+def test_a_tick_goes_straight_on_while_a_batch_still_wants_machines(services, fly, env):
+    services = _pool(env, cap="3")
+    app.intake(sqs_event(message(tiffs=4, others=0)), LambdaContext(30))
+    pauses = _tick_pauses(services, rounds=2)
+    assert len(fly.created()) >= 2 and max(pauses[:2]) < 0.01  # no second's pause between rounds
+
+
+def test_a_tick_pauses_a_second_when_nothing_is_due(services, fly, env):
+    services = _pool(env, cap="1")
+    app.intake(sqs_event(message(tiffs=4, others=0)), LambdaContext(30))
+    pauses = _tick_pauses(services, rounds=2)
+    assert len(fly.created()) == 1 and pauses[:2] == [scheduler.POLL_MS / 1000] * 2

@@ -108,6 +108,19 @@ def test_concurrent_pulls_never_hand_one_attempt_to_two_machines(services, clien
     assert held <= {m.name for m in pool}
 
 
+def test_a_retired_machines_pull_leaves_its_candidate_to_the_next_pull(services, client, fly, env):
+    services = start(env, tiffs=2, MAX_POOL_MACHINES_PER_BATCH="2")
+    run_pass(services)
+    keeper, retired = machines(client, fly)
+    first = keeper.pull()["task"]  # reads both ready tasks into the process's candidates
+    assert store.retire_machine(services.settings, "batch_abc", retired.name, "test", int(time.time() * 1000))
+    counter = RequestCounter().attach(services.settings)
+    assert retired.pull() == {"action": "exit", "reason": "test"}
+    second = keeper.pull()["task"]
+    assert second["task_id"] != first["task_id"]
+    assert counter.take()["Query"] == 0  # the retired machine's candidate came back, unread again
+
+
 def test_a_machine_killed_mid_task_has_its_task_retried_after_the_heartbeat_timeout(services, client, fly, env):
     services = start(env, tiffs=1, HEARTBEAT_TIMEOUT_MS="1000", MAX_POOL_MACHINES_PER_BATCH="1")
     run_pass(services)

@@ -1,8 +1,12 @@
-"""The stack's moto launcher writes plain DynamoDB results with `json.dumps` instead of
-moto's shape-walking serializer. In check mode it writes every such result both ways and
-fails on a difference; here every data-plane operation the orchestrator uses (and the
-attribute types it does not) goes through moto in-process in check mode, and the fast path
-must have been taken for all but binary values, which stay with moto's serializer."""
+"""The stack's moto launcher cuts moto's own costs per request; what it answers must not change.
+
+- Plain DynamoDB results are written with `json.dumps` instead of moto's shape-walking
+  serializer. In check mode it writes every such result both ways and fails on a
+  difference; here every data-plane operation the orchestrator uses (and the attribute types
+  it does not) goes through moto in-process in check mode, and the fast path must have been
+  taken for all but binary values, which stay with moto's serializer.
+- An UpdateExpression is parsed once: the same expression with other values, on other
+  items, in transactions and alone, must still write what each request says."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import boto3
 import pytest
 from moto import mock_aws
 from moto.core.responses import ActionResult
+from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 
 from arke_local import moto_server
 
@@ -92,3 +97,31 @@ def test_binary_values_and_errors_stay_with_motos_serializer(fast_hits):
     with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
         ddb.put_item(TableName=TABLE, Item={"p": {"S": "a"}, "r": {"S": "r1"}},
                      ConditionExpression="attribute_not_exists(p)")
+
+
+def test_an_update_expression_parsed_once_still_writes_each_requests_values(monkeypatch):
+    monkeypatch.setattr(UpdateExpressionParser, "make", UpdateExpressionParser.make)  # restored after
+    moto_server._parse_update_expressions_once()
+    expression = "SET #s = :s, n = if_not_exists(n, :zero) + :by REMOVE gone ADD tags :tag"
+    with mock_aws():
+        ddb = _table()
+        for i in range(4):
+            ddb.put_item(TableName=TABLE, Item={"p": {"S": "a"}, "r": {"S": f"r{i}"}, "gone": {"S": "x"}})
+
+        def update(i: int, by: int, status: str) -> dict:
+            return {"TableName": TABLE, "Key": {"p": {"S": "a"}, "r": {"S": f"r{i}"}},
+                    "UpdateExpression": expression, "ExpressionAttributeNames": {"#s": "status"},
+                    "ExpressionAttributeValues": {":s": {"S": status}, ":zero": {"N": "0"},
+                                                  ":by": {"N": str(by)}, ":tag": {"SS": [status]}}}
+
+        for i in range(4):
+            ddb.update_item(**update(i, i + 1, f"s{i}"))
+        ddb.transact_write_items(TransactItems=[{"Update": update(0, 10, "t0")}, {"Update": update(1, 20, "t1")}])
+        with pytest.raises(ddb.exceptions.ClientError, match="ValidationException"):
+            ddb.update_item(**{**update(2, 1, "bad"), "UpdateExpression": "SET = :s"})  # still refused
+        items = {i["r"]["S"]: i for i in ddb.scan(TableName=TABLE)["Items"]}
+    assert [(items[f"r{i}"]["status"]["S"], items[f"r{i}"]["n"]["N"]) for i in range(4)] == [
+        ("t0", "11"), ("t1", "22"), ("s2", "3"), ("s3", "4")]
+    assert items["r0"]["tags"]["SS"] == ["s0", "t0"] and all("gone" not in item for item in items.values())
+    info = UpdateExpressionParser.make.cache_info()
+    assert info.misses == 2 and info.hits >= 8  # the expression and the refused one; every write reused it
