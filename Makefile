@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv browser test demo up lint bench bench-worker bench-orchestrator bench-scale bench-stack-load bench-capacity mutation clean
+.PHONY: venv browser test demo up lint bench bench-worker bench-orchestrator bench-scale bench-stack-load bench-capacity bench-moto mutation clean
 
 $(STAMP): requirements.txt requirements-dev.txt worker/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench-stack-load: venv
 
 bench-capacity: venv
 	$(PY) -m bench.capacity
+
+# The stack's moto under a pool's DynamoDB request mix: CPU per request, against stock moto.
+bench-moto: venv
+	$(PY) -m bench.moto_server $(BENCH_MOTO_ARGS)
 
 bench: bench-orchestrator bench-worker
 

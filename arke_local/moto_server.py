@@ -44,8 +44,10 @@ import json
 import logging
 import os
 import re
+import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -58,6 +60,7 @@ _DYNAMODB_LOCK = threading.RLock()
 _REQUEST_COUNTS: Counter[tuple[str, str]] = Counter()  # (access key, operation) -> requests
 REQUEST_COUNTS_PATH = "/_arke/dynamodb-requests"
 CHECK_FAST_JSON_ENV = "ARKE_MOTO_CHECK_FAST_JSON"  # "1": write DynamoDB results both ways, fail on a difference
+NO_TRIMS_ENV = "ARKE_MOTO_NO_TRIMS"  # "1": none of `trim_per_request_costs` (bench/moto_server.py's baseline)
 # SigV4 credential scope: AKID/DATE/REGION/SERVICE/aws4_request (header or presigned query).
 _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/([^/,\s]+)/aws4_request")
 _SIGNER = re.compile(r"Credential=([^/,\s]+)/")
@@ -403,16 +406,38 @@ def serve_request_counts() -> None:
     DomainDispatcherApplication.__call__ = __call__
 
 
+def wait_until_serving(url: str, process: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """Return once the moto server `process` answers at `url` (tests and benchmarks start
+    their own); RuntimeError if it exits first or stays silent `timeout_s`."""
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            requests.get(f"{url}/moto-api/", timeout=1)
+            return
+        except requests.RequestException:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"moto did not start at {url}") from None
+            time.sleep(0.1)
+
+
+def trim_per_request_costs(check: bool = False) -> None:
+    """What the server spends per request that DynamoDB does not (idempotent but the log level)."""
+    _list_moto_modules_once()
+    _parse_update_expressions_once()
+    _serialize_dynamodb_json_fast(check=check)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request costs 7% of the server
+
+
 def main(argv: list[str] | None = None) -> None:
     """Same arguments as `python -m moto.server` (`-H HOST -p PORT`)."""
     serialize_dynamodb()
     require_region()
     serve_request_counts()
     _route_dynamodb_at_once()
-    _list_moto_modules_once()
-    _parse_update_expressions_once()
-    _serialize_dynamodb_json_fast(check=os.environ.get(CHECK_FAST_JSON_ENV) == "1")
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request costs 7% of the server
+    if os.environ.get(NO_TRIMS_ENV) != "1":
+        trim_per_request_costs(check=os.environ.get(CHECK_FAST_JSON_ENV) == "1")
     from moto.server import main as moto_main
 
     moto_main(argv if argv is not None else sys.argv[1:])

@@ -8,16 +8,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import boto3
 import pytest
-import requests
 from botocore.exceptions import ClientError
 
 from arke_local.endpoints import DLQ_NAME, QUEUE_NAME, R2_BUCKET, free_port
-from arke_local.moto_server import signed_scope, wrong_region
+from arke_local.moto_server import signed_scope, wait_until_serving, wrong_region
 
 # What the doc tells a user to export, and nothing else.
 DOC_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -35,14 +33,7 @@ def stack_moto(tmp_path_factory):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{url}/moto-api/", timeout=1)
-                break
-            except requests.RequestException:
-                assert time.monotonic() < deadline and proc.poll() is None, "moto did not start"
-                time.sleep(0.1)
+        wait_until_serving(url, proc)
         cli = str(Path(sys.executable).parent / "arke-preprocess")
         infra = subprocess.run([cli, "infra", "--stage", "local", "--endpoint-url", url], env=env,
                                cwd=tmp_path_factory.mktemp("elsewhere"), capture_output=True, text=True,

@@ -7,13 +7,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 
 import boto3
 import pytest
 import requests
 
 from arke_local.endpoints import free_port
+from arke_local.moto_server import wait_until_serving
 
 THREADS = 8
 TRIALS = 15
@@ -27,14 +27,7 @@ def serialized_moto():
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(f"{url}/moto-api/", timeout=1)
-            break
-        except requests.RequestException:
-            assert time.monotonic() < deadline and proc.poll() is None, "moto did not start"
-            time.sleep(0.1)
+    wait_until_serving(url, proc)
     yield url
     proc.terminate()
     proc.wait(10)

@@ -7,6 +7,7 @@ machine, counted once, machines counted once, and nothing left running.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from chalicelib import signing, store
 from chalicelib.ddb_metrics import RequestCounter
 from chalicelib.models import IN_FLIGHT_KEY, TASK_SHARDS, InFlight
 from chalicelib.pool import machine_api
+from chalicelib.pool.candidates import Candidates
 
 from .conftest import (
     BASE_ENV,
@@ -106,6 +108,26 @@ def test_concurrent_pulls_never_hand_one_attempt_to_two_machines(services, clien
     assert len(processing) == len(handed) == get_status(client)["progress"]["tasks_in_flight"]
     held = {name for t in processing for name in [t["machine_name"]]}
     assert held <= {m.name for m in pool}
+
+
+def test_a_candidate_claimed_through_another_process_is_not_handed_out_again(services, client, fly, env):
+    """Two API processes (Lambda containers) keep their own candidates: one's may be stale
+    by the time it hands it out. The claim's condition on the attempt read refuses it."""
+    services = start(env, tiffs=2, MAX_POOL_MACHINES_PER_BATCH="2")
+    run_pass(services)
+    first, second = machines(client, fly)
+    other = dataclasses.replace(services, candidates=Candidates(services.candidates.read_ready), pulled_batches={})
+
+    def pull(via, machine: PlayedMachine) -> dict:
+        return machine_api.pull(via, machine.batch_id, machine.name, f"Bearer {machine.token}")
+
+    taken = pull(other, first)["task"]  # the other process reads both tasks, hands out one
+    mine = pull(services, second)["task"]  # this one reads afresh: only the other task is ready
+    assert mine["task_id"] != taken["task_id"]
+    stale = pull(other, first)  # the other process's last candidate is the task just claimed here
+    assert stale["action"] == "wait"
+    assert {t["task_id"] for t in list_tasks(client, status="processing")} == {taken["task_id"], mine["task_id"]}
+    assert get_status(client)["progress"]["tasks_in_flight"] == 2
 
 
 def test_a_retired_machines_pull_leaves_its_candidate_to_the_next_pull(services, client, fly, env):
