@@ -72,10 +72,15 @@ class Candidates:
                 read.tasks.appendleft(task)
 
     def forget(self, batch_id: str) -> None:
-        """Drop a batch's candidates (it ended, or its pull found it gone)."""
+        """Drop a batch's candidates and its read lock (the batch ended or is gone)."""
         with self._lock:
             self._reads.pop(batch_id, None)
             self._reading.pop(batch_id, None)
+
+    def __contains__(self, batch_id: object) -> bool:
+        """Whether any read of this batch is kept."""
+        with self._lock:
+            return batch_id in self._reads
 
     def _pop(self, batch_id: str) -> Task | None:
         with self._lock:

@@ -66,6 +66,7 @@ def pull(services: Services, batch_id: str, name: str, authorization: str | None
     batch = _batch(services, batch_id)
     phase = services.registry.get(batch.status) if batch and batch.status in services.registry else None
     if batch is None or phase is None:
+        services.candidates.forget(batch_id)  # a long-lived process keeps none of ended batches
         return _exit(services, batch_id, name, f"batch is {batch.status if batch else 'gone'}")
     if batch.pool_target is not None and int(batch.machines_live or 0) > int(batch.pool_target):
         return _exit(services, batch_id, name, "pool over its target")  # a cap or the fair share shrank

@@ -214,9 +214,12 @@ def test_a_pull_after_the_batch_ended_is_told_no_work(services, client, fly, env
     run_pass(services)
     [machine] = machines(client, fly)
     machine.report(machine.pull()["task"])
+    assert "batch_abc" in services.candidates
     drive(services, lambda: get_status(client)["status"] == "DONE")
+    time.sleep(machine_api.BATCH_CACHE_S)  # the pull sees the batch's end once its view is renewed
     assert machine.pull()["action"] == "exit"
     assert in_flight() == 0
+    assert "batch_abc" not in services.candidates  # an ended batch's reads are not kept
 
 
 def test_a_callback_url_naming_the_wrong_machine_still_counts_once(services, client, fly, env):
