@@ -17,6 +17,7 @@ from .pool.candidates import Candidates
 from .ratelimit import RetryAfterGate, TokenBucket
 from .secrets import load_secrets, secret
 from .settings import Settings, get_settings
+from .store import ready_tasks_from
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Services:
     # pool pulls' recent reads of their batches (pool/machine_api.py): batch id -> (when, batch)
     pulled_batches: dict = field(default_factory=dict)
     # ready tasks read for pool pulls, one handed to each (pool/candidates.py)
-    candidates: Candidates = field(default_factory=lambda: Candidates(_read_ready))
+    candidates: Candidates = field(default_factory=lambda: Candidates(ready_tasks_from))
 
     def secrets(self) -> dict[str, str]:
         return load_secrets(self.settings)
@@ -56,12 +57,6 @@ class Services:
         if self._fly is None:
             self._fly = FlyClient(self.settings, secret(self.settings, "FLY_API_TOKEN"))
         return self._fly
-
-
-def _read_ready(batch_id: str, now: int, limit: int, first_shard: int) -> list:
-    from . import store  # store imports models configured by the services; read at call time
-
-    return store.ready_tasks_from(batch_id, now, limit, first_shard)
 
 
 _lock = threading.Lock()

@@ -74,9 +74,9 @@ def ready_tasks(batch_id: str, now: int, limit: int) -> list[Task]:
 
 def ready_tasks_from(batch_id: str, now: int, limit: int, first_shard: int) -> list[Task]:
     """Up to `limit` ready tasks, with the fewest queries: shard `first_shard` first (oldest
-    first within it), the next shards only while too few are found. For a pull, which needs
-    a ready task, not the oldest of the batch: one query when the batch has work in every
-    shard (spread the pulls with a random `first_shard`)."""
+    first within it), the next shards only while too few are found. For the pulls'
+    candidates (pool/candidates.py), which need ready tasks, not the batch's oldest: one
+    query when the shard has enough (spread the reads with a random `first_shard`)."""
     found: list[Task] = []
     for step in range(TASK_SHARDS):
         if len(found) >= limit:

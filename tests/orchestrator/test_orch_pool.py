@@ -16,7 +16,7 @@ import app
 from chalicelib import signing, store
 from chalicelib.ddb_metrics import RequestCounter
 from chalicelib.models import IN_FLIGHT_KEY, TASK_SHARDS, InFlight
-from chalicelib.pool import machine_api
+from chalicelib.pool import candidates, machine_api
 from chalicelib.pool.candidates import Candidates
 
 from .conftest import (
@@ -128,6 +128,25 @@ def test_a_candidate_claimed_through_another_process_is_not_handed_out_again(ser
     assert stale["action"] == "wait"
     assert {t["task_id"] for t in list_tasks(client, status="processing")} == {taken["task_id"], mine["task_id"]}
     assert get_status(client)["progress"]["tasks_in_flight"] == 2
+
+
+def test_candidates_older_than_their_age_are_read_again(services, client, fly, env):
+    services = start(env, tiffs=3, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    [machine] = machines(client, fly)
+    clock = [1000.0]
+    services = dataclasses.replace(services, candidates=Candidates(store.ready_tasks_from, clock=lambda: clock[0]))
+    counter = RequestCounter().attach(services.settings)
+
+    def queries_of_a_pull(after_s: float) -> int:
+        clock[0] += after_s
+        counter.take()
+        assert machine_api.pull(services, machine.batch_id, machine.name, f"Bearer {machine.token}")["action"] == "task"
+        return counter.take()["Query"]
+
+    assert queries_of_a_pull(0) >= 1  # the first pull reads the candidates
+    assert queries_of_a_pull(candidates.MAX_AGE_S - 0.5) == 0  # still fresh: handed out unread
+    assert queries_of_a_pull(candidates.MAX_AGE_S + 0.5) >= 1  # too old: read again
 
 
 def test_a_retired_machines_pull_leaves_its_candidate_to_the_next_pull(services, client, fly, env):
