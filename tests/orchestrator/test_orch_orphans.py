@@ -11,6 +11,7 @@ import pytest
 
 import app
 from chalicelib import scheduler, store
+from chalicelib.models import task_key
 
 from .conftest import (
     LambdaContext,
@@ -75,8 +76,14 @@ def test_a_machine_recorded_while_reset_reads_is_still_destroyed(services, clien
     name = f"tiff-{pending.task_id}"
     assert store.claim_task(services.settings, pending, "TIFF_CONVERSION", name, 2**62, 1) == 1
     hooks = DynamoHooks(services.settings)
-    # ... and records it right after reset read the open tasks, before reset's transaction
-    hooks.once(reads_open_tasks, lambda: store.record_machine("batch_abc", pending.task_id, 1, "m-late"))
+    # ... and records it right after reset read the open tasks of the task's shard (reset
+    # reads the shards one by one), before reset's transaction
+    shard = task_key("batch_abc", pending.task_id)[0]
+
+    def reads_the_tasks_shard(operation: str, params: dict) -> bool:
+        return reads_open_tasks(operation, params) and shard in str(params.get("ExpressionAttributeValues"))
+
+    hooks.once(reads_the_tasks_shard, lambda: store.record_machine("batch_abc", pending.task_id, 1, "m-late"))
     answer = post_admin(client, "reset")
     hooks.detach()
     assert answer.status_code == 200
