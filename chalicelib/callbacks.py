@@ -134,7 +134,8 @@ def apply_outcome(services: Services, phase: str, batch_id: str, task_id: str, a
     move = on_callback(outcome)
     limit = settings.max_retry_attempts if move is Move.RETRY else None
     end = store.AttemptEnd(move, phase, outcome=outcome, error=outcome.error, retry_at=retry_at,
-                           attempts_left_below=limit, keep_planned_output=keep, pool_machine=pool_machine)
+                           attempts_left_below=limit, keep_planned_output=keep, pool_machine=pool_machine,
+                           task_ms_cap=services.registry.get(phase).task_timeout_ms(settings))
     if store.end_attempt(settings, batch_id, task_id, attempt, end, now):
         return move, True
     if move is not Move.RETRY:

@@ -23,7 +23,8 @@ def deliver(services: Services, batch: Batch) -> int | None:
         ingest.deliver(settings, services.http, batch_id, files, ingest.idempotency_key(batch))
     except DeliveryError as exc:
         return _delivery_failed(services, batch, attempts, str(exc), exc.retryable)
-    if not store.delivery_succeeded(batch_id, now_ms()):
+    ended = now_ms()
+    if not store.delivery_succeeded(batch_id, ended, ended + settings.sweep_delay_ms):
         log("[Batch]", "delivery_superseded", batch_id=batch_id, delivery_attempts=attempts)
         return None
     seconds = round((now - int(batch.started_at)) / 1000, 3)

@@ -79,18 +79,27 @@ class FlyClient:
         app, and ours are deterministic per task attempt): how a machine whose creation
         was never recorded (its pass died, or its answer timed out) is found again. One
         list request; best effort, [] when Fly does not answer."""
+        found = self.find_machine_ids(names)
+        return [i for ids in (found or {}).values() for i in ids]
+
+    def find_machine_ids(self, names: set[str]) -> dict[str, list[str]] | None:
+        """Each name's live machine ids (none: no such machine), from one list request;
+        None when Fly does not answer, so a caller can tell "not there" from "not known"."""
         if not names:
-            return []
+            return {}
         try:
             response = self._session.get(self._base, headers=self._headers, timeout=self._timeout)
-            machines = response.json() if response.ok else []
+            machines = response.json() if response.ok else None
         except (requests.RequestException, ValueError):
-            return []
+            return None
         if not isinstance(machines, list):
-            return []
-        return [str(m["id"]) for m in machines
-                if isinstance(m, dict) and m.get("name") in names and m.get("id")
-                and m.get("state") not in ("destroyed", "destroying")]
+            return None
+        found: dict[str, list[str]] = {name: [] for name in names}
+        for m in machines:
+            if (isinstance(m, dict) and m.get("name") in names and m.get("id")
+                    and m.get("state") not in ("destroyed", "destroying")):
+                found[m["name"]].append(str(m["id"]))
+        return found
 
     def killed_for_memory(self, machine_id: str) -> bool | None:
         """Whether the machine's process was killed by the OOM killer (an exit event with

@@ -54,7 +54,9 @@ def start_batch(services: Services, message: QueueMessage, message_id: str | Non
     try:
         directories = _directories(services, message)
     except ManifestError as exc:
-        store.fail_batch(batch_id, str(exc), now_ms(), expect_status=BatchStatus.INTAKE.value, intake_owner=owner)
+        now = now_ms()
+        store.fail_batch(batch_id, str(exc), now, now + settings.sweep_delay_ms, expect_status=BatchStatus.INTAKE.value,
+                         intake_owner=owner)
         log("[Queue]", "manifest_failed", batch_id=batch_id, reason=str(exc))
         return "error"
     entries = list(_file_entries(directories))

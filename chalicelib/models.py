@@ -41,6 +41,9 @@ from pynamodb.models import Model
 from .settings import Settings
 
 ACTIVE = "active"
+# An ended batch's place in the same index until its sweep (shutdown.sweep_ended) found no
+# machine left: a partition of its own, so the passes and the batch list never see it.
+SWEEPING = "sweep"
 LISTED = "batch"
 
 
@@ -154,7 +157,8 @@ def machine_key(batch_id: str, name: str) -> str:
 class MachineLiveIndex(GlobalSecondaryIndex["Machine"]):
     """A batch's machines that are not gone, by when they were last heard from. Sparse:
     `live_batch` is removed when a machine is gone, so the index holds only live ones, and
-    "silent since" is one range query."""
+    "silent since" is one range query. A gone machine still to be destroyed is listed under
+    `{batch}#destroy` instead, by when its next destroy is due (store/machines.py)."""
 
     Meta = _LiveIndexMeta
     live_batch = UnicodeAttribute(hash_key=True)
@@ -173,7 +177,7 @@ class Machine(Model):
     batch_id = UnicodeAttribute(hash_key=True)  # machine_key(batch, name)
     batch = UnicodeAttribute()
     name = UnicodeAttribute()
-    state = UnicodeAttribute()  # creating, running, gone (states.MachineState)
+    state = UnicodeAttribute()  # creating, running, draining, gone (states.MachineState)
     machine_id = UnicodeAttribute(null=True)  # Fly's id, once its creation answered
     live_batch = UnicodeAttribute(null=True)
     live_seen = NumberAttribute(null=True)
@@ -184,6 +188,7 @@ class Machine(Model):
     gone_reason = UnicodeAttribute(null=True)
     holding = UnicodeSetAttribute(null=True)  # task ids it holds now
     tasks_done = NumberAttribute(default=0)
+    destroy_tries = NumberAttribute(null=True)  # destroys Fly did not confirm (store/machines.py)
 
 
 class InFlight(Model):

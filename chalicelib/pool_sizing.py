@@ -174,20 +174,34 @@ def fair_share(global_cap: int, pooled_batches: int, batch_live: int, others_liv
     return max(base, global_cap - owed_to_others)
 
 
+# The least seconds per task the pool is sized with: a pull, a download, an upload and a
+# callback take a few round trips whatever the image. A smaller estimate (workers that
+# report 0 ms) would have the live pool "drain" any queue at once and freeze its growth.
+MIN_TASK_MS = 250.0
+# The most one window may move the average towards its mean: a factor of it. One absurd
+# result (a worker's clock, a bug) then shifts the pool for a pass or two, not a hundred.
+MAX_WINDOW_STEP = 4.0
+
+
 def moving_average_ms(previous: float | None, window_total_ms: int, window_count: int, prior_ms: float,
                       alpha: float = 0.3) -> float:
     """Seconds-per-task estimate (in ms) after one more window of results.
 
     Before the first result: the prior. The first window replaces the prior (it is a guess);
-    each later window moves the average `alpha` of the way to the window's mean, so one slow
-    window does not double the pool and a lasting change is followed within a few passes.
-    An empty window changes nothing.
+    each later window moves the average `alpha` of the way to the window's mean, the mean
+    first bounded to within MAX_WINDOW_STEP times the average, so one slow window does not
+    double the pool and a lasting change is followed within a few passes. An empty window
+    changes nothing. Never below MIN_TASK_MS.
     """
     if window_count < 0 or window_total_ms < 0:
         raise ValueError("moving_average_ms: negative window")
     if not 0 < alpha <= 1:
         raise ValueError("moving_average_ms: alpha must be in (0, 1]")
     if window_count == 0:
-        return prior_ms if previous is None else previous
+        return max(MIN_TASK_MS, prior_ms if previous is None else previous)
     mean = window_total_ms / window_count
-    return mean if previous is None else previous + alpha * (mean - previous)
+    if previous is None:
+        return max(MIN_TASK_MS, mean)
+    previous = max(MIN_TASK_MS, previous)
+    mean = min(max(mean, previous / MAX_WINDOW_STEP), previous * MAX_WINDOW_STEP)
+    return max(MIN_TASK_MS, previous + alpha * (mean - previous))

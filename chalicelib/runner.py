@@ -21,7 +21,7 @@ from .phases import Discovery, FileEntry, Phase
 from .pool.creator import PoolCreator
 from .pool.liveness import retire_silent
 from .services import Services
-from .shutdown import end_in_error, stop_pool
+from .shutdown import end_in_error, retry_destroys, stop_pool
 from .spawner import Spawner, SpawnReport, destroy_unrecorded
 from .states import BatchStatus, MachineMode
 from .timeouts import time_out
@@ -60,6 +60,7 @@ class BatchPass:
             if self.pooled:
                 retire_silent(self.services, self.batch_id)
                 self.grow_pool(phase)
+                retry_destroys(self.services, self.batch_id)
             else:
                 self.spawner.spawn(phase)
         finally:
@@ -73,14 +74,18 @@ class BatchPass:
         b, s = self.batch, self.settings
         seen = b.task_ms_seen or {"total": 0, "count": 0}
         total, count = int(b.task_ms_total or 0), int(b.task_ms_count or 0)
-        avg = pool_sizing.moving_average_ms(float(b.task_ms_avg) if b.task_ms_avg is not None else None,
+        # the recorded average is the prior until a pass has averaged a result: the first
+        # window of real results must replace it, not move 30% of the way from it
+        averaged = b.task_ms_avg is not None and int(seen["count"]) > 0
+        avg = pool_sizing.moving_average_ms(float(b.task_ms_avg) if averaged else None,
                                             total - int(seen["total"]), count - int(seen["count"]),
                                             s.pool_prior_task_ms)
-        decision = self.pool.grow(phase, avg)
-        now = now_ms()
-        live = int(b.machines_live or 0) + self.pool.report.spawned
+        decision = self.pool.size(avg)
         store.record_pool_pass(self.batch_id, decision.target, decision.reason, avg,
                                {"total": total, "count": count})
+        self.pool.grow(phase)
+        now = now_ms()
+        live = int(b.machines_live or 0) + self.pool.report.spawned
         timeline.record_pool(self.batch_id, live, now)
         if live > int(b.machines_peak or 0):
             store.raise_machines_peak(self.batch_id, live)

@@ -163,6 +163,7 @@ class Settings:
     presign_margin_ms: int = 600000
     tick_margin_ms: int = 10000
     lease_ms: int = 60000
+    sweep_delay_ms: int = 10000
 
     machine_mode: str = "pool"  # pool: machines pull tasks (docs/pool.md); single: one per task
     pool_cpu_kind: str = "performance"
@@ -229,6 +230,7 @@ class Settings:
             presign_margin_ms=_int(env, "PRESIGN_MARGIN_MS", cls.presign_margin_ms, 0),
             tick_margin_ms=_int(env, "TICK_MARGIN_MS", cls.tick_margin_ms, 0),
             lease_ms=_int(env, "LEASE_MS", cls.lease_ms, 1000),
+            sweep_delay_ms=_int(env, "SWEEP_DELAY_MS", cls.sweep_delay_ms, 0),
             machine_mode=_choice(env, "MACHINE_MODE", cls.machine_mode, MACHINE_MODES),
             pool_cpu_kind=pool_cpu_kind,
             pool_cpus=pool_cpus,

@@ -14,10 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import store
+from .backoff import exponential_ms
 from .clock import now_ms
 from .logs import log
 from .models import Machine
 from .services import Services
+
+DESTROY_RETRY_CAP_MS = 600_000  # a destroy Fly keeps refusing is tried again every 10 minutes at most
 
 
 def destroy_machines(services: Services, machine_ids: list[str], names: list[str] | tuple[()] = ()) -> int:
@@ -42,7 +45,7 @@ def end_in_error(services: Services, batch_id: str, error: str, reason: str,
     already in ERROR is closed again (whatever an interrupted reset left open, harmless).
     None when nothing was done: the batch is DONE, gone, or not in `expect_status`."""
     now = now_ms()
-    if not store.fail_batch(batch_id, error, now, expect_status=expect_status):
+    if not store.fail_batch(batch_id, error, now, now + services.settings.sweep_delay_ms, expect_status=expect_status):
         return None
     closed = store.close_open_tasks(services.settings, batch_id, error, now)
     destroyed = destroy_machines(services, closed.machine_ids, closed.machine_names)
@@ -53,24 +56,61 @@ def end_in_error(services: Services, batch_id: str, error: str, reason: str,
 
 
 def destroy_retired(services: Services, machines: list[Machine]) -> int:
-    """Destroy pool machines whose records were just retired: by Fly id, or by name for one
-    whose creation never answered. How many are gone."""
-    ids = [m.machine_id for m in machines if m.machine_id]
-    names = [m.name for m in machines if not m.machine_id]
-    return destroy_machines(services, ids, names) if machines else 0
+    """Destroy pool machines whose records were retired for a destroy: by Fly id, or by name
+    for one whose creation never answered. A confirmed destroy takes the record out of its
+    batch's destroy queue; one Fly did not confirm stays there, due again after a backoff,
+    for a later pass or sweep (`retry_destroys`): a machine is never left running unbilled
+    for. How many are gone."""
+    if not machines:
+        return 0
+    fly, now = services.fly(), now_ms()
+    named = fly.find_machine_ids({m.name for m in machines if not m.machine_id})
+
+    def destroy(machine: Machine) -> bool:
+        if machine.machine_id:
+            return fly.destroy_machine(machine.machine_id)
+        ids = None if named is None else named.get(machine.name, [])
+        return ids is not None and all([fly.destroy_machine(i) for i in ids])
+
+    with ThreadPoolExecutor(max_workers=min(8, len(machines)), thread_name_prefix="destroy") as pool:
+        results = list(pool.map(destroy, machines))
+    for machine, gone in zip(machines, results, strict=True):
+        if gone:
+            store.machine_destroyed(machine.batch, machine.name)
+        else:
+            tries = int(machine.destroy_tries or 0) + 1
+            store.destroy_failed(machine.batch, machine.name, now + exponential_ms(tries, DESTROY_RETRY_CAP_MS))
+            log("[Pool]", "destroy_failed", batch_id=machine.batch, machine_name=machine.name,
+                machine_id=machine.machine_id, tries=tries)
+    return sum(results)
+
+
+def retry_destroys(services: Services, batch_id: str) -> int:
+    """Destroy the batch's gone machines whose earlier destroy Fly did not confirm."""
+    return destroy_retired(services, store.machines_to_destroy(batch_id, now_ms()))
 
 
 def stop_pool(services: Services, batch_id: str, reason: str) -> int:
     """Retire and destroy every live pool machine of a batch (it ended, or was reset), from
     the machines' own records, not from its tasks. One created a moment before may not be in
     the (eventually consistent) index yet: its first pull finds the batch ended and is told
-    to exit."""
+    to exit, and the batch's sweep (`sweep_ended`) looks for it once more."""
     now = now_ms()
     retired = [m for m in store.live_machines(batch_id)
-               if store.retire_machine(services.settings, batch_id, m.name, reason, now)]
+               if store.retire_machine(services.settings, batch_id, m.name, reason, now, destroy=True)]
     if not retired:
         return 0
     destroyed = destroy_retired(services, retired)
     log("[Pool]", "pool_stopped", batch_id=batch_id, machines=len(retired), destroyed=destroyed,
         reason=reason[:200])
     return len(retired)
+
+
+def sweep_ended(services: Services, batch_id: str) -> int | None:
+    """An ended batch, once more (store.SWEEP_DELAY_MS after its end, then as long as a
+    destroy is pending): machines the end's stop did not list (one that never boots would
+    hold its in-flight slot for ever) are retired and destroyed, and destroys Fly did not
+    confirm are tried again. When the next sweep is due; None once nothing is left."""
+    stop_pool(services, batch_id, "batch ended")
+    retry_destroys(services, batch_id)
+    return store.next_destroy_due(batch_id)

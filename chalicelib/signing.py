@@ -27,10 +27,16 @@ def machine_token(key: str, batch_id: str, machine_name: str) -> str:
     return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
+def _same(expected: str, presented: str) -> bool:
+    """Constant-time equality of two texts, compared as UTF-8 bytes: `compare_digest` on
+    str raises TypeError for non-ASCII, which a forged header must not turn into a 500."""
+    return hmac.compare_digest(expected.encode(), presented.encode("utf-8", "surrogatepass"))
+
+
 def valid_machine_token(key: str, batch_id: str, machine_name: str, presented: str | None) -> bool:
     if not presented or not key:
         return False
-    return hmac.compare_digest(machine_token(key, batch_id, machine_name), presented)
+    return _same(machine_token(key, batch_id, machine_name), presented)
 
 
 def bearer(header: str | None) -> str | None:
@@ -46,11 +52,11 @@ def bearer(header: str | None) -> str | None:
 def valid_callback_token(key: str, batch_id: str, task_id: str, attempt: int, presented: str | None) -> bool:
     if not presented:
         return False
-    return hmac.compare_digest(callback_token(key, batch_id, task_id, attempt), presented)
+    return _same(callback_token(key, batch_id, task_id, attempt), presented)
 
 
 def same_secret(expected: str, presented: str | None) -> bool:
     """Constant-time equality for shared secrets (the admin token)."""
     if not presented or not expected:
         return False
-    return hmac.compare_digest(expected.encode(), presented.encode())
+    return _same(expected, presented)

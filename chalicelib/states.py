@@ -27,11 +27,13 @@ RESET_ERROR = "Manually reset by admin"
 
 class MachineState(StrEnum):
     """A pool machine's record (docs/pool.md): `creating` from the moment its record is
-    written (before Fly is asked), `running` from its first pull, `gone` once it was told
-    to exit, was destroyed, or its creation failed."""
+    written (before Fly is asked), `running` from its first pull, `draining` once it was
+    told to take no more work while one of its slots still converts (the pool shrank),
+    `gone` once it was told to exit holding nothing, was destroyed, or its creation failed."""
 
     CREATING = "creating"
     RUNNING = "running"
+    DRAINING = "draining"
     GONE = "gone"
 
 

@@ -4,8 +4,8 @@ The size comes from `pool_sizing.decide` (pure): the ready and running tasks, th
 rate this batch may use, the observed seconds per task and the caps. Each creation takes a
 token (the shared bucket and 429 gate), then writes the machine's record (both caps are
 conditions of that transaction), then asks Fly. A creation that failed or was refused is
-retired at once; one that may have happened unanswered (timeout, 5xx) is also destroyed by
-name at the end of the pass. When the pool still wants machines at the end of the pass's
+retired at once; one that may have happened unanswered (timeout, 5xx) waits in the batch's
+destroy queue and is destroyed by name (shutdown.retry_destroys). When the pool still wants machines at the end of the pass's
 slice, the batch is due again at once, so creations run at the bucket's rate.
 """
 
@@ -57,7 +57,11 @@ class PoolCreator:
             batch_cap=s.max_pool_machines_per_batch, free_slots=self.capacity,
             fair_share=pool_sizing.fair_share(s.max_machines_in_flight, self.pooled_batches, live, others))
 
-    def grow(self, phase: Phase, task_ms: float) -> pool_sizing.PoolDecision:
+    def size(self, task_ms: float) -> pool_sizing.PoolDecision:
+        """This pass's target (pool_sizing.decide), logged. The caller records it before
+        `grow` creates anything: pulls compare the pool with the recorded target, and a
+        target recorded after the creations would have the new machines' count taken for
+        a surplus by every pull meanwhile."""
         settings = self.settings
         if not settings.orchestrator_url:
             raise SettingsError("ORCHESTRATOR_URL is not set; pool machines could not pull work")
@@ -68,12 +72,16 @@ class PoolCreator:
         log(PREFIX, "pool_sized", batch_id=self.batch_id, target=decision.target, live=inputs.live,
             create=decision.create, reason=decision.reason, ready=inputs.ready, running=inputs.running,
             task_ms=round(task_ms))
-        if decision.create > 0:
-            workers = min(settings.spawn_concurrency, decision.create)
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pool") as pool:
-                list(pool.map(lambda _: self.create_one(phase), range(decision.create)))
-        self.report.capacity_used = self.report.spawned
         return decision
+
+    def grow(self, phase: Phase) -> None:
+        """Create the machines `size` decided, under the bucket, the gate and both caps."""
+        create = self.decision.create if self.decision is not None else 0
+        if create > 0:
+            workers = min(self.settings.spawn_concurrency, create)
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pool") as pool:
+                list(pool.map(lambda _: self.create_one(phase), range(create)))
+        self.report.capacity_used = self.report.spawned
 
     def create_one(self, phase: Phase) -> bool:
         services, settings = self.services, self.settings
@@ -103,9 +111,10 @@ class PoolCreator:
                 retry_after_s=exc.retry_after_s)
             return False
         except FlyError as exc:
-            store.retire_machine(settings, self.batch_id, name, f"Machine creation failed: {exc}"[:300], now_ms())
-            if exc.status is None or exc.status >= 500:  # it may exist all the same
-                self.report.unrecorded.append(name)
+            # no answer or a 5xx: it may exist all the same, so it waits in the destroy queue
+            maybe = exc.status is None or exc.status >= 500
+            store.retire_machine(settings, self.batch_id, name, f"Machine creation failed: {exc}"[:300], now_ms(),
+                                 destroy=maybe)
             log(PREFIX, "spawn_failed", batch_id=self.batch_id, machine_name=name, status=exc.status,
                 error=str(exc)[:300])
             return False

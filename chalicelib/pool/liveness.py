@@ -3,7 +3,8 @@
 A machine is heard from at every pull and heartbeat. One not heard from for
 HEARTBEAT_TIMEOUT_MS (crashed, hung, never booted) is retired first (conditioned on still
 being silent: the live-index read may be stale) and then destroyed, so a machine is counted
-gone once and is never destroyed while it still speaks. Its held tasks time out by their
+gone once and is never destroyed while it still speaks; a destroy Fly does not confirm is
+tried again by later passes (shutdown.retry_destroys). Its held tasks time out by their
 own deadlines, which heartbeats no longer move (timeouts.py retries them).
 """
 
@@ -24,7 +25,7 @@ def retire_silent(services: Services, batch_id: str) -> int:
     retired = []
     for machine in store.silent_machines(batch_id, before):
         reason = f"silent for {settings.heartbeat_timeout_ms} ms (last seen {now - int(machine.last_seen)} ms ago)"
-        if store.retire_machine(settings, batch_id, machine.name, reason, now, silent_before=before):
+        if store.retire_machine(settings, batch_id, machine.name, reason, now, silent_before=before, destroy=True):
             log(PREFIX, "machine_silent", batch_id=batch_id, machine_name=machine.name,
                 machine_id=machine.machine_id, state=machine.state)
             retired.append(machine)

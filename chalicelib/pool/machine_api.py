@@ -5,7 +5,8 @@ machine speaks only for itself and its batch. A pull claims one attempt with the
 conditional transaction as a single-mode spawn (pending -> processing, attempt + 1), so two
 machines never hold one attempt; the result comes back through the callback route with that
 attempt's token. A heartbeat moves the attempt's deadline on (HEARTBEAT_TIMEOUT_MS), only
-while the machine still holds that attempt: otherwise it tells the machine to drop it.
+while the machine still holds that attempt and is not gone: otherwise it tells the machine
+to drop it. A slot told to exit retires its machine only once no other slot holds a task.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..logs import log
 from ..models import Batch
 from ..phases import MachineContext, Phase
 from ..services import Services
+from ..states import MachineState
 from ..views import task_view_for_phase
 
 PREFIX = "[Pool]"
@@ -30,6 +32,7 @@ PULL_TRIES = 3  # candidates a pull claims before it says wait (the others were 
 WAIT_AFTER_LOST_MS = 200  # every candidate tried was taken through another process: pull again soon
 MAX_WAIT_MS = 5000
 MAX_BODY_BYTES = 4096
+OVER_TARGET = "pool over its target"
 
 
 def authorize(services: Services, batch_id: str, name: str, authorization: str | None) -> None:
@@ -42,10 +45,28 @@ def authorize(services: Services, batch_id: str, name: str, authorization: str |
         raise UnauthorizedError("machine token does not match this batch and machine")
 
 
-def _exit(services: Services, batch_id: str, name: str, reason: str) -> dict[str, Any]:
-    """Tell the machine to stop, and count it gone now (it exits; Fly destroys it)."""
-    if store.retire_machine(services.settings, batch_id, name, reason, now_ms()):
+def _exit(services: Services, batch_id: str, name: str, reason: str, idle_only: bool = True) -> dict[str, Any]:
+    """Tell the pulling slot to stop. The machine is counted gone (it exits; Fly destroys
+    it) only once no slot of it holds a task: with WORKER_CONCURRENCY >= 2 another slot may
+    still be converting, and retiring its machine would have that task dropped. A batch
+    that ended retires it whatever it holds (`idle_only=False`): nothing it does counts."""
+    if store.retire_machine(services.settings, batch_id, name, reason, now_ms(), idle_only=idle_only):
         log(PREFIX, "machine_retired", batch_id=batch_id, machine_name=name, reason=reason)
+    return {"action": "exit", "reason": reason}
+
+
+def _shed(services: Services, batch_id: str, name: str) -> dict[str, Any] | None:
+    """The pool looked over its target (a cap or the fair share shrank): this machine leaves
+    it if the batch's own counters, read in the transaction, still say so, so a whole pool
+    seeing one stale view sheds only its surplus. An idle machine is retired; one whose
+    other slot converts drains (takes no more work). None: not surplus after all."""
+    settings, now, reason = services.settings, now_ms(), OVER_TARGET
+    if store.retire_machine(settings, batch_id, name, reason, now, idle_only=True, over_target=True):
+        log(PREFIX, "machine_retired", batch_id=batch_id, machine_name=name, reason=reason)
+    elif store.drain_machine(settings, batch_id, name, reason, now):
+        log(PREFIX, "machine_draining", batch_id=batch_id, machine_name=name, reason=reason)
+    else:
+        return None
     return {"action": "exit", "reason": reason}
 
 
@@ -67,9 +88,11 @@ def pull(services: Services, batch_id: str, name: str, authorization: str | None
     phase = services.registry.get(batch.status) if batch and batch.status in services.registry else None
     if batch is None or phase is None:
         services.candidates.forget(batch_id)  # a long-lived process keeps none of ended batches
-        return _exit(services, batch_id, name, f"batch is {batch.status if batch else 'gone'}")
+        return _exit(services, batch_id, name, f"batch is {batch.status if batch else 'gone'}", idle_only=False)
     if batch.pool_target is not None and int(batch.machines_live or 0) > int(batch.pool_target):
-        return _exit(services, batch_id, name, "pool over its target")  # a cap or the fair share shrank
+        shed = _shed(services, batch_id, name)
+        if shed is not None:
+            return shed
     return _claim_one(services, batch, phase, name, now_ms())
 
 
@@ -89,7 +112,7 @@ def _claim_one(services: Services, batch: Batch, phase: Phase, name: str, now: i
             attempt = store.claim_for_machine(settings, task, phase.name, name, deadline, now)
         except store.MachineNotLive:
             services.candidates.put_back(batch_id, task)
-            return _not_live(batch_id, name)
+            return _not_live(services, batch_id, name)
         if attempt is None:
             continue
         log(phase.log_prefix, "task_pulled", batch_id=batch_id, task_id=task.task_id, attempt=attempt,
@@ -98,7 +121,7 @@ def _claim_one(services: Services, batch: Batch, phase: Phase, name: str, now: i
                 "task": _assignment(services, phase, batch_id, task, attempt, name, deadline, now)}
     # no claim (which marks the machine heard from): say it was, unless it is gone or unknown
     if not store.touch_machine(batch_id, name, now):
-        return _not_live(batch_id, name)
+        return _not_live(services, batch_id, name)
     if tried:
         return {"action": "wait", "retry_after_ms": WAIT_AFTER_LOST_MS}
     due = store.next_pending_due(batch_id)
@@ -107,12 +130,16 @@ def _claim_one(services: Services, batch: Batch, phase: Phase, name: str, now: i
     return _exit(services, batch_id, name, "no work left")
 
 
-def _not_live(batch_id: str, name: str) -> dict[str, Any]:
-    """The answer to a machine whose record is gone (exit) or was never made (404)."""
+def _not_live(services: Services, batch_id: str, name: str) -> dict[str, Any]:
+    """The answer to a machine that takes no more work: gone (exit), draining (exit, and
+    retired once it holds nothing), or never made (404)."""
     machine = store.get_machine(batch_id, name)
     if machine is None:
         raise NotFoundError(f"machine {name} not found in batch {batch_id}")
-    return {"action": "exit", "reason": machine.gone_reason or "machine retired"}
+    reason = machine.gone_reason or "machine retired"
+    if machine.state == MachineState.DRAINING.value:
+        return _exit(services, batch_id, name, reason)
+    return {"action": "exit", "reason": reason}
 
 
 def _assignment(services: Services, phase: Phase, batch_id: str, task: Any, attempt: int, name: str,
@@ -157,12 +184,9 @@ def heartbeat(services: Services, batch_id: str, name: str, raw: bytes | None,
     if phase is None:
         raise NotFoundError(f"task {task_id} not found in batch {batch_id}")
     settings, now = services.settings, now_ms()
-    deadline = store.extend_attempt(batch_id, task_id, attempt, name, now, settings.heartbeat_timeout_ms,
+    deadline = store.extend_attempt(settings, batch_id, task_id, attempt, name, now, settings.heartbeat_timeout_ms,
                                     phase.task_timeout_ms(settings))
-    alive = store.touch_machine(batch_id, name, now)
-    held = deadline is not None
-    if held and alive:
+    if deadline is not None:
         return {"action": "continue", "deadline_ms": deadline}
-    log(PREFIX, "heartbeat_dropped", batch_id=batch_id, task_id=task_id, attempt=attempt, machine_name=name,
-        machine_gone=not alive or None)
+    log(PREFIX, "heartbeat_dropped", batch_id=batch_id, task_id=task_id, attempt=attempt, machine_name=name)
     return {"action": "drop"}

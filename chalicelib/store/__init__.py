@@ -11,7 +11,8 @@ race. Nothing here decides a transition (transitions.py does) or speaks HTTP.
 - `task_reads`: task reads through the sparse indexes, over a batch's shard keys.
 - `tasks`: every task transition (one table of moves, `MOVES`).
 - `intake_writes`: the intake's fenced writes of a batch's files and tasks.
-- `machines`: pool machines' records (creating, running, gone) and their live-index.
+- `machines`: pool machines' records (creating, running, draining, gone), their live-index
+  and the queue of gone machines still to destroy.
 """
 
 from .batches import (
@@ -22,10 +23,12 @@ from .batches import (
     create_batch,
     delivery_failed,
     delivery_succeeded,
+    end_sweep,
     fail_batch,
     get_batch,
     in_flight_machines,
     list_active_batches,
+    list_due_sweeps,
     raise_machines_peak,
     record_pool_pass,
     release_lease,
@@ -36,8 +39,13 @@ from .intake_writes import IntakeFenceLost, write_intake
 from .machines import (
     BatchPoolFull,
     add_machine,
+    destroy_failed,
+    drain_machine,
     get_machine,
     live_machines,
+    machine_destroyed,
+    machines_to_destroy,
+    next_destroy_due,
     record_machine_id,
     retire_machine,
     silent_machines,
@@ -73,12 +81,15 @@ from .tasks import (
 )
 
 __all__ = [
-    "BatchPoolFull", "add_machine", "claim_for_machine", "extend_attempt", "get_machine", "live_machines",
+    "BatchPoolFull", "add_machine", "claim_for_machine", "destroy_failed", "drain_machine", "extend_attempt",
+    "get_machine", "live_machines", "machine_destroyed", "machines_to_destroy",
+    "next_destroy_due",
     "next_pending_due", "raise_machines_peak", "record_pool_pass", "record_machine_id", "retire_machine", "silent_machines", "touch_machine",
     "MAX_TRANSACT_ITEMS", "PENDING_OFFSET", "AttemptEnd", "InFlightCapReached", "IntakeFenceLost", "MachineNotLive", "OpenTasksClosed",
     "acquire_lease", "activate_batch", "advance_phase", "claim_intake", "claim_task", "close_open_tasks",
     "connection", "create_batch", "delivery_failed", "delivery_succeeded", "end_attempt", "fail_batch",
     "get_batch", "get_task", "in_flight_machines", "iter_files", "iter_tasks", "list_active_batches",
+    "end_sweep", "list_due_sweeps",
     "new_task", "pending_due", "ready_tasks", "ready_tasks_from", "record_machine", "release_lease", "reopen_batch",
     "reopen_failed_tasks", "tasks_page", "timed_out_tasks", "unclaim_task", "write_intake", "write_tasks",
 ]

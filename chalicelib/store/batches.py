@@ -6,9 +6,17 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from ..models import ACTIVE, IN_FLIGHT_KEY, LISTED, Batch, InFlight
+from ..models import ACTIVE, IN_FLIGHT_KEY, LISTED, SWEEPING, Batch, InFlight
 from ..states import BatchStatus
 from .dynamo import lost_race
+
+
+def _ended(sweep_at: int) -> list[Any]:
+    """The index actions of a batch's end: out of the passes' partition, into the sweeps',
+    due at `sweep_at` (SWEEP_DELAY_MS after the end: the live-index is eventually consistent,
+    so a machine recorded a moment before the end may not have been listed by the end's own
+    stop; shutdown.sweep_ended looks once more)."""
+    return [Batch.active.set(SWEEPING), Batch.due_at.set(sweep_at)]
 
 
 def _update(batch_id: str, actions: list[Any], condition: Any) -> Batch | None:
@@ -76,18 +84,17 @@ def activate_batch(batch_id: str, owner: str, phase: str | None, total: int, now
     ], intake_fence(owner)) is not None
 
 
-def fail_batch(batch_id: str, error: str, now: int, expect_status: str | None = None,
+def fail_batch(batch_id: str, error: str, now: int, sweep_at: int, expect_status: str | None = None,
                intake_owner: str | None = None) -> bool:
-    """-> ERROR with `error`; stops all further passes (drops out of the index). Its open
-    tasks are closed by the caller (shutdown.py), never left behind."""
+    """-> ERROR with `error`; stops all further passes (its index entry moves to the sweeps'
+    partition). Its open tasks are closed by the caller (shutdown.py), never left behind."""
     condition = Batch.batch_id.exists() & (Batch.status != BatchStatus.DONE.value)
     if expect_status:
         condition &= Batch.status == expect_status
     if intake_owner:
         condition &= Batch.intake_owner == intake_owner
     return _update(batch_id, [
-        Batch.status.set(BatchStatus.ERROR.value), Batch.error.set(error),
-        Batch.active.remove(), Batch.due_at.remove(), Batch.updated_at.set(now),
+        Batch.status.set(BatchStatus.ERROR.value), Batch.error.set(error), *_ended(sweep_at), Batch.updated_at.set(now),
         Batch.completed_at.set(now), Batch.intake_owner.remove(), Batch.intake_until.remove(),
     ], condition) is not None
 
@@ -98,6 +105,21 @@ def list_active_batches(due_before: int | None = None) -> list[Batch]:
     return list(Batch.active_index.query(ACTIVE, range_key_condition=condition))
 
 
+def list_due_sweeps(now: int) -> list[Batch]:
+    """Ended batches whose sweep is due (the index's sweep partition)."""
+    return list(Batch.active_index.query(SWEEPING, range_key_condition=Batch.due_at <= now))
+
+
+def end_sweep(batch_id: str, owner: str, due_at: int | None) -> None:
+    """A sweep's end: give the lease back and say when the next sweep is due, or (None)
+    leave the index. A batch reopened meanwhile (admin retry) keeps its place in the passes'
+    partition: only the lease is given back."""
+    actions: list[Any] = [Batch.lease_owner.remove(), Batch.lease_until.remove()]
+    actions += [Batch.due_at.set(due_at)] if due_at is not None else [Batch.active.remove(), Batch.due_at.remove()]
+    if _update(batch_id, actions, (Batch.lease_owner == owner) & (Batch.active == SWEEPING)) is None:
+        release_lease(batch_id, owner, None)
+
+
 def in_flight_machines() -> int:
     """The shared counter of machines in flight over all batches (models.InFlight)."""
     try:
@@ -106,23 +128,25 @@ def in_flight_machines() -> int:
         return 0
 
 
-def acquire_lease(batch_id: str, owner: str, now: int, lease_ms: int) -> Batch | None:
-    """Take the batch for one pass; None if another pass holds it or it has no work."""
+def acquire_lease(batch_id: str, owner: str, now: int, lease_ms: int, partition: str = ACTIVE) -> Batch | None:
+    """Take the batch for one pass (or, with `partition=SWEEPING`, one sweep of an ended
+    batch); None if another holds it, or it is no longer in that partition of the index (a
+    pass never takes a batch that ended since it was listed)."""
     free = Batch.lease_until.does_not_exist() | (Batch.lease_until < now) | (Batch.lease_owner == owner)
     return _update(batch_id, [Batch.lease_owner.set(owner), Batch.lease_until.set(now + lease_ms)],
-                   Batch.active.exists() & free)
+                   (Batch.active == partition) & free)
 
 
 def release_lease(batch_id: str, owner: str, due_at: int | None, pass_errors: int | None = None) -> None:
-    """End a pass: give the lease back and say when the batch is next due."""
+    """End a pass: give the lease back and say when the batch is next due. A batch that
+    ended meanwhile (a reset) keeps the due time its end gave it (its sweep's), but the
+    lease is given back all the same, so the sweep need not wait for it to expire."""
     actions = [Batch.lease_owner.remove(), Batch.lease_until.remove()]
     if pass_errors is not None:
         actions.append(Batch.pass_errors.set(pass_errors))
-    condition = Batch.lease_owner == owner
-    if due_at is not None:
-        actions.append(Batch.due_at.set(due_at))
-        condition &= Batch.active.exists()
-    _update(batch_id, actions, condition)
+    mine = Batch.lease_owner == owner
+    if due_at is None or _update(batch_id, [*actions, Batch.due_at.set(due_at)], mine & (Batch.active == ACTIVE)) is None:
+        _update(batch_id, actions, mine)
 
 
 def advance_phase(batch: Batch, next_phase: str | None, total: int, now: int) -> bool:
@@ -142,11 +166,11 @@ def advance_phase(batch: Batch, next_phase: str | None, total: int, now: int) ->
     return _update(batch.batch_id, actions, condition) is not None
 
 
-def delivery_succeeded(batch_id: str, now: int) -> bool:
+def delivery_succeeded(batch_id: str, now: int, sweep_at: int) -> bool:
     """FINALIZING -> DONE; False when the batch left FINALIZING meanwhile (a reset)."""
     return _update(batch_id, [
-        Batch.status.set(BatchStatus.DONE.value), Batch.active.remove(),
-        Batch.due_at.remove(), Batch.delivered_at.set(now), Batch.completed_at.set(now),
+        Batch.status.set(BatchStatus.DONE.value), *_ended(sweep_at),
+        Batch.delivered_at.set(now), Batch.completed_at.set(now),
         Batch.updated_at.set(now), Batch.delivery_attempts.add(1), Batch.delivery_error.remove(),
     ], Batch.status == BatchStatus.FINALIZING.value) is not None
 

@@ -3,10 +3,16 @@
 A record is written before Fly is asked for the machine (state `creating`), in the same
 transaction as the batch's pool counter (conditioned on the per-batch cap) and the shared
 machines-in-flight counter (conditioned on MAX_MACHINES_IN_FLIGHT). So both caps count
-machines and are conditions DynamoDB checks, as for single-mode attempts. A machine leaves
-by `retire_machine` only (told to exit, destroyed as silent, its creation failed, its
-batch ended), which moves both counters back exactly once: the record's own state is the
-condition. While live, `live_batch`/`live_seen` put it in the sparse live-index.
+machines and are conditions DynamoDB checks, as for single-mode attempts.
+
+A machine leaves by `retire_machine` only (told to exit holding nothing, silent, its
+creation failed, its batch ended), which moves the counters back exactly once: the
+record's own state is the condition. A machine told to stop while one of its slots still
+converts is `draining` first (`drain_machine`): it leaves the batch's pool count at once
+(the pool shrinks to its target) but keeps its in-flight slot until it really ends.
+While not gone, `live_batch`/`live_seen` put it in the sparse live-index; a gone machine
+that still has to be destroyed stays in that index under its batch's destroy key until
+Fly confirms the destroy (`machines_to_destroy`), so a failed destroy is tried again.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from ..models import Batch, Machine, machine_key
 from ..settings import Settings
 from ..states import MachineState
 from .dynamo import CONDITION_FAILED, lost_race, transact
-from .tasks import InFlightCapReached, machine_not_gone, move_in_flight
+from .tasks import InFlightCapReached, machine_takes_work, move_in_flight
 
 LIVE_PAGE = 100
 
@@ -62,13 +68,20 @@ def record_machine_id(batch_id: str, name: str, machine_id: str) -> None:
                                                 condition=Machine.batch_id.exists())
 
 
+def destroy_key(batch_id: str) -> str:
+    """The live-index key of a batch's gone machines still to be destroyed (no batch id
+    contains '#', so it never meets a batch's own live machines)."""
+    return f"{batch_id}#destroy"
+
+
 def touch_machine(batch_id: str, name: str, now: int) -> bool:
-    """Heard from: last seen now, `running` from its first request. False once it is gone."""
+    """A pull that claimed nothing: heard from now, `running` from its first request. False
+    once it is gone, or draining (it takes no more work)."""
     try:
         Machine(machine_key(batch_id, name)).update(
             actions=[Machine.state.set(MachineState.RUNNING.value), Machine.last_seen.set(now),
                      Machine.live_seen.set(now)],
-            condition=machine_not_gone())
+            condition=machine_takes_work())
     except UpdateError as exc:
         if lost_race(exc):
             return False
@@ -76,25 +89,95 @@ def touch_machine(batch_id: str, name: str, now: int) -> bool:
     return True
 
 
-def retire_machine(settings: Settings, batch_id: str, name: str, reason: str, now: int,
-                   silent_before: int | None = None) -> bool:
-    """-> gone, both counters back; False if it was gone already (counted once), or, with
-    `silent_before`, if it was heard from since (the live-index read may be stale)."""
-    condition = machine_not_gone()
+def retire_machine(settings: Settings, batch_id: str, name: str, reason: str, now: int, *,
+                   silent_before: int | None = None, idle_only: bool = False, over_target: bool = False,
+                   destroy: bool = False) -> bool:
+    """-> gone, its counters back once; False if it was gone already, or a condition asked
+    for does not hold. With `silent_before`: only if not heard from since (the live-index
+    read may be stale); `idle_only`: only while it holds no task (another slot may still
+    convert); `over_target`: only while the batch's pool is above its target (read fresh,
+    in the transaction: a cached view would retire the whole pool); `destroy`: the caller
+    destroys it, so it stays in the destroy queue until `machine_destroyed`.
+
+    A working machine gives back its place in the pool and its in-flight slot; a draining
+    one gave the first already, so only the second moves."""
+    reasons = transact(settings, lambda tx: _retire(tx, batch_id, name, reason, now, silent_before, idle_only,
+                                                    over_target, destroy, draining=False))
+    if reasons is None:
+        return True
+    if over_target or reasons[0] != CONDITION_FAILED:
+        return False  # only a working machine is surplus; or the batch's condition said no
+    return transact(settings, lambda tx: _retire(tx, batch_id, name, reason, now, silent_before, idle_only,
+                                                 False, destroy, draining=True)) is None
+
+
+def _retire(tx: Any, batch_id: str, name: str, reason: str, now: int, silent_before: int | None,
+            idle_only: bool, over_target: bool, destroy: bool, draining: bool) -> None:
+    working = (MachineState.CREATING.value, MachineState.RUNNING.value)
+    condition = Machine.batch_id.exists() & (
+        (Machine.state == MachineState.DRAINING.value) if draining else Machine.state.is_in(*working))
     if silent_before is not None:
         condition &= Machine.last_seen < silent_before
+    if idle_only:
+        condition &= Machine.holding.does_not_exist()  # DynamoDB drops a set its last element left
+    queue = ([Machine.live_batch.set(destroy_key(batch_id)), Machine.live_seen.set(now)] if destroy
+             else [Machine.live_batch.remove(), Machine.live_seen.remove()])
+    tx.update(Machine(machine_key(batch_id, name)),
+              actions=[Machine.state.set(MachineState.GONE.value), Machine.gone_at.set(now),
+                       Machine.gone_reason.set(reason[:300]), *queue],
+              condition=condition)
+    batch_condition = Batch.batch_id.exists()
+    if over_target:
+        batch_condition &= Batch.machines_live > Batch.pool_target
+    tx.update(Batch(batch_id), actions=[Batch.updated_at.set(now), *([] if draining else [Batch.machines_live.add(-1)])],
+              condition=batch_condition)
+    move_in_flight(tx, -1)
+
+
+def drain_machine(settings: Settings, batch_id: str, name: str, reason: str, now: int) -> bool:
+    """running -> draining: a surplus machine whose other slot still converts takes no more
+    work. It leaves the batch's pool count now, conditioned (fresh) on the pool being above
+    its target; its in-flight slot comes back when it is retired, once it holds nothing."""
 
     def build(tx: Any) -> None:
         tx.update(Machine(machine_key(batch_id, name)),
-                  actions=[Machine.state.set(MachineState.GONE.value), Machine.live_batch.remove(),
-                           Machine.live_seen.remove(), Machine.gone_at.set(now),
-                           Machine.gone_reason.set(reason[:300])],
-                  condition=condition)
+                  actions=[Machine.state.set(MachineState.DRAINING.value), Machine.gone_reason.set(reason[:300])],
+                  condition=(Machine.state == MachineState.RUNNING.value) & Machine.holding.exists())
         tx.update(Batch(batch_id), actions=[Batch.machines_live.add(-1), Batch.updated_at.set(now)],
-                  condition=Batch.batch_id.exists())
-        move_in_flight(tx, -1)
+                  condition=Batch.machines_live > Batch.pool_target)
 
     return transact(settings, build) is None
+
+
+def machines_to_destroy(batch_id: str, now: int, limit: int = LIVE_PAGE) -> list[Machine]:
+    """Gone machines whose destroy is due (never confirmed by Fly yet)."""
+    return list(Machine.live_index.query(destroy_key(batch_id), Machine.live_seen <= now, limit=limit))
+
+
+def next_destroy_due(batch_id: str) -> int | None:
+    """When the batch's earliest pending destroy is due; None when none is pending."""
+    pending = list(Machine.live_index.query(destroy_key(batch_id), limit=1))
+    return int(pending[0].live_seen) if pending else None
+
+
+def machine_destroyed(batch_id: str, name: str) -> None:
+    """Fly confirmed the destroy: the record leaves the destroy queue."""
+    _update_gone(batch_id, name, [Machine.live_batch.remove(), Machine.live_seen.remove()])
+
+
+def destroy_failed(batch_id: str, name: str, retry_at: int) -> None:
+    """Fly did not confirm the destroy: try again at `retry_at`."""
+    _update_gone(batch_id, name, [Machine.live_seen.set(retry_at), Machine.destroy_tries.add(1)])
+
+
+def _update_gone(batch_id: str, name: str, actions: list[Any]) -> None:
+    try:
+        Machine(machine_key(batch_id, name)).update(
+            actions=actions, condition=(Machine.state == MachineState.GONE.value)
+            & (Machine.live_batch == destroy_key(batch_id)))
+    except UpdateError as exc:
+        if not lost_race(exc):
+            raise
 
 
 def get_machine(batch_id: str, name: str) -> Machine | None:

@@ -119,8 +119,14 @@ def write_tasks(tasks: Iterable[Task]) -> int:
 # ---- moving ------------------------------------------------------------------------------
 
 def machine_not_gone() -> Any:
-    """The condition every write a live pool machine makes to its record carries."""
+    """The condition of a heartbeat's write to its machine's record: draining still counts."""
     return Machine.batch_id.exists() & (Machine.state != MachineState.GONE.value)
+
+
+def machine_takes_work() -> Any:
+    """The condition of a claim (and of a pull's touch): the machine is neither gone nor
+    draining."""
+    return Machine.batch_id.exists() & Machine.state.is_in(MachineState.CREATING.value, MachineState.RUNNING.value)
 
 
 def _claim(tx: Any, task: Task, phase: str, attempt: int, machine_name: str, deadline: int, now: int,
@@ -176,7 +182,7 @@ def claim_for_machine(settings: Settings, task: Task, phase: str, machine_name: 
         tx.update(Machine(machine_key(task.batch_id, machine_name)),
                   actions=[Machine.holding.add({task.task_id}), Machine.last_seen.set(now),
                            Machine.live_seen.set(now), Machine.state.set(MachineState.RUNNING.value)],
-                  condition=machine_not_gone())
+                  condition=machine_takes_work())
 
     reasons = transact(settings, build)
     if reasons is None:
@@ -186,11 +192,13 @@ def claim_for_machine(settings: Settings, task: Task, phase: str, machine_name: 
     return None
 
 
-def extend_attempt(batch_id: str, task_id: str, attempt: int, machine_name: str, now: int,
+def extend_attempt(settings: Settings, batch_id: str, task_id: str, attempt: int, machine_name: str, now: int,
                    heartbeat_timeout_ms: int, task_timeout_ms: int) -> int | None:
     """A heartbeat: the attempt's deadline moves to `now + heartbeat_timeout_ms`, never past
-    its start plus the task timeout, only while that machine still holds that attempt.
-    The new deadline, or None when the machine should drop the task."""
+    its start plus the task timeout, only while that machine still holds that attempt and
+    its record is not gone; the machine is heard from in the same transaction, so a machine
+    retired (silent, its batch ended) moves no deadline. The new deadline, or None when the
+    machine should drop the task."""
     task = get_task(batch_id, task_id)
     if (task is None or task.status != TaskStatus.PROCESSING.value or int(task.attempts) != attempt
             or task.pool_machine != machine_name):
@@ -198,14 +206,14 @@ def extend_attempt(batch_id: str, task_id: str, attempt: int, machine_name: str,
     deadline = min(now + heartbeat_timeout_ms, int(task.attempt_started_at or now) + task_timeout_ms)
     if deadline <= now:
         return None  # over the task timeout: the pass ends the attempt
-    try:
-        # attempt numbers only grow: the same attempt still in flight is the same holder
-        Task.of(batch_id, task_id).update(actions=[Task.open_due.set(deadline)], condition=_in_flight(attempt))
-    except UpdateError as exc:
-        if lost_race(exc):
-            return None
-        raise
-    return deadline
+
+    def build(tx: Any) -> None:
+        tx.update(Task.of(batch_id, task_id), actions=[Task.open_due.set(deadline)],
+                  condition=_in_flight(attempt) & (Task.pool_machine == machine_name))
+        tx.update(Machine(machine_key(batch_id, machine_name)),
+                  actions=[Machine.last_seen.set(now), Machine.live_seen.set(now)], condition=machine_not_gone())
+
+    return deadline if transact(settings, build) is None else None
 
 
 def record_machine(batch_id: str, task_id: str, attempt: int, machine_id: str) -> bool:
@@ -254,6 +262,9 @@ class AttemptEnd:
     # The pool machine the attempt ran on (None: a single-mode attempt, which counts in
     # the shared in-flight counter; a pooled one counts on its machine's record instead).
     pool_machine: str | None = None
+    # The longest a counted result can have taken (the task timeout): a `total_time_ms`
+    # over it is impossible and is kept out of the pool's seconds per task.
+    task_ms_cap: int | None = None
 
 
 def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple[list[Any], list[Any]]:
@@ -277,7 +288,8 @@ def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple
         if end.outcome.performance is not None:
             task.append(Task.performance.set(end.outcome.performance))
             took = end.outcome.performance.get("total_time_ms")
-            if took is not None:  # the pool's seconds per task (the pass averages them)
+            if took is not None and (end.task_ms_cap is None or took <= end.task_ms_cap):
+                # the pool's seconds per task (the pass averages them)
                 batch += [Batch.task_ms_total.add(int(took)), Batch.task_ms_count.add(1)]
         batch.append(Batch.tasks_completed.add(1))
         return task, batch

@@ -46,6 +46,7 @@ BASE_ENV = {
     "ALARM_DELAY_ERROR_RETRY": "200",
     "FLY_REQUEST_TIMEOUT_MS": "500",
     "DELIVERY_TIMEOUT_MS": "2000",
+    "SWEEP_DELAY_MS": "300",
     # The tests written for one machine per attempt say so; pool mode's own (test_orch_pool*)
     # set MACHINE_MODE=pool.
     "MACHINE_MODE": "single",

@@ -27,6 +27,8 @@ class FlyStub:
         self.shown: list[str] = []  # ids asked for one by one (Get Machine)
         self.oom_killed: set[str] = set()  # machines whose exit event says oom_killed
         self.show_answer = 200  # Get Machine's status (429: rate limited)
+        self.delete_script: list[int] = []  # answers to the next destroys (200 by default)
+        self.delete_tries: list[str] = []  # every destroy asked for, answered or not
         self._lock = threading.Lock()
         self._counter = 0
         stub = self
@@ -93,9 +95,16 @@ class FlyStub:
                 self.wfile.write(data)
 
             def do_DELETE(self) -> None:  # noqa: N802
+                machine_id = self.path.split("/")[-1].split("?")[0]
                 with stub._lock:
-                    stub.deleted.append(self.path.split("/")[-1].split("?")[0])
-                self._send(200, {"ok": True})
+                    answer = stub.delete_script.pop(0) if stub.delete_script else 200
+                    stub.delete_tries.append(machine_id)
+                    if answer == 200:
+                        stub.deleted.append(machine_id)
+                if answer == 200:
+                    self._send(200, {"ok": True})
+                else:
+                    self._send(answer, {"error": f"injected {answer}"})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

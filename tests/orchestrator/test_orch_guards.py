@@ -13,6 +13,7 @@ import time
 import app
 from chalicelib import scheduler, store
 from chalicelib.clock import now_ms
+from chalicelib.models import SWEEPING
 from chalicelib.services import build_services
 
 from .conftest import (
@@ -106,11 +107,16 @@ def test_delivered_batch_leaves_the_active_index(services, client, fly, ingest):
     drive(services, lambda: get_status(client)["status"] == "DONE")
     assert "batch_abc" not in {b.batch_id for b in store.list_active_batches()}
     batch = store.get_batch("batch_abc")
-    assert batch.active is None and batch.due_at is None
+    assert batch.active == SWEEPING  # its machines are looked for once more, then it leaves the index
 
     for _ in range(3):  # no pass picks it up again
         report = run_pass(services)
         assert report.passes == 0 and report.errors == 0
+    store.end_sweep("batch_abc", "nobody", None)  # not the sweep's lease: nothing moves
+    assert store.get_batch("batch_abc").active == SWEEPING
+    drive(services, lambda: scheduler.run_due_sweeps(services, "test-tick"), timeout=15)
+    batch = store.get_batch("batch_abc")
+    assert batch.active is None and batch.due_at is None and batch.lease_owner is None
     status = get_status(client)
     assert status["status"] == "DONE" and status["error"] is None
     assert len(ingest.received) == 1

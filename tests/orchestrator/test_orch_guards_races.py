@@ -147,7 +147,7 @@ def test_pass_with_a_stale_view_claims_nothing_once_the_batch_ended(services, cl
     """A pass read its batch in TIFF_CONVERSION; the batch ended before it claimed."""
     _start(tiffs=2)
     stale = store.get_batch("batch_abc")
-    assert store.fail_batch("batch_abc", "ended elsewhere", now_ms())
+    assert store.fail_batch("batch_abc", "ended elsewhere", now_ms(), now_ms())
     Spawner(services, stale.batch_id, 10, monotonic_deadline(2)).spawn(services.registry.first)
     assert fly.requests == []
     assert "processing" not in {t["status"] for t in list_tasks(client)}

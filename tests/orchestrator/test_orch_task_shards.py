@@ -87,7 +87,7 @@ def test_closing_and_reopening_reach_every_shard(services):
     assert closed.closed == TASKS
     assert Counter(t.status for t in store.iter_tasks(BATCH, consistent_read=True)) == {"failed": TASKS}
     assert int(store.get_batch(BATCH).tasks_failed) == TASKS
-    assert store.fail_batch(BATCH, "reset", now_ms())
+    assert store.fail_batch(BATCH, "reset", now_ms(), now_ms())
     assert store.get_batch(BATCH).status == BatchStatus.ERROR.value
     assert store.reopen_failed_tasks(services.settings, BATCH, "TIFF_CONVERSION", now_ms()) == TASKS
     assert Counter(t.status for t in store.iter_tasks(BATCH, consistent_read=True)) == {"pending": TASKS}
