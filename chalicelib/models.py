@@ -103,6 +103,8 @@ class Batch(Model):
     tasks_completed = NumberAttribute(default=0)
     tasks_failed = NumberAttribute(default=0)
     tasks_in_flight = NumberAttribute(default=0)
+    # pool mode: pending tasks waiting for a larger machine than a pool machine (pool/large.py)
+    tasks_large = NumberAttribute(null=True)
     phase_history = JSONAttribute(null=True)
 
     started_at = NumberAttribute()

@@ -34,7 +34,7 @@ class BatchPass:
                  pooled_batches: int = 1) -> None:
         self.services, self.settings, self.batch = services, services.settings, batch
         self.pooled = services.settings.machine_mode == MachineMode.POOL.value
-        self.spawner = Spawner(services, batch.batch_id, capacity, token_deadline)
+        self.spawner = Spawner(services, batch.batch_id, capacity, token_deadline, large_only=self.pooled)
         self.pool = PoolCreator(services, batch, capacity, token_deadline, pooled_batches)
 
     @property
@@ -43,7 +43,10 @@ class BatchPass:
 
     @property
     def report(self) -> SpawnReport:
-        return self.pool.report if self.pooled else self.spawner.report
+        if not self.pooled:
+            return self.spawner.report
+        pool, large = self.pool.report, self.spawner.report  # pool mode's machines for large tasks too
+        return SpawnReport(pool.spawned + large.spawned, pool.capacity_used + large.capacity_used, large.unrecorded)
 
     def run(self) -> int | None:
         """Do the pass; return when the batch is next due (None once it has ended)."""
@@ -54,12 +57,14 @@ class BatchPass:
             return None
         if phase_finished(int(self.batch.tasks_total), int(self.batch.tasks_completed), int(self.batch.tasks_failed)):
             return self.advance(phase)
-        unrecorded = self.report.unrecorded
+        unrecorded = self.spawner.report.unrecorded  # single-mode machines (pool mode's: in the destroy queue)
         time_out(self.services, self.batch_id, phase, unrecorded)
         try:
             if self.pooled:
                 retire_silent(self.services, self.batch_id)
                 self.grow_pool(phase)
+                if int(self.batch.tasks_large or 0) > 0:  # too large for a pool machine (pool/large.py)
+                    self.spawner.spawn(phase)
                 retry_destroys(self.services, self.batch_id)
             else:
                 self.spawner.spawn(phase)

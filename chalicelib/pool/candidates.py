@@ -11,6 +11,11 @@ transaction is conditioned on the task still being pending at the attempt read, 
 candidate only fails its claim and is dropped. Candidates older than `MAX_AGE_S` are dropped
 unclaimed, and every read is shuffled, so processes reading the same shard at once try
 different tasks first.
+
+A read that found every ready task (fewer than `READ`) also says when the next pending one
+falls due. Until that time, and for at most `MAX_AGE_S`, the process's idle pulls are
+answered from it without a query: a pool waiting for a retry's backoff, or for its last
+tasks to finish, cost 8 queries a pull before (every shard, twice).
 """
 
 from __future__ import annotations
@@ -27,13 +32,16 @@ from ..models import TASK_SHARDS, Task
 READ = 32  # ready tasks read per query: a few seconds of a large pool's pulls
 MAX_AGE_S = 2.0  # a candidate not handed out by then is read again
 
-ReadReady = Callable[[str, int, int, int], list[Task]]  # (batch, now ms, limit, first shard) -> tasks
+# (batch, now ms, limit, first shard) -> (ready tasks, when the next pending one is due)
+ReadReady = Callable[[str, int, int, int], tuple[list[Task], int | None]]
 
 
 @dataclass
 class _Read:
     at: float
     tasks: deque[Task]
+    whole: bool = False  # every task ready at the read is in it (it found fewer than READ)
+    next_due: int | None = None  # then: when the earliest pending task not ready yet falls due
 
 
 @dataclass
@@ -55,13 +63,27 @@ class Candidates:
             return task
         with self._reading_lock(batch_id):
             task = self._pop(batch_id)  # another thread may have read while this one waited
-            if task is not None:
+            if task is not None or self._nothing_ready(batch_id, now_ms):
                 return task
-            tasks = self.read_ready(batch_id, now_ms, READ, random.randrange(TASK_SHARDS))
+            tasks, next_due = self.read_ready(batch_id, now_ms, READ, random.randrange(TASK_SHARDS))
             random.shuffle(tasks)
             with self._lock:
-                self._reads[batch_id] = _Read(self.clock(), deque(tasks))
+                self._reads[batch_id] = _Read(self.clock(), deque(tasks), len(tasks) < READ, next_due)
             return self._pop(batch_id)
+
+    def next_due(self, batch_id: str) -> int | None:
+        """When the earliest pending task not ready at the last read falls due; None when
+        that read found none pending (or did not read them all)."""
+        with self._lock:
+            read = self._reads.get(batch_id)
+            return read.next_due if read is not None and read.whole else None
+
+    def _nothing_ready(self, batch_id: str, now_ms: int) -> bool:
+        """The last read, still fresh, took every ready task, and none has fallen due since."""
+        with self._lock:
+            read = self._reads.get(batch_id)
+            return (read is not None and read.whole and self.clock() - read.at <= MAX_AGE_S
+                    and (read.next_due is None or read.next_due > now_ms))
 
     def put_back(self, batch_id: str, task: Task) -> None:
         """Return a candidate a pull took but could not use for a reason of its own (its

@@ -49,9 +49,10 @@ class PoolCreator:
         b, s = self.batch, self.settings
         total, done, failed = int(b.tasks_total or 0), int(b.tasks_completed or 0), int(b.tasks_failed or 0)
         running, live = int(b.tasks_in_flight or 0), int(b.machines_live or 0)
+        large = int(b.tasks_large or 0)  # pending, but for a larger machine (pool/large.py)
         others = max(0, s.max_machines_in_flight - self.capacity - live)
         return pool_sizing.PoolInputs(
-            ready=max(0, total - done - failed - running), running=running, live=live,
+            ready=max(0, total - done - failed - running - large), running=running, live=live,
             task_s=task_ms / 1000, create_rate=s.fly_create_rate / self.pooled_batches,
             boot_s=s.pool_boot_ms / 1000, per_machine=s.worker_concurrency,
             batch_cap=s.max_pool_machines_per_batch, free_slots=self.capacity,

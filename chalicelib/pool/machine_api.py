@@ -30,9 +30,11 @@ PREFIX = "[Pool]"
 BATCH_CACHE_S = 1.0  # a pull's view of its batch may be this old: every claim re-checks it
 PULL_TRIES = 3  # candidates a pull claims before it says wait (the others were stale)
 WAIT_AFTER_LOST_MS = 200  # every candidate tried was taken through another process: pull again soon
+WAIT_UNREAD_MS = 1000  # pending tasks the process's last read did not show: pull again when it is read anew
 MAX_WAIT_MS = 5000
 MAX_BODY_BYTES = 4096
 OVER_TARGET = "pool over its target"
+NO_WORK = "no work left"
 
 
 def authorize(services: Services, batch_id: str, name: str, authorization: str | None) -> None:
@@ -49,9 +51,12 @@ def _exit(services: Services, batch_id: str, name: str, reason: str, idle_only: 
     """Tell the pulling slot to stop. The machine is counted gone (it exits; Fly destroys
     it) only once no slot of it holds a task: with WORKER_CONCURRENCY >= 2 another slot may
     still be converting, and retiring its machine would have that task dropped. A batch
-    that ended retires it whatever it holds (`idle_only=False`): nothing it does counts."""
+    that ended retires it whatever it holds (`idle_only=False`): nothing it does counts.
+    A machine that was never made is a 404, as for any of its requests."""
     if store.retire_machine(services.settings, batch_id, name, reason, now_ms(), idle_only=idle_only):
         log(PREFIX, "machine_retired", batch_id=batch_id, machine_name=name, reason=reason)
+    elif store.get_machine(batch_id, name) is None:
+        raise NotFoundError(f"machine {name} not found in batch {batch_id}")
     return {"action": "exit", "reason": reason}
 
 
@@ -70,21 +75,31 @@ def _shed(services: Services, batch_id: str, name: str) -> dict[str, Any] | None
     return {"action": "exit", "reason": reason}
 
 
-def _batch(services: Services, batch_id: str) -> Batch | None:
-    """The batch, read at most once a second per process. Pulls come dozens a second; a
-    stale view costs nothing: the claim's transaction is conditioned on the batch being in
-    the phase, and a batch that ended is seen within a second."""
+def _batch(services: Services, batch_id: str, fresh: bool = False) -> Batch | None:
+    """The batch, read at most once a second per process unless `fresh`. Pulls come dozens
+    a second; a stale view costs nothing: the claim's transaction is conditioned on the
+    batch being in the phase, and a batch that ended is seen within a second. Telling a
+    machine there is no work left is decided on a fresh read."""
     seen = services.pulled_batches
     at, batch = seen.get(batch_id, (0.0, None))
-    if time.monotonic() - at > BATCH_CACHE_S:
+    if fresh or time.monotonic() - at > BATCH_CACHE_S:
         batch = store.get_batch(batch_id)
         seen[batch_id] = (time.monotonic(), batch)
     return batch
 
 
+def pending_for_pool(batch: Batch) -> int:
+    """Tasks pending for the pool's machines, from the batch's counters (no read of tasks):
+    the phase's tasks not ended nor processing, less those waiting for a larger machine."""
+    return (int(batch.tasks_total or 0) - int(batch.tasks_completed or 0) - int(batch.tasks_failed or 0)
+            - int(batch.tasks_in_flight or 0) - int(batch.tasks_large or 0))
+
+
 def pull(services: Services, batch_id: str, name: str, authorization: str | None) -> dict[str, Any]:
     authorize(services, batch_id, name, authorization)
     batch = _batch(services, batch_id)
+    if batch is not None and pending_for_pool(batch) <= 0:
+        batch = _batch(services, batch_id, fresh=True)  # the pool's tail: one read, no query
     phase = services.registry.get(batch.status) if batch and batch.status in services.registry else None
     if batch is None or phase is None:
         services.candidates.forget(batch_id)  # a long-lived process keeps none of ended batches
@@ -93,6 +108,8 @@ def pull(services: Services, batch_id: str, name: str, authorization: str | None
         shed = _shed(services, batch_id, name)
         if shed is not None:
             return shed
+    if pending_for_pool(batch) <= 0:
+        return _exit(services, batch_id, name, NO_WORK)
     return _claim_one(services, batch, phase, name, now_ms())
 
 
@@ -119,15 +136,23 @@ def _claim_one(services: Services, batch: Batch, phase: Phase, name: str, now: i
             machine_name=name)
         return {"action": "task", "heartbeat_interval_ms": settings.heartbeat_interval_ms,
                 "task": _assignment(services, phase, batch_id, task, attempt, name, deadline, now)}
-    # no claim (which marks the machine heard from): say it was, unless it is gone or unknown
+    return _nothing_claimed(services, batch_id, name, tried, now)
+
+
+def _nothing_claimed(services: Services, batch_id: str, name: str, tried: int, now: int) -> dict[str, Any]:
+    """No claim (which marks the machine heard from): say it was, unless it is gone or
+    unknown; then wait, or exit once the fresh counters say nothing is pending."""
     if not store.touch_machine(batch_id, name, now):
         return _not_live(services, batch_id, name)
     if tried:
         return {"action": "wait", "retry_after_ms": WAIT_AFTER_LOST_MS}
-    due = store.next_pending_due(batch_id)
+    due = services.candidates.next_due(batch_id)
     if due is not None:  # a retry waiting out its backoff: worth staying for
         return {"action": "wait", "retry_after_ms": max(WAIT_AFTER_LOST_MS, min(MAX_WAIT_MS, due - now))}
-    return _exit(services, batch_id, name, "no work left")
+    batch = _batch(services, batch_id, fresh=True)
+    if batch is not None and pending_for_pool(batch) > 0:  # pending, but not among the last read's
+        return {"action": "wait", "retry_after_ms": WAIT_UNREAD_MS}
+    return _exit(services, batch_id, name, NO_WORK)
 
 
 def _not_live(services: Services, batch_id: str, name: str) -> dict[str, Any]:

@@ -18,10 +18,13 @@ from pynamodb.exceptions import DoesNotExist
 
 from ..models import TASK_SHARDS, File, Task, batch_shard_keys, shard_key, task_key, task_shard
 
-# open_due holds two kinds of time in one sparse index: a processing task's deadline as is,
-# a pending task's retry time plus this offset. Two range queries then find "timed out"
-# and "ready to spawn" separately, each exactly, without reading the other kind.
+# open_due holds three kinds of time in one sparse index: a processing task's deadline as
+# is, a pending task's retry time plus PENDING_OFFSET, and (pool mode) the retry time of a
+# pending task that needs a larger machine than a pool machine plus LARGE_OFFSET. Range
+# queries then find "timed out", "ready for the pool" and "ready for a larger machine"
+# separately, each exactly, without reading the other kinds.
 PENDING_OFFSET = 10**14
+LARGE_OFFSET = 2 * 10**14
 
 
 def status_key(status: str, task_id: str) -> str:
@@ -29,8 +32,14 @@ def status_key(status: str, task_id: str) -> str:
     return f"{status}#{task_id}"
 
 
-def pending_due(at: int) -> int:
-    return PENDING_OFFSET + at
+def pending_due(at: int, large: bool = False) -> int:
+    """A pending task's index value: its (retry) time in its band."""
+    return (LARGE_OFFSET if large else PENDING_OFFSET) + at
+
+
+def is_large(task: Task) -> bool:
+    """Whether a pending task waits for a larger machine than the pool's (pool/large.py)."""
+    return task.open_due is not None and int(task.open_due) >= LARGE_OFFSET
 
 
 def get_task(batch_id: str, task_id: str) -> Task | None:
@@ -67,24 +76,34 @@ def timed_out_tasks(batch_id: str, now: int, limit: int) -> list[Task]:
     return _oldest_open(batch_id, 0, now, limit)
 
 
-def ready_tasks(batch_id: str, now: int, limit: int) -> list[Task]:
-    """Pending tasks whose (retry) time has come, oldest first."""
-    return _oldest_open(batch_id, PENDING_OFFSET, pending_due(now), limit)
+def ready_tasks(batch_id: str, now: int, limit: int, large: bool = False) -> list[Task]:
+    """Pending tasks whose (retry) time has come, oldest first: of the pool's band, or with
+    `large` of the band waiting for a larger machine."""
+    return _oldest_open(batch_id, pending_due(0, large), pending_due(now, large), limit)
 
 
-def ready_tasks_from(batch_id: str, now: int, limit: int, first_shard: int) -> list[Task]:
-    """Up to `limit` ready tasks, with the fewest queries: shard `first_shard` first (oldest
-    first within it), the next shards only while too few are found. For the pulls'
-    candidates (pool/candidates.py), which need ready tasks, not the batch's oldest: one
-    query when the shard has enough (spread the reads with a random `first_shard`)."""
+def ready_tasks_from(batch_id: str, now: int, limit: int, first_shard: int) -> tuple[list[Task], int | None]:
+    """Up to `limit` ready tasks of the pool's band, with the fewest queries: shard
+    `first_shard` first (oldest first within it), the next shards only while too few are
+    found; and, when fewer were ready, when the earliest pending task read falls due (a
+    retry waiting out its backoff), else None. For the pulls' candidates
+    (pool/candidates.py), which need ready tasks, not the batch's oldest: one query when the
+    shard has enough (spread the reads with a random `first_shard`), and an idle pull learns
+    both "nothing ready" and "how long to wait" from the same queries."""
     found: list[Task] = []
+    next_due: int | None = None
     for step in range(TASK_SHARDS):
         if len(found) >= limit:
             break
         key = shard_key(batch_id, (first_shard + step) % TASK_SHARDS)
-        found += Task.open_index.query(key, Task.open_due.between(PENDING_OFFSET, pending_due(now)),
-                                       limit=limit - len(found), consistent_read=True)
-    return found
+        for task in Task.open_index.query(key, Task.open_due.between(PENDING_OFFSET, LARGE_OFFSET - 1),
+                                          limit=limit - len(found), consistent_read=True):
+            due = int(task.open_due) - PENDING_OFFSET
+            if due > now:  # the rest of the shard falls due later still
+                next_due = due if next_due is None else min(next_due, due)
+                break
+            found.append(task)
+    return found, None if len(found) >= limit else next_due
 
 
 def tasks_page(batch_id: str, status: str | None, limit: int, token: str | None) -> tuple[list[Task], str | None]:
@@ -139,12 +158,3 @@ def _check_start_key(key: dict[str, Any], batch_id: str, shard: int, status: str
             or values["shard_key"] != shard_key(batch_id, shard) or task_shard(values["task_id"]) != shard
             or (status and values["status_key"] != status_key(status, values["task_id"]))):
         raise ValueError("invalid next token")
-
-
-def next_pending_due(batch_id: str) -> int | None:
-    """When the earliest pending task falls due (a retry waiting out its backoff), if any."""
-    dues = [int(task.open_due) - PENDING_OFFSET for key in batch_shard_keys(batch_id)
-            for task in Task.open_index.query(key, Task.open_due >= PENDING_OFFSET, limit=1, consistent_read=True)]
-    return min(dues) if dues else None
-
-

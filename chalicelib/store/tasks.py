@@ -32,7 +32,7 @@ from ..settings import Settings
 from ..states import BatchStatus, MachineState, TaskStatus
 from ..transitions import Move, Outcome
 from .dynamo import CONDITION_FAILED, MAX_TRANSACT_ITEMS, lost_race, transact
-from .task_reads import get_task, pending_due, status_key
+from .task_reads import get_task, is_large, pending_due, status_key
 
 # An out_of_memory end of an attempt claimed before memory was recorded: twice the seed's 1024.
 SEED_MEMORY_AFTER_OOM_MB = 2048
@@ -143,9 +143,12 @@ def _claim(tx: Any, task: Task, phase: str, attempt: int, machine_name: str, dea
                        Task.updated_at.set(now), Task.memory_mb.set(memory_mb),
                        Task.memory_mb_after_oom.set(machine_size.escalated_memory_mb(memory_mb, settings)),
                        _log(attempt, "start").set(start)],
-              condition=(Task.status == TaskStatus.PENDING.value) & (Task.attempts == task.attempts))
-    tx.update(Batch(task.batch_id), actions=[Batch.tasks_in_flight.add(1), Batch.updated_at.set(now)],
-              condition=Batch.status == phase)
+              condition=(Task.status == TaskStatus.PENDING.value) & (Task.attempts == task.attempts)
+              & (Task.open_due == task.open_due))
+    counts = [Batch.tasks_in_flight.add(1), Batch.updated_at.set(now)]
+    if is_large(task):  # it waited for a larger machine (the task's condition pins its band as read)
+        counts.append(Batch.tasks_large.add(-1))
+    tx.update(Batch(task.batch_id), actions=counts, condition=Batch.status == phase)
 
 
 def claim_task(settings: Settings, task: Task, phase: str, machine_name: str, deadline: int,
@@ -229,17 +232,20 @@ def record_machine(batch_id: str, task_id: str, attempt: int, machine_id: str) -
     return True
 
 
-def unclaim_task(settings: Settings, batch_id: str, task_id: str, attempt: int, retry_at: int, now: int) -> bool:
+def unclaim_task(settings: Settings, batch_id: str, task_id: str, attempt: int, retry_at: int, now: int,
+                 large: bool = False) -> bool:
     """processing -> pending, the attempt not counted (Fly said 429 before creating: no
-    machine and no token of that attempt exist, so its number may be used again)."""
+    machine and no token of that attempt exist, so its number may be used again); with
+    `large`, back to waiting for a larger machine."""
 
     def build(tx: Any) -> None:
         tx.update(Task.of(batch_id, task_id),
                   actions=[*_moved_to(_R, _P, task_id), Task.attempts.set(attempt - 1),
-                           Task.open_due.set(pending_due(retry_at)), Task.machine_name.remove(),
+                           Task.open_due.set(pending_due(retry_at, large)), Task.machine_name.remove(),
                            Task.updated_at.set(now), _log(attempt, "start").remove()],
                   condition=_in_flight(attempt))
-        tx.update(Batch(batch_id), actions=[Batch.tasks_in_flight.add(-1)], condition=Batch.batch_id.exists())
+        counts = [Batch.tasks_in_flight.add(-1), *([Batch.tasks_large.add(1)] if large else [])]
+        tx.update(Batch(batch_id), actions=counts, condition=Batch.batch_id.exists())
         move_in_flight(tx, -1)
 
     return transact(settings, build) is None
@@ -265,6 +271,8 @@ class AttemptEnd:
     # The longest a counted result can have taken (the task timeout): a `total_time_ms`
     # over it is impossible and is kept out of the pool's seconds per task.
     task_ms_cap: int | None = None
+    # A retry that must wait for a larger machine than a pool machine (pool/large.py).
+    large: bool = False
 
 
 def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple[list[Any], list[Any]]:
@@ -303,7 +311,9 @@ def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple
         task.append(Task.next_memory_mb.set(Task.memory_mb_after_oom | SEED_MEMORY_AFTER_OOM_MB))
     if end.move is Move.RETRY:
         retry_at = end.retry_at if end.retry_at is not None else now
-        task += [*_moved_to(_R, _P, task_id), Task.open_due.set(pending_due(retry_at))]
+        task += [*_moved_to(_R, _P, task_id), Task.open_due.set(pending_due(retry_at, end.large))]
+        if end.large:
+            batch.append(Batch.tasks_large.add(1))
     else:
         task += [*_moved_to(_R, _F, task_id), Task.open_due.remove(), Task.ended_at.set(now)]
         batch.append(Batch.tasks_failed.add(1))
@@ -367,6 +377,8 @@ def close_open_tasks(settings: Settings, batch_id: str, error: str, now: int) ->
 def _close_page(tx: Any, batch_id: str, page: list[Task], running: list[Task], error: str, now: int) -> None:
     for task in page:
         same = (Task.status == task.status) & (Task.attempts == task.attempts)
+        if task.status == TaskStatus.PENDING.value:
+            same &= Task.open_due == task.open_due  # its band (a processing task's deadline moves)
         same &= (Task.machine_id == task.machine_id) if task.machine_id else Task.machine_id.does_not_exist()
         same &= (Task.pool_machine == task.pool_machine) if task.pool_machine else Task.pool_machine.does_not_exist()
         actions = [*_moved_to(TaskStatus(task.status), _F, task.task_id), Task.open_due.remove(),
@@ -375,9 +387,11 @@ def _close_page(tx: Any, batch_id: str, page: list[Task], running: list[Task], e
             attempt = int(task.attempts)
             actions.append(_log(attempt, "end").set({"ended_at": now, "outcome": "closed", "error": error}))
         tx.update(Task.of(batch_id, task.task_id), actions=actions, condition=same)
-    tx.update(Batch(batch_id), actions=[Batch.tasks_failed.add(len(page)),
-                                        Batch.tasks_in_flight.add(-len(running)), Batch.updated_at.set(now)],
-              condition=Batch.batch_id.exists())
+    counts = [Batch.tasks_failed.add(len(page)), Batch.tasks_in_flight.add(-len(running)), Batch.updated_at.set(now)]
+    large = sum(1 for t in page if is_large(t))
+    if large:  # each pending task's condition pins its band as read
+        counts.append(Batch.tasks_large.add(-large))
+    tx.update(Batch(batch_id), actions=counts, condition=Batch.batch_id.exists())
     single = sum(1 for t in running if not t.pool_machine)  # a pooled one's machine is counted instead
     if single:
         move_in_flight(tx, -single)

@@ -99,12 +99,13 @@ def test_a_pull_finds_a_ready_task_in_one_query_when_every_shard_has_some(servic
     tasks = _write(services, due=lambda i: store.pending_due(now - i))
     counter = RequestCounter().attach(services.settings)
     for first in range(TASK_SHARDS):
-        found, queries = _queries(counter, lambda first=first: store.ready_tasks_from(BATCH, now, 1, first))
+        (found, _), queries = _queries(counter, lambda first=first: store.ready_tasks_from(BATCH, now, 1, first))
         assert queries == 1 and len(found) == 1 and task_shard(found[0].task_id) == first
         oldest = min((t for t in tasks if task_shard(t.task_id) == first), key=lambda t: int(t.open_due))
         assert found[0].task_id == oldest.task_id  # the oldest of that shard
-    many, _ = _queries(counter, lambda: store.ready_tasks_from(BATCH, now, TASKS + 5, 3))
+    (many, next_due), _ = _queries(counter, lambda: store.ready_tasks_from(BATCH, now, TASKS + 5, 3))
     assert sorted(t.task_id for t in many) == sorted(t.task_id for t in tasks)  # every shard, each once
+    assert next_due is None  # all of them ready, none to wait for
     counter.detach()
 
 
@@ -114,7 +115,8 @@ def test_a_pull_walks_on_to_the_shards_that_have_work(services):
     _write(services, due=lambda i: store.pending_due(now - 5) if task_shard(f"tiff_{i:03d}") == only
            else store.pending_due(now + 60_000))  # only one shard's tasks are due
     counter = RequestCounter().attach(services.settings)
-    found, queries = _queries(counter, lambda: store.ready_tasks_from(BATCH, now, 1, (only + 1) % TASK_SHARDS))
+    (found, _), queries = _queries(counter, lambda: store.ready_tasks_from(BATCH, now, 1, (only + 1) % TASK_SHARDS))
     assert len(found) == 1 and task_shard(found[0].task_id) == only and queries == TASK_SHARDS
-    assert store.ready_tasks_from(BATCH, now - 10, 1, 0) == []  # nothing due anywhere: every shard asked
+    # nothing due anywhere: every shard asked, and the earliest due time is what they said
+    assert store.ready_tasks_from(BATCH, now - 10, 1, 0) == ([], now - 5)
     counter.detach()
