@@ -8,8 +8,8 @@ index entries by the model's own projections). moto does not report consumed cap
 so the units are computed, not measured; the item sizes are measured.
 
 Pool mode as docs/pool.md has it: a claim is a transaction of the task's update and a
-ConditionCheck of the batch item; a heartbeat (every 10 s a machine holds a task) a plain
-UpdateItem of the task's `open_due`; a callback the transaction of the task, the batch and
+ConditionCheck of the batch item; a heartbeat (every 10 s a machine holds a task) a
+transaction of the task's `open_due` and the machine's record; a callback the transaction of the task, the batch and
 one small item (the machine's record or the in-flight counter).
 """
 
@@ -151,7 +151,7 @@ def task_costs(s: Snapshots, task_model: Any, indexes: list[IndexSpec]) -> TaskC
     put = write_cost(None, s.intake, task_model, True, indexes)
     claim = write_cost(s.intake, s.claimed, task_model, True, indexes)
     due = int(s.claimed["open_due"]["N"])
-    beat = write_cost(s.claimed, with_open_due(s.claimed, due + 10_000), task_model, False, indexes)
+    beat = write_cost(s.claimed, with_open_due(s.claimed, due + 10_000), task_model, True, indexes)
     done = write_cost(s.claimed, s.completed, task_model, True, indexes)
     fence = write_units(item_size_bytes(s.batch_before), True) / CHUNK  # the intake's batch fence, shared
     detail = {name: {"table": c.table, **c.indexes} for name, c in

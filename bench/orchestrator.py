@@ -1,4 +1,4 @@
-"""Orchestrator benchmark: DynamoDB requests per task, and how long a tick pass takes.
+"""Orchestrator benchmark: DynamoDB requests per task and per pool pull, and how long a tick pass takes.
 
 Run: `make bench-orchestrator` (or `python -m bench.orchestrator [--sizes 100,5000]`).
 The smallest size (at most 100 tasks) also runs from message to DONE for the per-task count.
@@ -64,7 +64,8 @@ def drain_due(services: Any, owner: str) -> float:
 
 
 def run_size(size: int, fly_url: str, ingest_url: str) -> dict[str, Any]:
-    """One batch of `size` TIFFs. Every pass may create at most SPAWN_PER_PASS machines and
+    """One batch of `size` TIFFs in single mode (a machine per task: the passes' own cost per
+    task; pool mode's pulls are `run_idle_pulls`). Every pass may create at most SPAWN_PER_PASS machines and
     at most SPAWN_PER_PASS may be in flight, so a pass does the same work at every size and
     any growth with the batch is the orchestrator's own cost."""
     from chalice.test import Client
@@ -76,7 +77,7 @@ def run_size(size: int, fly_url: str, ingest_url: str) -> dict[str, Any]:
     from chalicelib.services import build_services, use_services
     from chalicelib.settings import Settings
 
-    env = dict(BASE_ENV, FLY_API_HOSTNAME=fly_url, WORKER_URL=ingest_url,
+    env = dict(BASE_ENV, FLY_API_HOSTNAME=fly_url, WORKER_URL=ingest_url, MACHINE_MODE="single",
                BATCH_SIZE_TIFF_CONVERSION=str(SPAWN_PER_PASS), MAX_MACHINES_IN_FLIGHT=str(SPAWN_PER_PASS))
     os.environ.update(env)
     secrets.forget_secrets()
@@ -154,6 +155,99 @@ def run_size(size: int, fly_url: str, ingest_url: str) -> dict[str, Any]:
     return result
 
 
+IDLE_TASKS = 20
+# This benchmark at 8ccf694 (before issue 17): an idle pull queried every shard, twice.
+BEFORE_IDLE = "18.10 (tail) and 17.08 (backoff) requests, 16.00 queries each"
+
+
+def run_idle_pulls(fly_url: str, ingest_url: str) -> dict[str, float]:
+    """DynamoDB requests per pool pull: claiming ones (the baseline), then idle ones at the
+    pool's tail (every task running: told `exit`) and while the only pending tasks wait out
+    a retry's backoff (told `wait`). Pulls go through machine_api.pull with each machine's
+    real token; requests are counted with botocore's event hooks."""
+    from chalicelib import intake, scheduler, secrets, signing, store
+    from chalicelib.callbacks import handle_callback
+    from chalicelib.ddb_metrics import RequestCounter
+    from chalicelib.models import ensure_tables
+    from chalicelib.pool import machine_api
+    from chalicelib.services import build_services, use_services
+    from chalicelib.settings import Settings
+
+    env = dict(BASE_ENV, FLY_API_HOSTNAME=fly_url, WORKER_URL=ingest_url, MACHINE_MODE="pool",
+               POOL_BOOT_MS="0", MAX_POOL_MACHINES_PER_BATCH=str(IDLE_TASKS), ALARM_DELAY_ERROR_RETRY="60000")
+    os.environ.update(env)
+    secrets.forget_secrets()
+    settings = Settings.from_env(env)
+    services = build_services(settings)
+    ensure_tables(settings)
+    use_services(services)
+    batch_id = "bench_idle"
+    intake.handle_body(services, json.dumps(message(batch_id, IDLE_TASKS)), "bench-idle")
+    scheduler.run_due_passes(services, "bench-idle")
+    names = sorted(m.name for m in store.live_machines(batch_id))
+    counter = RequestCounter().attach(settings)
+
+    def pull(name: str) -> dict[str, Any]:
+        token = signing.machine_token(env["CALLBACK_SIGNING_KEY"], batch_id, name)
+        return machine_api.pull(services, batch_id, name, f"Bearer {token}")
+
+    def per_pull(answers: list[dict[str, Any]], action: str) -> tuple[float, float]:
+        made = counter.take()
+        assert {a["action"] for a in answers} == {action}, answers
+        return sum(made.values()) / len(answers), made["Query"] / len(answers)
+
+    counter.take()
+    tasks = [pull(name)["task"] for name in names]
+    claiming = per_pull([{"action": "task"}] * len(tasks), "task")
+    half = len(names) // 2
+
+    def report(name: str, task: dict[str, Any], ok: bool) -> None:
+        body: dict[str, Any] = {"task_id": task["task_id"], "batch_id": batch_id}
+        body.update({"status": "success", "output_r2_key": task["output_r2_key"], "output_file_name": "x.jpg",
+                     "output_file_size": 1} if ok else
+                    {"status": "error", "error": "flaky", "error_code": "transfer_failed"})
+        handle_callback(services, batch_id, task["task_id"], json.dumps(body).encode(), str(task["attempt"]),
+                        f"Bearer {task['callback_token']}", machine_param=name)
+
+    for name, task in zip(names[:half], tasks[:half], strict=True):
+        report(name, task, ok=True)  # the pool's tail: the other half still runs
+    counter.take()
+    tail = per_pull([pull(name) for name in names[:half]], "exit")
+    for name, task in zip(names[half:], tasks[half:], strict=True):
+        report(name, task, ok=False)  # retried after 30 to 60 s
+    counter.take()
+    waiting = per_wait(lambda i: pull(names[half + i % (len(names) - half)]), counter)
+    counter.detach()
+    use_services(None)
+    return {"claiming_requests": claiming[0], "claiming_queries": claiming[1],
+            "tail_requests": tail[0], "tail_queries": tail[1],
+            "waiting_requests": waiting[0], "waiting_queries": waiting[1]}
+
+
+def per_wait(pull: Any, counter: Any, most: int = 50) -> tuple[float, float]:
+    """Requests and queries per pull told `wait`, over the pulls made before the first retry
+    falls due (1 to 2 s after its error: the pulls stop at the first other answer)."""
+    made: list[Any] = []
+    for i in range(most):
+        answer = pull(i)
+        if answer["action"] != "wait":
+            break
+        made.append(counter.take())
+    assert len(made) >= 5, f"only {len(made)} pulls waited"
+    return sum(sum(m.values()) for m in made) / len(made), sum(m["Query"] for m in made) / len(made)
+
+
+def print_idle(idle: dict[str, float]) -> None:
+    print("\nPool pulls, DynamoDB requests per pull (baseline: a pull that claims a task)\n")
+    print("pull | requests | of which queries | x baseline requests")
+    base = idle["claiming_requests"]
+    for label, key in (("claims a task (baseline)", "claiming"), ("idle at the pool's tail (exit)", "tail"),
+                       ("idle, a retry in its backoff (wait)", "waiting")):
+        print(f"{label} | {idle[key + '_requests']:.2f} | {idle[key + '_queries']:.2f} | "
+              f"{idle[key + '_requests'] / base:.2f}")
+    print(f"(at 8ccf694, before issue 17, an idle pull made {BEFORE_IDLE})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,5000", help="batch sizes, comma separated")
@@ -177,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for size in sizes:
                 rows.append(run_size(size, fly.url, ingest.url))
+            idle = run_idle_pulls(fly.url, ingest.url)
         finally:
             fly.stop()
             ingest.stop()
@@ -199,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['requests_per_task']:.2f} DynamoDB requests per task")
     print(f"\nSizing machines from the TIFF header: {base['header_gets_per_machine']:.2f} R2 ranged GETs "
           "per machine (IFD at the end of the file)")
+    print_idle(idle)
     print("\nDetail:", json.dumps(rows, indent=1))
     return 0
 
