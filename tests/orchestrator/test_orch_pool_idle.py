@@ -10,7 +10,7 @@ import time
 from chalicelib import store
 from chalicelib.ddb_metrics import RequestCounter
 from chalicelib.models import TASK_SHARDS
-from chalicelib.pool import candidates, machine_api
+from chalicelib.pool import candidates
 from chalicelib.pool.candidates import Candidates
 from chalicelib.services import use_services
 
