@@ -64,6 +64,7 @@ def task_json(task: Task) -> dict[str, Any]:
         "phase": task.phase,
         "status": task.status,
         "input_r2_key": task.input_r2_key,
+        "input_file_name": input_file_name(task.input_r2_key),
         "attempts": int(task.attempts or 0),
         "attempts_since_retry": int(task.attempts or 0) - int(task.attempts_base or 0),
         "machine_id": task.machine_id,
@@ -82,6 +83,11 @@ def task_json(task: Task) -> dict[str, Any]:
         "ended_at": iso(task.ended_at),
         "updated_at": iso(task.updated_at),
     }
+
+
+def input_file_name(key: str | None) -> str | None:
+    """The input's file name as the console shows it: the key's last path segment."""
+    return key.rsplit("/", 1)[-1] if key else key
 
 
 def attempt_history(task: Task) -> list[dict[str, Any]]:

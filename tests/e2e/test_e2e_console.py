@@ -1,17 +1,20 @@
 """The batch console (GET /console, issue 11 §1) in a real headless Chromium against the
 whole local stack: the page loads without console errors, its numbers are /status's, the
-corrupt TIFF's task appears with its error, the pool (MACHINE_MODE=pool, the default) shows
+corrupt TIFF's task appears with its file name (one that needs escaping) and its error,
+the task filter finds a task by its file name or key, the pool (MACHINE_MODE=pool, the default) shows
 its counts and machines per minute on the tasks chart's time axis, a single-mode batch shows
 no pool, Retry with a wrong admin token shows the 403, and killing the API brings up the
 "unreachable" banner (which goes once it is back).
 
 Debian's chromium and chromium-driver (`make browser` installs them); selenium is only
-given their paths, so nothing is downloaded. Screenshots of the running and the finished
-batch go to the test's tmp dir, and into docs/ with ARKE_UPDATE_SCREENSHOTS=1.
+given their paths, so nothing is downloaded. Screenshots (the whole page, the task table
+included) of the running and the finished batch go to the test's tmp dir, and into docs/
+with ARKE_UPDATE_SCREENSHOTS=1.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import time
@@ -34,6 +37,11 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 # Few machines at once and a slow boot, so the batch is seen running for a while.
 CONSOLE_ENV = dict(E2E_ENV, MAX_MACHINES_IN_FLIGHT="2", ALARM_DELAY_TIFF_CONVERSION="300")
 TIMEOUT_S = 120
+# The corrupt TIFF is renamed to this: HTML would read its "<", "&" and quotes.
+FAILED_NAME = 'Smith & Jones <draft> "p. 7".tif'
+# One good file gets a long name with no space or hyphen (nowhere to break a line): the
+# table must still fit a narrow window.
+LONG_NAME = "register_1843_1851_vol_II_folio_017r_017v_master_scan_600dpi_uncompressed.tif"
 
 
 def _need_browser() -> None:
@@ -132,9 +140,65 @@ def _pool_shown(driver, status_url: str) -> dict:
     return status
 
 
+def _table(driver) -> dict[str, dict]:
+    """The task table read in one script (it is re-rendered every refresh, so elements found
+    one by one can go stale): task id -> its cells' text and the file cell's title."""
+    return driver.execute_script("""
+        const rows = {};
+        for (const tr of document.querySelectorAll("#tasks tr[data-task]")) {
+          const file = tr.querySelector("td.file");
+          rows[tr.dataset.task] = { cells: Array.from(tr.cells, (td) => td.textContent),
+                                    file: file && file.textContent, title: file && file.title };
+        }
+        return rows;""")
+
+
+def _rows(driver) -> list[str]:
+    return list(_table(driver))
+
+
+def _show_tasks(driver, status: str) -> None:
+    """Pick a status in the task table's select ("" is all)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element(By.ID, "task-status")).select_by_value(status)
+    driver.execute_script("document.activeElement.blur()")  # no focus ring in the screenshots
+
+
+def _filter(driver, needle: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    field = driver.find_element(By.ID, "task-filter")
+    field.send_keys(Keys.CONTROL + "a", Keys.BACKSPACE)  # typed, so each key is an input event
+    if needle:
+        field.send_keys(needle)
+    assert field.get_attribute("value") == needle
+
+
+def _file_cells(driver) -> dict[str, tuple[str, str]]:
+    """The task table's file cells: task id -> (the name shown, its title)."""
+    return {task: (row["file"], row["title"]) for task, row in _table(driver).items()}
+
+
+def _fits(driver, width: int) -> bool:
+    """At `width`, the task table is no wider than its section, nor the page than the window."""
+    driver.set_window_size(width, 1100)
+    return driver.execute_script("""
+        const table = document.getElementById("tasks").closest("table"), section = table.closest("section");
+        return table.scrollWidth <= section.clientWidth &&
+               document.documentElement.scrollWidth <= window.innerWidth;""")
+
+
 def _shot(driver, tmp_path: Path, name: str) -> None:
+    """The whole page, not only the window (the task table is below the fold)."""
     path = tmp_path / name
-    driver.save_screenshot(str(path))
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
+                                                               "clip": clip})
+    path.write_bytes(base64.b64decode(shot["data"]))
     assert path.stat().st_size > 10_000  # a rendered page, not a blank one
     if os.environ.get("ARKE_UPDATE_SCREENSHOTS") == "1":
         shutil.copyfile(path, REPO_ROOT / "docs" / name)
@@ -145,6 +209,9 @@ def test_console_follows_a_batch_and_its_failed_task(stack, browser, tmp_path):
 
     folder = tmp_path / "batch"
     generate_batch(folder, 10, seed=11, broken=1, max_side=200)
+    (folder / "loose" / "corrupt-00.tif").rename(folder / "loose" / FAILED_NAME)
+    (page_2,) = folder.glob("*/page-0002-*")
+    page_2.rename(page_2.with_name(LONG_NAME))
     # A pool's two machines would take the 10 tasks in 2 s, faster than the page's refresh:
     # every callback is held 1.5 s (the worker waits for it), so it is seen running.
     stack.set_faults(boot_delay_s=1.0, callback_delay_s=1.5)
@@ -157,6 +224,7 @@ def test_console_follows_a_batch_and_its_failed_task(stack, browser, tmp_path):
     _wait("the batch on the page", lambda: _text(browser, "batch-id") == batch_id)
     row = browser.find_element(By.CSS_SELECTOR, f'#batches tr[data-batch="{batch_id}"]')
     assert batch_id in row.text
+    _show_tasks(browser, "")  # all of them, so the running screenshot shows tasks and their files
 
     def running():
         completed = _text(browser, "completed")
@@ -164,7 +232,13 @@ def test_console_follows_a_batch_and_its_failed_task(stack, browser, tmp_path):
     _wait("the batch running with tasks done", running)
     _wait("the pool while it runs", lambda: browser.find_element(By.ID, "pool").is_displayed()
           and int(_text(browser, "machines-created")) >= 1)
+    _wait("the ten tasks in the table", lambda: len(_file_cells(browser)) == 10, 10)
     _shot(browser, tmp_path, "console-running.png")
+    every = requests.get(f"{status_url}/tasks", timeout=5).json()["tasks"]
+    assert len(every) == 10
+    # each row shows its input file's name, the key on hover (ids and keys do not change)
+    assert _file_cells(browser) == {t["task_id"]: (t["input_r2_key"].rsplit("/", 1)[-1], t["input_r2_key"])
+                                    for t in every}
 
     _wait("DONE on the page", lambda: _text(browser, "batch-status") == "DONE")
     status = requests.get(status_url, timeout=5).json()
@@ -181,10 +255,14 @@ def test_console_follows_a_batch_and_its_failed_task(stack, browser, tmp_path):
     failed = requests.get(f"{status_url}/tasks?status=failed", timeout=5).json()["tasks"]
     (task,) = failed
     assert task["last_error"]
-    cells = _wait("the failed task's row", lambda: browser.find_elements(
-        By.CSS_SELECTOR, f'#tasks tr[data-task="{task["task_id"]}"] td'))
-    assert cells[3].text == task["last_error"]
-    assert cells[1].text == str(task["attempts"])
+    assert task["input_file_name"] == FAILED_NAME and task["input_r2_key"].endswith(f"/loose/{FAILED_NAME}")
+    _show_tasks(browser, "failed")
+    (row,) = _wait("only the failed task in the table", lambda: (
+        (table := _table(browser)) and list(table) == [task["task_id"]] and list(table.values())), 10)
+    assert row["cells"][:3] == [task["task_id"], FAILED_NAME, str(task["attempts"])]
+    assert row["file"] == FAILED_NAME and row["title"] == task["input_r2_key"]
+    assert row["cells"][4] == task["last_error"]
+    assert not browser.find_elements(By.CSS_SELECTOR, "#tasks draft")  # the name was text, not markup
     chart = browser.find_elements(By.CSS_SELECTOR, "#chart svg g.minute")
     assert sum(int(g.get_attribute("data-completed")) for g in chart) == 9
     assert sum(int(g.get_attribute("data-failed")) for g in chart) == 1
@@ -196,9 +274,24 @@ def test_console_follows_a_batch_and_its_failed_task(stack, browser, tmp_path):
     _shot(browser, tmp_path, "console-done.png")
     assert _errors(browser) == []  # loading and refreshing the page logged no error
 
-    browser.find_element(By.ID, "task-filter").send_keys("no-such-text")
-    assert not browser.find_elements(By.CSS_SELECTOR, "#tasks tr[data-task]")
-    browser.find_element(By.ID, "task-filter").clear()
+    assert "file" in browser.find_element(By.ID, "task-filter").get_attribute("placeholder")
+    _show_tasks(browser, "")
+    _wait("the ten tasks again", lambda: len(_rows(browser)) == 10, 10)
+    assert LONG_NAME in {row["file"] for row in _table(browser).values()}
+    try:
+        assert _fits(browser, 1000)  # the long name breaks rather than widen the table
+    finally:
+        browser.set_window_size(1360, 1100)
+    _filter(browser, 'jones <DRAFT> "p')  # part of the failed file's name, in another case
+    assert _rows(browser) == [task["task_id"]]
+    in_volume_2 = sorted(t["task_id"] for t in every if "/volume-2/" in t["input_r2_key"])
+    assert in_volume_2 and not any("volume-2" in t["input_file_name"] for t in every)
+    _filter(browser, "volume-2")  # a folder of the key, not shown in the name
+    assert sorted(_rows(browser)) == in_volume_2
+    _filter(browser, "no-such-text")
+    assert not _rows(browser)
+    _filter(browser, "")
+    _show_tasks(browser, "failed")
 
     browser.find_element(By.ID, "retry").click()
     _wait("the token box", lambda: browser.find_element(By.ID, "token-input").is_displayed(), 5)

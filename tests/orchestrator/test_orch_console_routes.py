@@ -147,6 +147,22 @@ def test_batches_rejects_bad_pages(services, client):
         assert answer.status_code == 400 and set(answer.json_body) == {"error"}, query
 
 
+def test_tasks_name_their_input_file(services, client):
+    """The console shows each task's input file: the key's last segment, as written, even
+    with characters HTML would read (the page escapes it; the route gives it as is)."""
+    body = message(tiffs=0, others=0)
+    names = ["plain.tif", 'Smith & Jones <draft> "p. 7".tif', "O'Brien.v2.TIFF"]
+    folders = ["", "scans/volume-2/", "a.b/c d/"]
+    body["directories"][0]["files"] = [
+        {"r2_key": f"staging/batch_abc/{folder}{name}", "logical_path": f"{folder}{name}", "file_name": name,
+         "file_size": 1000, "content_type": "image/tiff"} for folder, name in zip(folders, names, strict=True)]
+    body["total_files"] = len(names)
+    app.intake(sqs_event(body), LambdaContext(30))
+    tasks = client.http.get("/status/batch_abc/tasks").json_body["tasks"]
+    got = {t["input_r2_key"]: t["input_file_name"] for t in tasks}
+    assert got == {f"staging/batch_abc/{folder}{name}": name for folder, name in zip(folders, names, strict=True)}
+
+
 def test_console_is_one_self_contained_page(client):
     answer = client.http.get("/console")
     assert answer.status_code == 200
