@@ -37,7 +37,7 @@ class ConflictError(RuntimeError):
 
 
 class FlyError(RuntimeError):
-    """A machine creation that failed. `status` is the HTTP status, or None for no answer."""
+    """A Fly Machines API call that failed. `status` is the HTTP status, or None for no answer."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -45,11 +45,18 @@ class FlyError(RuntimeError):
 
 
 class FlyRateLimitedError(FlyError):
-    """Fly answered 429: stop creating for `retry_after_s`, do not count an attempt."""
+    """Fly answered 429: make no more calls of that kind for `retry_after_s` (a create
+    counts no attempt)."""
 
     def __init__(self, retry_after_s: float) -> None:
         super().__init__(f"Fly rate limit (429), retry after {retry_after_s:g}s", 429)
         self.retry_after_s = retry_after_s
+
+
+class FlyStartRefusedError(FlyError):
+    """Fly refused to start a stopped machine because of the machine or its host: 409 (the
+    host cannot fit it, e.g. "insufficient memory available") or 412 (not in a startable
+    state). The caller falls back to another stopped machine or a create."""
 
 
 class DeliveryError(RuntimeError):

@@ -1,8 +1,11 @@
-"""Fly Machines API client: create and destroy machines, and ask whether one was OOM-killed.
+"""Fly Machines API client: create (running, or stopped with `skip_launch`), start, stop,
+update, list and destroy machines, and ask whether one was OOM-killed.
 
 The same code talks to Fly and to the local emulator; only `FLY_API_HOSTNAME` differs.
-Errors come back named (errors.FlyError, FlyRateLimitedError) so the spawner can decide:
-429 pauses creation without counting an attempt, everything else counts one.
+Errors come back named (errors.FlyError, FlyRateLimitedError, FlyStartRefusedError) so the
+caller can decide: 429 pauses that call without counting an attempt; a start refused for
+the machine's state or host (409, 412) falls back to another machine or a create;
+everything else counts an attempt.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from typing import Any
 
 import requests
 
-from .errors import FlyError, FlyRateLimitedError
+from .errors import FlyError, FlyRateLimitedError, FlyStartRefusedError
 from .settings import Settings
 
 DEFAULT_RETRY_AFTER_S = 1.0
+START_REFUSALS: dict[int, type[FlyError]] = {409: FlyStartRefusedError, 412: FlyStartRefusedError}
 
 
 def _retry_after(response: requests.Response) -> float:
@@ -54,25 +58,75 @@ class FlyClient:
         self._session = session or requests.Session()
         self._headers = {"Authorization": authorization(token), "Content-Type": "application/json"}
 
-    def create_machine(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Create one machine; its JSON (with `id`) on success, FlyError otherwise."""
+    def _call(self, method: str, path: str, doing: str,
+              errors: dict[int, type[FlyError]] | None = None, **kw: Any) -> requests.Response:
+        """One request to `{base}{path}`; the answer when 2xx. No answer or a refusal raises
+        FlyError (429: FlyRateLimitedError; a status in `errors`: that class)."""
         try:
-            response = self._session.post(self._base, json=request, headers=self._headers,
-                                          timeout=self._timeout)
+            response = self._session.request(method, f"{self._base}{path}", headers=self._headers,
+                                             timeout=self._timeout, **kw)
         except requests.Timeout:
-            raise FlyError("Fly API timed out creating the machine") from None
+            raise FlyError(f"Fly API timed out {doing}") from None
         except requests.RequestException as exc:
             raise FlyError(f"Fly API unreachable: {type(exc).__name__}") from None
         if response.status_code == 429:
             raise FlyRateLimitedError(_retry_after(response))
         if not response.ok:
-            raise FlyError(_error_text(response), response.status_code)
+            error = (errors or {}).get(response.status_code, FlyError)
+            raise error(_error_text(response), response.status_code)
+        return response
+
+    def create_machine(self, request: dict[str, Any], skip_launch: bool = False) -> dict[str, Any]:
+        """Create one machine (with `skip_launch`, stopped: it runs nothing until started);
+        `{"id", "name", "state"}` on success, FlyError otherwise."""
+        body = {**request, "skip_launch": True} if skip_launch else request
+        response = self._call("POST", "", "creating the machine", json=body)
+        machine = _machine_json(response)
+        return {"id": str(machine["id"]), "name": machine.get("name"), "state": machine.get("state")}
+
+    def start_machine(self, machine_id: str) -> dict[str, Any]:
+        """Start a stopped machine: `{"previous_state", "migrated", "new_host"}` (a migrated
+        machine moved to another host). FlyStartRefusedError when its state or host refuses
+        (409, 412), FlyRateLimitedError on 429, FlyError otherwise (404: no such machine)."""
+        response = self._call("POST", f"/{machine_id}/start", "starting the machine",
+                              errors=START_REFUSALS)
         try:
-            machine = response.json()
-            machine_id = machine["id"]
-        except (ValueError, KeyError, TypeError):
-            raise FlyError("Fly API answered without a machine id", response.status_code) from None
-        return {"id": str(machine_id), "name": machine.get("name"), "state": machine.get("state")}
+            answer = response.json()
+        except ValueError:
+            answer = None
+        answer = answer if isinstance(answer, dict) else {}
+        return {"previous_state": answer.get("previous_state"),
+                "migrated": answer.get("migrated") is True, "new_host": answer.get("new_host") or ""}
+
+    def stop_machine(self, machine_id: str) -> None:
+        """Stop a started machine (its process gets its stop signal); a stopped one is fine.
+        FlyRateLimitedError on 429, FlyError otherwise."""
+        self._call("POST", f"/{machine_id}/stop", "stopping the machine")
+
+    def update_machine(self, machine_id: str, config: dict[str, Any],
+                       current_version: str | None = None) -> dict[str, Any]:
+        """Give a stopped machine a new config (image, env, guest) for its next start; it
+        stays stopped. With `current_version` (the machine's `instance_id`), Fly refuses
+        (409) when the machine changed since. `{"id", "name", "state", "instance_id"}`."""
+        body: dict[str, Any] = {"config": config}
+        if current_version:
+            body["current_version"] = current_version
+        response = self._call("POST", f"/{machine_id}", "updating the machine", json=body)
+        machine = _machine_json(response)
+        return {"id": str(machine["id"]), "name": machine.get("name"), "state": machine.get("state"),
+                "instance_id": machine.get("instance_id")}
+
+    def list_machines(self) -> list[dict[str, Any]]:
+        """Every machine of the app that is not destroyed: `{"id", "name", "state", "region",
+        "instance_id", "config"}` each. FlyRateLimitedError on 429, FlyError otherwise."""
+        response = self._call("GET", "", "listing the machines")
+        try:
+            machines = response.json()
+        except ValueError:
+            machines = None
+        if not isinstance(machines, list):
+            raise FlyError("Fly API answered the machine list with something else", response.status_code)
+        return [_summary(m) for m in machines if isinstance(m, dict) and m.get("id")]
 
     def machine_ids_named(self, names: set[str]) -> list[str]:
         """The ids of the app's live machines with these names (Fly names are unique per
@@ -123,6 +177,24 @@ class FlyClient:
         except requests.RequestException:
             return False
         return response.ok or response.status_code == 404
+
+
+def _machine_json(response: requests.Response) -> dict[str, Any]:
+    """A Machine answer with its `id`, or FlyError."""
+    try:
+        machine = response.json()
+    except ValueError:
+        machine = None
+    if not isinstance(machine, dict) or "id" not in machine:
+        raise FlyError("Fly API answered without a machine id", response.status_code)
+    return machine
+
+
+def _summary(machine: dict[str, Any]) -> dict[str, Any]:
+    config = machine.get("config")
+    return {"id": str(machine["id"]), "name": machine.get("name"), "state": machine.get("state"),
+            "region": machine.get("region"), "instance_id": machine.get("instance_id"),
+            "config": config if isinstance(config, dict) else {}}
 
 
 def exit_was_oom(machine: object) -> bool:

@@ -1,8 +1,8 @@
 """Fault injection: the knobs (`FaultSettings`) and the dice (`FaultInjector`).
 
 Deciding only: given the knobs, a seeded RNG and the scripted queues, say which fault the
-next create, callback or pool task gets. Doing the fault (answering 429, killing a process) is the
-server's and the supervisor's job.
+next create, start, callback or pool task gets. Doing the fault (answering 429, killing a
+process) is the server's and the supervisor's job.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ ENV_PREFIX = "FLY_EMULATOR_FAULT_"
 CREATE_TIMEOUT = "timeout"
 CALLBACK_ANSWERS = ("forward", "crash", "duplicate", "late")
 TASK_ANSWERS = ("none", "crash", "hang")  # what a pool machine does with a task it got
+MIGRATED = "migrated"
+START_REFUSALS = (409, 412)  # host full, machine not startable (see docs/fly-emulator.md)
+SCRIPTS = ("script", "callback_script", "task_script", "start_script")
 
 
 @dataclass
@@ -39,6 +42,11 @@ class FaultSettings:
     crash_mid_task_rate: float = 0.0  # share of tasks whose machine dies holding them
     hang_rate: float = 0.0  # share of tasks whose machine freezes: no heartbeat, no callback
     task_fault_after_s: float = 0.5  # how far into the task the crash/hang strikes
+    # POST start of a stopped machine:
+    start_failure_rate: float = 0.0  # share of starts refused with start_failure_status ...
+    start_failure_status: int = 409  # ... 409 (host full), 412 (not startable) or a 5xx
+    start_migrated_rate: float = 0.0  # share of starts that move the machine to another host
+    migrate_delay_s: float = 2.0  # a migrated start takes this much longer
     seed: int | None = None
     # Forced answers for the next creates, in order: 200, 429, a 5xx status, or "timeout".
     script: list = field(default_factory=list)
@@ -46,6 +54,8 @@ class FaultSettings:
     callback_script: list = field(default_factory=list)
     # Forced handling of the next tasks pool machines pull, in order: "none", "crash", "hang".
     task_script: list = field(default_factory=list)
+    # Forced answers for the next starts of stopped machines: 200, 409, 412, 429, a 5xx, "migrated".
+    start_script: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -70,6 +80,9 @@ class FaultSettings:
             if entry not in TASK_ANSWERS:
                 raise ValueError(f"task_script entries must be one of {TASK_ANSWERS}")
         self.task_script = list(self.task_script)
+        if _start_entry(self.start_failure_status) in (200, 429, MIGRATED):
+            raise ValueError("start_failure_status must be 409, 412 or 500..599")
+        self.start_script = [_start_entry(e) for e in _as_list(self.start_script, "start_script")]
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -88,9 +101,9 @@ class FaultSettings:
             raw = environ.get(ENV_PREFIX + f.name.upper())
             if raw in (None, ""):
                 continue
-            if f.name in ("script", "callback_script", "task_script"):
+            if f.name in SCRIPTS:
                 kw[f.name] = json.loads(raw)
-            elif f.name == "seed":
+            elif f.name in ("seed", "start_failure_status"):
                 kw[f.name] = int(raw)
             else:
                 kw[f.name] = float(raw)
@@ -112,6 +125,31 @@ def _script_entry(entry: object) -> int | str:
     raise ValueError(f"script entries must be 200, 429, 500..599 or 'timeout', not {entry!r}")
 
 
+def _start_entry(entry: object) -> int | str:
+    if entry == MIGRATED:
+        return MIGRATED
+    is_int = isinstance(entry, int) and not isinstance(entry, bool)
+    if is_int and (entry in (200, 429, *START_REFUSALS) or 500 <= entry <= 599):
+        return entry
+    raise ValueError("start entries must be 200, 409, 412, 429, 500..599 or 'migrated', "
+                     f"not {entry!r}")
+
+
+@dataclass(frozen=True)
+class StartFault:
+    """What the next start of a stopped machine gets: `status` 200 starts it (after the
+    extra `delay_s` on a new host when `migrated`); anything else refuses it."""
+
+    status: int = 200
+    migrated: bool = False
+    delay_s: float = 0.0
+    scripted: bool = False
+
+    @property
+    def refused(self) -> bool:
+        return self.status != 200
+
+
 @dataclass(frozen=True)
 class CreateFault:
     """What the next create gets. `status` 200 means "create the machine"."""
@@ -127,6 +165,7 @@ class CreateFault:
 
 
 NO_FAULT = CreateFault()
+NO_START_FAULT = StartFault()
 
 
 class FaultInjector:
@@ -142,6 +181,7 @@ class FaultInjector:
         self._script: deque = deque(settings.script)
         self._callback_script: deque = deque(settings.callback_script)
         self._task_script: deque = deque(settings.task_script)
+        self._start_script: deque = deque(settings.start_script)
 
     @property
     def settings(self) -> FaultSettings:
@@ -154,7 +194,7 @@ class FaultInjector:
         with self._lock:
             current = dataclasses.replace(
                 self._settings, script=list(self._script), callback_script=list(self._callback_script),
-                task_script=list(self._task_script),
+                task_script=list(self._task_script), start_script=list(self._start_script),
             )
             self._apply(current.updated(changes))
             return self._settings
@@ -165,6 +205,7 @@ class FaultInjector:
             data["script"] = list(self._script)
             data["callback_script"] = list(self._callback_script)
             data["task_script"] = list(self._task_script)
+            data["start_script"] = list(self._start_script)
             return data
 
     def scripted_create(self) -> CreateFault | None:
@@ -215,6 +256,22 @@ class FaultInjector:
             if s.hang_rate and self._rng.random() < s.hang_rate:
                 return "hang"
             return "none"
+
+    def start_fault(self) -> StartFault:
+        """How to answer the next start of a stopped machine: the script first, then one die
+        for a refusal and one for a migration."""
+        with self._lock:
+            s = self._settings
+            if self._start_script:
+                entry = self._start_script.popleft()
+                if entry == MIGRATED:
+                    return StartFault(migrated=True, delay_s=s.migrate_delay_s, scripted=True)
+                return StartFault(status=entry, scripted=True)
+            if s.start_failure_rate and self._rng.random() < s.start_failure_rate:
+                return StartFault(status=s.start_failure_status)
+            if s.start_migrated_rate and self._rng.random() < s.start_migrated_rate:
+                return StartFault(migrated=True, delay_s=s.migrate_delay_s)
+            return NO_START_FAULT
 
     @property
     def task_fault_after_s(self) -> float:

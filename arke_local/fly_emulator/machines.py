@@ -35,7 +35,7 @@ TRANSITIONS: dict[MachineState, frozenset[MachineState]] = {
     S.STARTING: frozenset({S.STARTED, S.STOPPING, S.STOPPED, S.DESTROYING}),
     S.STARTED: frozenset({S.STOPPING, S.STOPPED, S.DESTROYING}),
     S.STOPPING: frozenset({S.STOPPED, S.DESTROYING}),
-    S.STOPPED: frozenset({S.DESTROYING}),
+    S.STOPPED: frozenset({S.STARTING, S.DESTROYING}),  # POST start
     S.DESTROYING: frozenset({S.DESTROYED}),
     S.DESTROYED: frozenset(),
 }
@@ -133,17 +133,35 @@ class Machine:
     halt: threading.Event = field(default_factory=threading.Event)
     runner: threading.Thread | None = None
 
-    def record(self, state: MachineState, source: str, request: dict | None = None) -> None:
+    def record(self, state: MachineState, source: str, request: dict | None = None,
+               event_type: str | None = None) -> None:
         self.state = state
         self.updated_at = now_iso()
         self.events.append({
             "id": new_instance_id(),
-            "type": EVENT_TYPES[state],
+            "type": event_type or EVENT_TYPES[state],
             "status": state.value,
             "source": source,
             "timestamp": int(time.time() * 1000),
             "request": request or {},
         })
+
+    def new_run(self) -> None:
+        """Forget the last run (a stopped machine is started again): its exit, its faults,
+        its process, its stop request; fresh events to wake and halt the next run."""
+        self.process = None
+        self.exit_code = None
+        self.oom_killed = self.stop_requested = self.crash_injected = self.hung = False
+        self.fault = None
+        self.pending_task_fault = None
+        self.wake = threading.Event()
+        self.halt = threading.Event()
+
+    def migrate(self) -> str:
+        """Move to another (fake) host, as a migrated start does: a new private IP. Returns
+        the new host's id."""
+        self.private_ip = new_private_ip()
+        return secrets.token_hex(4)
 
     def to_api(self) -> dict:
         return {

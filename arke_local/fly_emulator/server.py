@@ -1,8 +1,9 @@
 """The emulator's HTTP face and its public handle, `FlyEmulator`.
 
-Routes: Fly's Machines API under `/v1/apps/{app}/machines` (create, list, get, wait, stop,
-delete), the admin routes `/_emulator/faults` and `/_emulator/stats`, the callback proxy
-`/_emulator/callback/{machine_id}` and the orchestrator proxy of pool processes
+Routes: Fly's Machines API under `/v1/apps/{app}/machines` (create, list, get, update, wait,
+start, stop, delete; each behind its rate limit), the admin routes `/_emulator/faults` and
+`/_emulator/stats`, the callback proxy `/_emulator/callback/{machine_id}` and the
+orchestrator proxy of pool processes
 `/_emulator/orchestrator/{machine_id}/...`. Binds loopback by default; never reaches past
 the callback and orchestrator URLs its machines were given.
 """
@@ -14,16 +15,19 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NoReturn
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from . import callbacks, pool_proxy
+from .accounting import Accounting
 from .errors import ApiError, bad_request, not_found, rate_limited
 from .faults import CreateFault, FaultInjector
 from .machines import Machine, MachineState
-from .ratelimit import TokenBucket
+from .ratelimit import RateLimiter
 from .settings import EmulatorSettings
+from .standing import StandingOps
 from .stats import Stats
 from .supervisor import Supervisor
 from .validation import parse_create, parse_flag
@@ -38,8 +42,10 @@ _APP = r"/v1/apps/(?P<app>[^/]+)/machines"
 _ID = r"(?P<machine_id>[^/]+)"
 ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
     (re.compile(rf"^{_APP}$"), {"GET": "list_machines", "POST": "create_machine"}),
-    (re.compile(rf"^{_APP}/{_ID}$"), {"GET": "get_machine", "DELETE": "delete_machine"}),
+    (re.compile(rf"^{_APP}/{_ID}$"), {"GET": "get_machine", "POST": "update_machine",
+                                      "DELETE": "delete_machine"}),
     (re.compile(rf"^{_APP}/{_ID}/wait$"), {"GET": "wait_machine"}),
+    (re.compile(rf"^{_APP}/{_ID}/start$"), {"POST": "start_machine"}),
     (re.compile(rf"^{_APP}/{_ID}/stop$"), {"POST": "stop_machine"}),
     (re.compile(r"^/_emulator/faults$"), {"GET": "get_faults", "POST": "set_faults"}),
     (re.compile(r"^/_emulator/stats$"), {"GET": "get_stats"}),
@@ -55,16 +61,22 @@ class FlyEmulator:
     `FlyEmulator(settings=None, **changes)`: `changes` are EmulatorSettings fields, e.g.
     `FlyEmulator(port=0, images={...}, faults=FaultSettings(rate_429=0.2))`.
     `start()` binds and serves in a background thread (returns self); `stop()` kills every
-    machine process and closes the socket. Also a context manager.
+    machine process and closes the socket. Also a context manager. `clock` (default
+    time.monotonic) drives the rate limits and the machine-seconds, so a test can advance it.
     """
 
-    def __init__(self, settings: EmulatorSettings | None = None, **changes: object):
+    def __init__(self, settings: EmulatorSettings | None = None, *,
+                 clock: Callable[[], float] | None = None, **changes: object):
         settings = settings or EmulatorSettings()
         self.settings = settings.replace(**changes) if changes else settings
         self.stats = Stats()
         self.faults = FaultInjector(self.settings.faults)
-        self.create_bucket = TokenBucket(self.settings.create_rate, self.settings.create_burst)
-        self.supervisor = Supervisor(self.settings, self.stats, self.faults, lambda: self.url)
+        clock_kw = {"clock": clock} if clock is not None else {}
+        self.limiter = RateLimiter(self.settings.rate_table, **clock_kw)
+        self.supervisor = Supervisor(self.settings, self.stats, self.faults, lambda: self.url,
+                                     Accounting(**clock_kw))
+        self.standing = StandingOps(self.supervisor, self.faults, self.stats,
+                                    self.settings.start_latency_s)
         self._closing = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -251,11 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
         scripted = emulator.faults.scripted_create()
         if scripted is not None and scripted.refused:
             self._refuse(scripted)
-        allowed, retry_after = emulator.create_bucket.take()
-        if not allowed:
-            stats.incr("rate_limited_429")
-            log.info("%s create rate limited (Retry-After %ds)", P, retry_after)
-            raise rate_limited(retry_after)
+        self._limit("create", app)
         fault = scripted or emulator.faults.roll_create()
         if fault.refused:
             self._refuse(fault)
@@ -277,6 +285,15 @@ class _Handler(BaseHTTPRequestHandler):
             machine = emulator.supervisor.show(app, machine["id"])
         self._json(200, machine)
 
+    def _limit(self, action: str, app: str, machine_id: str | None = None) -> None:
+        """Take a token of the action's bucket (per app or per machine), or answer 429."""
+        allowed, retry_after = self.emulator.limiter.take(action, app, machine_id)
+        if allowed:
+            return
+        self.emulator.stats.incr("rate_limited_429" if action == "create" else f"rate_limited_{action}")
+        log.info("%s %s rate limited (Retry-After %ds)", P, action, retry_after)
+        raise rate_limited(retry_after)
+
     def _refuse(self, fault: CreateFault) -> NoReturn:
         how = "scripted" if fault.scripted else "random"
         stats = self.emulator.stats
@@ -290,16 +307,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def list_machines(self, app: str) -> None:
         self._authorize(app)
+        self._limit("list", app)
         include_deleted = parse_flag(self._param("include_deleted"), "include_deleted")
         machines = self.emulator.supervisor.list_machines(app, include_deleted, self._param("region"))
         self._json(200, machines)
 
     def get_machine(self, app: str, machine_id: str) -> None:
         self._authorize(app)
+        self._limit("get", app, machine_id)
         self._json(200, self.emulator.supervisor.show(app, machine_id))
+
+    def update_machine(self, app: str, machine_id: str) -> None:
+        self._authorize(app)
+        self._limit("update", app, machine_id)
+        body = self._json_body(required=True)
+        self._json(200, self.emulator.standing.update(app, machine_id, body))
+
+    def start_machine(self, app: str, machine_id: str) -> None:
+        self._authorize(app)
+        self._limit("start", app, machine_id)
+        self._json(200, self.emulator.standing.start(app, machine_id))
 
     def wait_machine(self, app: str, machine_id: str) -> None:
         self._authorize(app)
+        self._limit("wait", app, machine_id)
         state = self._param("state") or "started"
         if state not in WAIT_STATES:
             raise bad_request(f"invalid state {state!r}: must be one of {', '.join(WAIT_STATES)}")
@@ -318,6 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def stop_machine(self, app: str, machine_id: str) -> None:
         self._authorize(app)
+        self._limit("stop", app, machine_id)
         body = self._json_body(required=False) or {}
         if not isinstance(body, dict):
             raise bad_request("invalid request: body must be a JSON object")
@@ -331,6 +363,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def delete_machine(self, app: str, machine_id: str) -> None:
         self._authorize(app)
+        self._limit("delete", app, machine_id)
         force = parse_flag(self._param("force"), "force")
         self.emulator.supervisor.delete(app, machine_id, force)
         self._json(200, {"ok": True})
@@ -353,7 +386,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def get_stats(self) -> None:
         data = self.emulator.stats.snapshot()
-        data["machines_active"] = self.emulator.supervisor.count_active()
+        supervisor = self.emulator.supervisor
+        data["machines_active"] = supervisor.count_active()
+        data["machines_stopped"] = supervisor.count_stopped()
+        data.update(supervisor.accounting.snapshot())
         self._json(200, data)
 
     def get_injections(self) -> None:

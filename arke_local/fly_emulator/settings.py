@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .durations import TaskDuration
 from .faults import FaultSettings
+from .ratelimit import RateLimit, parse_rate_limits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_IMAGE = "registry.fly.io/arke-tiff-worker:latest"
@@ -78,6 +79,10 @@ class EmulatorSettings:
     pass_env: tuple[str, ...] = DEFAULT_PASS_ENV
     create_rate: float = 1.0  # tokens per second; <= 0 disables the limit
     create_burst: int = 3
+    # Per-action limits merged over ratelimit.DEFAULT_RATE_LIMITS, e.g.
+    # {"get": {"rate": 5, "burst": 10}, "start": {"key": "app"}}; `rate_table` is the result.
+    rate_limits: Mapping[str, object] = field(default_factory=dict)
+    start_latency_s: float = 0.4  # POST start of a stopped machine: starting -> started
     max_machines: int = 100  # machines not yet destroyed, over all apps
     default_region: str = "ord"
     default_memory_mb: int = 256  # Fly's shared-cpu-1x default
@@ -97,6 +102,15 @@ class EmulatorSettings:
                                TaskDuration.parse(self.synthetic_task_s, self.synthetic_seed))
         if self.apps is not None:
             object.__setattr__(self, "apps", frozenset(self.apps))
+        parse_rate_limits(self.rate_limits, self.create_rate, self.create_burst)  # fail now
+        if self.start_latency_s < 0:
+            raise ValueError("start_latency_s must be >= 0")
+
+    @property
+    def rate_table(self) -> dict[str, RateLimit]:
+        """Every action's limit: the defaults, create from create_rate/create_burst, then
+        `rate_limits` (kept as given, so `replace(create_rate=...)` still applies)."""
+        return parse_rate_limits(self.rate_limits, self.create_rate, self.create_burst)
 
     def replace(self, **changes: object) -> EmulatorSettings:
         return dataclasses.replace(self, **changes)
@@ -132,6 +146,13 @@ class EmulatorSettings:
             kw["create_rate"] = float(v)
         if (v := get("CREATE_BURST")) is not None:
             kw["create_burst"] = int(v)
+        if (v := get("RATE_LIMITS")) is not None:
+            raw = json.loads(v)
+            if not isinstance(raw, dict):
+                raise ValueError("FLY_EMULATOR_RATE_LIMITS must be a JSON object")
+            kw["rate_limits"] = raw
+        if (v := get("START_LATENCY_S")) is not None:
+            kw["start_latency_s"] = float(v)
         if (v := get("MAX_MACHINES")) is not None:
             kw["max_machines"] = int(v)
         if (v := get("PROXY_CALLBACKS")) is not None:

@@ -1,4 +1,5 @@
-"""Counters of what the emulator injected and what happened (`GET /_emulator/stats`)."""
+"""Counters of what the emulator injected and what happened (`GET /_emulator/stats`; the
+server adds the gauges and the machine-seconds of accounting.py)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,23 @@ COUNTERS = (
     "pool_forward_errors",  # a process's pull/heartbeat the proxy could not forward
     "crashes_mid_task",
     "hangs",
+    # standing machines: skip_launch, start, update
+    "machines_created_stopped",  # creates with skip_launch
+    "starts_received",
+    "starts_accepted",
+    "starts_refused",  # not stopped (412) or an injected refusal
+    "injected_start_failures",
+    "starts_migrated",
+    "updates_accepted",
+    "updates_refused",
+    # the per-action token buckets other than create's (that one is rate_limited_429)
+    "rate_limited_list",
+    "rate_limited_get",
+    "rate_limited_wait",
+    "rate_limited_start",
+    "rate_limited_stop",
+    "rate_limited_update",
+    "rate_limited_delete",
 )
 
 

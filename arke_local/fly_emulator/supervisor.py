@@ -1,5 +1,7 @@
-"""Owns every machine: creates it, runs its process (or keeps it idle), enforces its memory
-limit, and moves it through its states. All transitions go through `Supervisor._move`.
+"""Owns every machine: creates it (started, or stopped with skip_launch), runs its process
+(or keeps it idle), enforces its memory limit, starts it again once stopped, and moves it
+through its states. All transitions go through `Supervisor._move`, which also tells the
+accounting (machine-seconds started and stopped).
 
 Never speaks HTTP and never rolls fault dice; it is told what to do.
 """
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from . import pool_proxy, process, synthetic, synthetic_pool
+from .accounting import Accounting
 from .errors import ApiError, not_found, precondition_failed, unprocessable
 from .faults import FaultInjector
 from .machines import (
@@ -24,6 +27,7 @@ from .machines import (
     Machine,
     MachineState,
     can_move,
+    new_instance_id,
     new_machine_id,
     new_machine_name,
     now_iso,
@@ -46,11 +50,13 @@ class Supervisor:
         stats: Stats,
         faults: FaultInjector,
         callback_base: Callable[[], str],
+        accounting: Accounting | None = None,
     ):
         self._settings = settings
         self._stats = stats
         self._faults = faults
         self._callback_base = callback_base  # the emulator's own URL, known once bound
+        self.accounting = accounting or Accounting()
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._machines: dict[str, Machine] = {}  # every machine, destroyed ones included
@@ -87,6 +93,19 @@ class Supervisor:
     def count_active(self) -> int:
         with self._lock:
             return len(self._alive)
+
+    def count_stopped(self) -> int:
+        with self._lock:
+            return sum(1 for i in self._alive if self._machines[i].state is S.STOPPED)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock every machine change happens under (for standing.StandingOps)."""
+        return self._lock
+
+    def machine(self, app: str, machine_id: str) -> Machine:
+        """The machine (404 if unknown in `app`); the caller holds `lock`."""
+        return self._get(app, machine_id)
 
     # ---- create ------------------------------------------------------------------------
 
@@ -162,6 +181,10 @@ class Supervisor:
                 callback_url=original_callback, orchestrator_url=orchestrator,
             )
             m.record(S.CREATED, "user")
+            if req.skip_launch:  # no process: stopped until POST start
+                m.record(S.STOPPED, "user", {"skip_launch": True}, event_type="launch")
+                self._stats.incr("machines_created_stopped")
+            self.accounting.moved(m.id, m.state)
             self._machines[machine_id] = m
             self._alive.add(machine_id)
             names.add(name)
@@ -173,10 +196,13 @@ class Supervisor:
                 else "command " + " ".join(command.argv),
                 memory_mb, m.auto_destroy, ",".join(sorted(req.env)) or "-",
             )
-            m.runner = threading.Thread(target=self._run, args=(m,), name=f"machine-{m.id}",
-                                        daemon=True)
-            m.runner.start()
+            if not req.skip_launch:
+                self._spawn_runner(m, self._run)
             return m.to_api()
+
+    def _spawn_runner(self, m: Machine, target: Callable[[Machine], None]) -> None:
+        m.runner = threading.Thread(target=target, args=(m,), name=f"machine-{m.id}", daemon=True)
+        m.runner.start()
 
     # ---- the one place states change --------------------------------------------------
 
@@ -187,6 +213,7 @@ class Supervisor:
             return False
         old = m.state
         m.record(target, source, request)
+        self.accounting.moved(m.id, target)
         log.info("%s machine %s (%s) %s -> %s%s", P, m.id, m.name, old.value, target.value,
                  f" ({note})" if note else "")
         if target is S.DESTROYED:
@@ -211,6 +238,10 @@ class Supervisor:
                 self._exited(m, None)
                 return
             self._move(m, S.STARTING, "flyd")
+        self._launch(m)
+
+    def _launch(self, m: Machine) -> None:
+        """Run the machine, now `starting`, until its process (or job) ends."""
         if m.command.idle:
             with self._lock:
                 self._move(m, S.STARTED, "flyd", note="idle, no process")
@@ -247,13 +278,14 @@ class Supervisor:
         destroyed or crashed (then `m.halt` is set and whatever the job has not sent yet is
         never sent). A hung machine's job ends without waking this thread: it stays started."""
         result: list[int] = []
+        wake, halt = m.wake, m.halt  # this run's: a late end of this job must not wake the next
 
         def job() -> None:
             try:
                 if synthetic_pool.is_pool(m.env):
                     result.append(synthetic_pool.PoolRun(m.env, self._pool_hooks(m)).run())
                 else:
-                    result.append(synthetic.run_job(m.env, m.halt, self._settings.synthetic_work_s,
+                    result.append(synthetic.run_job(m.env, halt, self._settings.synthetic_work_s,
                                                     m.id, self._stats.incr))
             except synthetic.JobCancelled:
                 pass
@@ -262,7 +294,7 @@ class Supervisor:
                 result.append(1)
             finally:
                 if not m.hung:
-                    m.wake.set()
+                    wake.set()
 
         with self._lock:
             if self._leaving(m):
@@ -362,6 +394,38 @@ class Supervisor:
             timer = threading.Timer(grace, self._kill_if_alive, args=(proc,))
             timer.daemon = True
             timer.start()
+
+    def begin_start(self, m: Machine, delay_s: float, request: dict) -> None:
+        """A stopped machine starts: `starting` now, its run (as a fresh boot) after `delay_s`.
+        The caller holds `lock` and has checked the machine is stopped."""
+        m.new_run()
+        self._move(m, S.STARTING, "user", request)
+        self._spawn_runner(m, lambda machine: self._start_after(machine, delay_s))
+
+    def _start_after(self, m: Machine, delay_s: float) -> None:
+        if delay_s:
+            m.wake.wait(delay_s)  # a stop or delete meanwhile cuts it short
+        with self._lock:
+            if self._leaving(m):
+                self._exited(m, None)
+                return
+        self._launch(m)
+
+    def reconfigure(self, m: Machine, req: CreateRequest) -> None:
+        """Give a stopped machine a new config (image, env, guest, ...) for its next start.
+        The caller holds `lock`; an unknown image is a 422 and changes nothing."""
+        command = self._command_for(req.image)
+        memory_mb = req.memory_mb or self._settings.default_memory_mb
+        env, original_callback, orchestrator = self._machine_env(
+            m.id, m.app, m.region, req, memory_mb, command)
+        m.config, m.command, m.env, m.memory_mb = req.config, command, env, memory_mb
+        m.auto_destroy, m.stop_signal, m.stop_timeout = req.auto_destroy, req.stop_signal, req.stop_timeout
+        m.callback_url, m.orchestrator_url = original_callback, orchestrator
+        m.instance_id = new_instance_id()  # Fly's instance_id is the machine's version
+        m.record(S.STOPPED, "user", {"image": req.image}, event_type="update")
+        self._changed.notify_all()
+        log.info("%s machine %s (%s) updated: image %s, memory %d MB", P, m.id, m.name,
+                 req.image, memory_mb)
 
     @staticmethod
     def _kill_if_alive(proc: subprocess.Popen) -> None:

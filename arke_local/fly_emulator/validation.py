@@ -1,4 +1,5 @@
-"""Checks a create-machine body against CreateMachineRequest / api.MachineConfig.
+"""Checks a create-machine body against CreateMachineRequest / api.MachineConfig, and an
+update body against UpdateMachineRequest (the same, plus `current_version`).
 
 Pure: takes the decoded JSON, returns a `CreateRequest` or raises `ApiError`. Unknown fields,
 wrong types (400) and requests the emulator cannot honour (422) are refused, never ignored.
@@ -21,6 +22,7 @@ CREATE_FIELDS = {
     "skip_launch": BOOL,
     "skip_service_registration": BOOL,
 }
+UPDATE_FIELDS = {**CREATE_FIELDS, "current_version": STR}
 CONFIG_FIELDS = {
     "auto_destroy": BOOL,
     "checks": OBJ,
@@ -70,6 +72,7 @@ class CreateRequest:
     auto_destroy: bool
     stop_signal: str | None
     stop_timeout: str | None
+    skip_launch: bool = False  # create it stopped: no process until POST start
 
 
 def _type_ok(value: object, kind: str) -> bool:
@@ -114,8 +117,6 @@ def parse_create(body: object) -> CreateRequest:
     if not isinstance(body, dict):
         raise bad_request("invalid request: body must be a JSON object")
     _check_object(body, CREATE_FIELDS, "")
-    if body.get("skip_launch"):
-        raise unprocessable("skip_launch is not emulated (machines start when created)")
     config = body.get("config")
     if not config:
         raise unprocessable("invalid request: config is required")
@@ -165,7 +166,17 @@ def parse_create(body: object) -> CreateRequest:
         auto_destroy=bool(config.get("auto_destroy")),
         stop_signal=stop_config.get("signal"),
         stop_timeout=stop_config.get("timeout"),
+        skip_launch=bool(body.get("skip_launch")),
     )
+
+
+def parse_update(body: object) -> tuple[CreateRequest, str | None]:
+    """Validate a decoded update body: the request and its `current_version` (or None)."""
+    if not isinstance(body, dict):
+        raise bad_request("invalid request: body must be a JSON object")
+    _check_object(body, UPDATE_FIELDS, "")
+    rest = {key: value for key, value in body.items() if key != "current_version"}
+    return parse_create(rest), body.get("current_version") or None
 
 
 def parse_flag(value: str | None, name: str) -> bool:
@@ -180,4 +191,4 @@ def parse_flag(value: str | None, name: str) -> bool:
     raise bad_request(f"invalid {name}: {value!r} is not a boolean")
 
 
-__all__ = ["ApiError", "CreateRequest", "parse_create", "parse_flag"]
+__all__ = ["ApiError", "CreateRequest", "parse_create", "parse_flag", "parse_update"]

@@ -48,6 +48,12 @@ class FlyEmulatorClient:
     def stop(self, machine_id: str, body: dict | None = None) -> requests.Response:
         return self.session.post(f"{self.base}/{machine_id}/stop", json=body, timeout=10)
 
+    def start(self, machine_id: str) -> requests.Response:
+        return self.session.post(f"{self.base}/{machine_id}/start", timeout=10)
+
+    def update(self, machine_id: str, body: object) -> requests.Response:
+        return self.session.post(f"{self.base}/{machine_id}", json=body, timeout=10)
+
     def delete(self, machine_id: str, force: bool = False) -> requests.Response:
         params = {"force": "true"} if force else {}
         return self.session.delete(f"{self.base}/{machine_id}", params=params, timeout=15)

@@ -1,5 +1,6 @@
-"""The emulator's deciding parts, without HTTP: token bucket, fault settings, request
-validation, settings from the environment, the state table."""
+"""The emulator's deciding parts, without HTTP: token buckets and the per-action rate-limit
+table, fault settings (start faults too), request validation, settings from the
+environment, the state table."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from arke_local.fly_emulator.errors import ApiError
 from arke_local.fly_emulator.faults import FaultInjector
 from arke_local.fly_emulator.machines import can_move, image_ref
 from arke_local.fly_emulator.process import exit_code, parse_duration, parse_signal
-from arke_local.fly_emulator.ratelimit import TokenBucket
+from arke_local.fly_emulator.ratelimit import RateLimit, RateLimiter, TokenBucket, parse_rate_limits
 from arke_local.fly_emulator.settings import REPO_ROOT
 from arke_local.fly_emulator.validation import parse_create
 
@@ -107,3 +108,58 @@ def test_state_table_and_helpers():
     assert parse_signal("INT") == 2 and parse_signal(None) == 15
     with pytest.raises(ValueError):
         parse_duration("soon", 5)
+
+
+def test_rate_limit_table_merges_overrides_and_keeps_create_from_its_settings():
+    table = EmulatorSettings(create_rate=2, create_burst=5,
+                             rate_limits={"get": {"rate": 5}, "start": {"key": "app"}}).rate_table
+    assert table["create"] == RateLimit(2.0, 5, "app")
+    assert table["get"] == RateLimit(5, 10, "machine")  # burst and key kept
+    assert table["start"] == RateLimit(1.0, 3, "app")
+    assert table["list"] == RateLimit(0.0, 3, "app")  # unlimited unless configured
+    assert EmulatorSettings(rate_limits={"get": {"rate": 5}}).replace(create_rate=0).rate_table[
+        "create"].rate == 0  # replace() still reaches the create entry
+    for bad in ({"resize": {"rate": 1}}, {"create": {"key": "machine"}}, {"list": {"key": "machine"}},
+                {"start": {"key": "org"}}, {"start": {"burst": 0}}, {"start": {"rate": "fast"}},
+                {"start": {"sped": 1}}, {"start": 3}):
+        with pytest.raises(ValueError):
+            EmulatorSettings(rate_limits=bad)
+
+
+def test_rate_limiter_keys_buckets_per_machine_or_per_app():
+    now = [0.0]
+    limiter = RateLimiter(parse_rate_limits({"start": {"burst": 1}, "stop": {"burst": 1, "key": "app"}},
+                                            1.0, 3), clock=lambda: now[0])
+    assert limiter.take("start", "a", "m1") == (True, 0)
+    assert limiter.take("start", "a", "m1") == (False, 1)
+    assert limiter.take("start", "a", "m2") == (True, 0)
+    assert limiter.take("stop", "a", "m1") == (True, 0)
+    assert limiter.take("stop", "a", "m2") == (False, 1)
+    assert limiter.take("stop", "b", "m3") == (True, 0)  # another app
+    assert all(limiter.take("get", "a", "m1")[0] for _ in range(50))  # unlimited by default
+    now[0] = 1.0
+    assert limiter.take("start", "a", "m1") == (True, 0)
+
+
+def test_start_fault_knobs_from_env_and_their_checks():
+    settings = EmulatorSettings.from_env({
+        "FLY_EMULATOR_START_LATENCY_S": "0.1",
+        "FLY_EMULATOR_RATE_LIMITS": '{"list": {"rate": 1}}',
+        "FLY_EMULATOR_FAULT_START_SCRIPT": '[409, "migrated"]',
+        "FLY_EMULATOR_FAULT_START_FAILURE_STATUS": "503",
+        "FLY_EMULATOR_FAULT_START_FAILURE_RATE": "0.5",
+    })
+    assert settings.start_latency_s == 0.1
+    assert settings.rate_table["list"].rate == 1
+    assert settings.faults.start_script == [409, "migrated"]
+    assert (settings.faults.start_failure_status, settings.faults.start_failure_rate) == (503, 0.5)
+    injector = FaultInjector(settings.faults)
+    assert injector.start_fault().status == 409
+    assert injector.start_fault().migrated
+    for bad in ({"start_script": [201]}, {"start_script": ["crash"]},
+                {"start_failure_status": 429}, {"start_failure_rate": 2}):
+        with pytest.raises(ValueError):
+            FaultSettings(**bad)
+    with pytest.raises(ValueError):
+        EmulatorSettings(start_latency_s=-1)
+    assert can_move(MachineState.STOPPED, MachineState.STARTING)  # POST start
