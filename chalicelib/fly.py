@@ -142,17 +142,13 @@ class FlyClient:
         if not names:
             return {}
         try:
-            response = self._session.get(self._base, headers=self._headers, timeout=self._timeout)
-            machines = response.json() if response.ok else None
-        except (requests.RequestException, ValueError):
-            return None
-        if not isinstance(machines, list):
+            machines = self.list_machines()
+        except FlyError:
             return None
         found: dict[str, list[str]] = {name: [] for name in names}
         for m in machines:
-            if (isinstance(m, dict) and m.get("name") in names and m.get("id")
-                    and m.get("state") not in ("destroyed", "destroying")):
-                found[m["name"]].append(str(m["id"]))
+            if m["name"] in names and m["state"] not in ("destroyed", "destroying"):
+                found[m["name"]].append(m["id"])
         return found
 
     def killed_for_memory(self, machine_id: str) -> bool | None:
