@@ -136,7 +136,9 @@ def _pool_shown(driver, status_url: str) -> dict:
     assert set(bars) <= set(tasks)  # every minute of the pool is a minute of the tasks axis ...
     assert all(bars[m][1] == tasks[m][1] for m in bars)  # ... at the same x
     assert _text(driver, "pool-reason") == status["pool"]["reason"]
-    assert _text(driver, "pool-task-time").startswith(f"{status['pool']['task_ms'] / 1000:.1f} s per task")
+    shown, _, rest = _text(driver, "pool-task-time").partition(" ")
+    # one decimal as the page rounds it (JavaScript's toFixed: 0.25 is "0.3", Python says "0.2")
+    assert rest.startswith("s per task") and abs(float(shown) - status["pool"]["task_ms"] / 1000) <= 0.05 + 1e-9
     return status
 
 
@@ -262,6 +264,7 @@ def test_console_follows_a_batch_and_its_failed_task(stack, browser, tmp_path):
     assert row["cells"][:3] == [task["task_id"], FAILED_NAME, str(task["attempts"])]
     assert row["file"] == FAILED_NAME and row["title"] == task["input_r2_key"]
     assert row["cells"][4] == task["last_error"]
+    assert task["machine_name"] and row["cells"][3] == (task["machine_id"] or task["machine_name"])  # pool: its name
     assert not browser.find_elements(By.CSS_SELECTOR, "#tasks draft")  # the name was text, not markup
     chart = browser.find_elements(By.CSS_SELECTOR, "#chart svg g.minute")
     assert sum(int(g.get_attribute("data-completed")) for g in chart) == 9
@@ -288,6 +291,8 @@ def test_console_follows_a_batch_and_its_failed_task(stack, browser, tmp_path):
     assert in_volume_2 and not any("volume-2" in t["input_file_name"] for t in every)
     _filter(browser, "volume-2")  # a folder of the key, not shown in the name
     assert sorted(_rows(browser)) == in_volume_2
+    _filter(browser, task["machine_name"])  # the machine it ran on
+    assert task["task_id"] in _rows(browser)
     _filter(browser, "no-such-text")
     assert not _rows(browser)
     _filter(browser, "")
