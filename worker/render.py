@@ -445,9 +445,10 @@ def _render_with_tifffile(path, max_pixels: int) -> Rendering:
         compression = _enum_name(page.compression)
         sample_format = _enum_name(page.sampleformat)
         nodata = parse_nodata(page.tags.valueof(42113)) if 42113 in page.tags else None
+        notes: list[str] = []
         try:
             if ycbcr.needs_own_decoder(page):
-                data, photometric, axes = ycbcr.decode(tif, page), 2, "YXS"
+                data, photometric, axes = ycbcr.decode(tif, page, notes), 2, "YXS"
             else:
                 data, axes = page.asarray(), page.axes
         except (NotImplementedError, ImportError) as exc:
@@ -460,7 +461,6 @@ def _render_with_tifffile(path, max_pixels: int) -> Rendering:
             raise _decode_error(exc) from None
     source = f"photometric {photometric} {bits}-bit {sample_format} {compression}"
     data = samples_last(np, data, axes)
-    notes: list[str] = []
     image = array_to_image(np, data, photometric, bits, extras, colormap, nodata, notes)
     del data
     image = colour.to_display(image, icc if isinstance(icc, bytes) else None, notes)

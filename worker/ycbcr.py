@@ -36,34 +36,63 @@ def _segments(fh, page) -> list[bytes]:
     return out
 
 
-def decode(tif, page) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of a strip-organised YCbCr page."""
+def decode(tif, page, notes: list[str] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a strip-organised YCbCr page. The chroma's resolution is
+    read from the data when it contradicts the tag: libtiff sizes every plane of a planar
+    file at full resolution, so writers store full-size chroma planes under the default
+    (2, 2) subsampling, and some chunky writers store 4:4:4 samples under a subsampling
+    tag; reading those as subsampled gives a picture of noise."""
     if page.is_tiled:
         raise NotImplementedError("tiled YCbCr with chroma subsampling")
+    notes = notes if notes is not None else []
     height, width = page.imagelength, page.imagewidth
-    sh, sv = (int(v) for v in page.tags.valueof(530, (2, 2)))
-    cw, ch = -(-width // sh), -(-height // sv)
-    data = b"".join(_segments(tif.filehandle, page))
+    sub = tuple(int(v) for v in page.tags.valueof(530, (2, 2)))
+    segments = _segments(tif.filehandle, page)
     if page.planarconfig == 2:
-        y_size, c_size = width * height, cw * ch
-        planes = np.frombuffer(data[: y_size + 2 * c_size], np.uint8)
-        if planes.size < y_size + 2 * c_size:
-            raise ValueError("YCbCr planes are shorter than the image")
-        luma = planes[:y_size].reshape(height, width)
-        cb = planes[y_size : y_size + c_size].reshape(ch, cw)
-        cr = planes[y_size + c_size :].reshape(ch, cw)
+        luma, cb, cr, sub = _planes(segments, width, height, sub, notes)
     else:
-        unit = sh * sv + 2
-        units = np.frombuffer(data[: cw * ch * unit], np.uint8)
-        if units.size < cw * ch * unit:
-            raise ValueError("YCbCr data units are shorter than the image")
-        units = units.reshape(ch, cw, unit)
-        luma = units[..., : sh * sv].reshape(ch, cw, sv, sh).transpose(0, 2, 1, 3)
-        luma = luma.reshape(ch * sv, cw * sh)[:height, :width]
-        cb, cr = units[..., -2], units[..., -1]
+        luma, cb, cr, sub = _units(b"".join(segments), width, height, sub, notes)
+    sh, sv = sub
     cb = np.repeat(np.repeat(cb, sv, axis=0), sh, axis=1)[:height, :width]
     cr = np.repeat(np.repeat(cr, sv, axis=0), sh, axis=1)[:height, :width]
     return to_rgb(page, luma, cb, cr)
+
+
+def _planes(segments: list[bytes], width: int, height: int, sub, notes: list[str]):
+    """Luma and chroma planes of a planar page (its strips: all of Y, then Cb, then Cr)."""
+    per_plane = len(segments) // 3
+    if per_plane == 0 or len(segments) % 3:
+        raise ValueError("YCbCr planes: the strip count is not a multiple of three")
+    y, cb, cr = (b"".join(segments[i * per_plane : (i + 1) * per_plane]) for i in range(3))
+    if len(y) < width * height:
+        raise ValueError("YCbCr planes are shorter than the image")
+    sh, sv = sub
+    if sub != (1, 1) and min(len(cb), len(cr)) >= width * height:
+        notes.append(f"YCbCr chroma planes stored at full size despite subsampling {sh}x{sv}")
+        sh, sv = 1, 1
+    cw, ch = -(-width // sh), -(-height // sv)
+    if min(len(cb), len(cr)) < cw * ch:
+        raise ValueError("YCbCr chroma planes are shorter than the image")
+    luma = np.frombuffer(y, np.uint8, width * height).reshape(height, width)
+    planes = [np.frombuffer(c, np.uint8, cw * ch).reshape(ch, cw) for c in (cb, cr)]
+    return luma, planes[0], planes[1], (sh, sv)
+
+
+def _units(data: bytes, width: int, height: int, sub, notes: list[str]):
+    """Luma and chroma of a chunky page: TIFF 6.0 data units of sh x sv luma samples
+    followed by Cb and Cr."""
+    sh, sv = sub
+    cw, ch = -(-width // sh), -(-height // sv)
+    unit = sh * sv + 2
+    if sub != (1, 1) and len(data) >= width * height * 3 > cw * ch * unit:
+        notes.append(f"YCbCr stored as 4:4:4 samples despite subsampling {sh}x{sv}")
+        sh, sv, cw, ch, unit = 1, 1, width, height, 3
+    if len(data) < cw * ch * unit:
+        raise ValueError("YCbCr data units are shorter than the image")
+    units = np.frombuffer(data, np.uint8, cw * ch * unit).reshape(ch, cw, unit)
+    luma = units[..., : sh * sv].reshape(ch, cw, sv, sh).transpose(0, 2, 1, 3)
+    luma = luma.reshape(ch * sv, cw * sh)[:height, :width]
+    return luma, units[..., -2], units[..., -1], (sh, sv)
 
 
 def to_rgb(page, luma: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
