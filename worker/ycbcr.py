@@ -1,6 +1,8 @@
 """YCbCr TIFFs that are not JPEG-compressed, decoded here: chroma subsampling (4:2:2,
-4:2:0, 4:1:1, 4:4:0...) in TIFF 6.0 data units, or planar configuration. Pillow misreads
-them as truncated and tifffile refuses them. Strips are read with tifffile's own
+4:2:0, 4:1:1, 4:4:0...) in TIFF 6.0 data units, or planar configuration, and samples
+wider than 8 bits without subsampling. Pillow misreads them as truncated, tifffile refuses
+them or hands over the raw samples, and libvips would show those raw samples as RGB.
+Wider samples with subsampling are refused (NotImplementedError: unsupported). Strips are read with tifffile's own
 decompressors (any compression it knows), then unpacked and converted to RGB with the
 file's YCbCrCoefficients and ReferenceBlackWhite (TIFF 6.0 §21). Never touches the
 network; raises nothing but what tifffile raises, which the caller translates.
@@ -11,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 
 DEFAULT_COEFFICIENTS = (0.299, 0.587, 0.114)
-DEFAULT_REFERENCE = (0.0, 255.0, 128.0, 255.0, 128.0, 255.0)
 
 
 def needs_own_decoder(page) -> bool:
@@ -19,7 +20,19 @@ def needs_own_decoder(page) -> bool:
     if int(page.photometric) != 6 or int(page.compression) in (6, 7):
         return False
     sub = tuple(page.tags.valueof(530, (2, 2)))
-    return page.bitspersample == 8 and (sub != (1, 1) or page.planarconfig == 2)
+    return page.bitspersample != 8 or sub != (1, 1) or page.planarconfig == 2
+
+
+def _decode_wide(page) -> np.ndarray:
+    """9- to 16-bit YCbCr: tifffile reads the samples of a page without subsampling."""
+    bits = int(page.bitspersample)
+    sub = tuple(int(v) for v in page.tags.valueof(530, (2, 2)))
+    if sub != (1, 1) or not 8 < bits <= 16:
+        raise NotImplementedError(f"YCbCr with {bits}-bit samples and chroma subsampling {sub[0]}x{sub[1]}")
+    data = page.asarray()
+    if page.planarconfig == 2:
+        data = np.moveaxis(data, 0, -1)
+    return to_rgb(page, data[..., 0], data[..., 1], data[..., 2], bits)
 
 
 def _segments(fh, page) -> list[bytes]:
@@ -42,6 +55,8 @@ def decode(tif, page, notes: list[str] | None = None) -> np.ndarray:
     file at full resolution, so writers store full-size chroma planes under the default
     (2, 2) subsampling, and some chunky writers store 4:4:4 samples under a subsampling
     tag; reading those as subsampled gives a picture of noise."""
+    if page.bitspersample != 8:
+        return _decode_wide(page)
     if page.is_tiled:
         raise NotImplementedError("tiled YCbCr with chroma subsampling")
     notes = notes if notes is not None else []
@@ -95,9 +110,27 @@ def _units(data: bytes, width: int, height: int, sub, notes: list[str]):
     return luma, units[..., -2], units[..., -1], (sh, sv)
 
 
-def to_rgb(page, luma: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
+def default_reference(bits: int) -> tuple[float, ...]:
+    """libtiff's ReferenceBlackWhite for a YCbCr file without one: full range at any depth."""
+    top, half = float((1 << bits) - 1), float(1 << (bits - 1))
+    return (0.0, top, half, top, half, top)
+
+
+def _reference(page, bits: int) -> tuple[float, ...]:
+    """The file's ReferenceBlackWhite; in a file wider than 8 bits, values that all fit
+    in 8 bits are a writer's 8-bit default (tifffile writes one), taken at the file's
+    depth rather than as a range of 255 in 65535."""
+    ref = _floats(page.tags.valueof(532), default_reference(bits))
+    if bits <= 8 or max(ref) > 255:
+        return ref
+    if ref == default_reference(8):
+        return default_reference(bits)
+    return tuple(v * ((1 << bits) - 1) / 255.0 for v in ref)
+
+
+def to_rgb(page, luma: np.ndarray, cb: np.ndarray, cr: np.ndarray, bits: int = 8) -> np.ndarray:
     red, green, blue = (float(v) for v in _floats(page.tags.valueof(529), DEFAULT_COEFFICIENTS))
-    ref = _floats(page.tags.valueof(532), DEFAULT_REFERENCE)
+    ref = _reference(page, bits)
     y = (luma.astype(np.float32) - ref[0]) * 255.0 / max(ref[1] - ref[0], 1e-6)
     b_ = (cb.astype(np.float32) - ref[2]) * 127.0 / max(ref[3] - ref[2], 1e-6)
     r_ = (cr.astype(np.float32) - ref[4]) * 127.0 / max(ref[5] - ref[4], 1e-6)

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pyvips
+import tifffile
 import worker_tiffmaker as tm
 from PIL import Image
 
+from worker.exceptions import UnsupportedTiffError
 from worker.render import DEFAULT_CMYK_PROFILE, render_first_page
 
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -100,6 +102,48 @@ def test_chunky_ycbcr_subsampled_textured(tmp_path, sub):
     rgb = np.asarray(Image.open(SOURCE).convert("RGB"))
     rendering = render_first_page(save(tmp_path, f"ycc{sub}", tm.ycbcr_tiff(rgb, sub)), 10**8)
     assert luma_psnr(np.asarray(rendering.image), rgb) >= 45
+
+
+@pytest.mark.parametrize("bits", [10, 12, 16])
+def test_ycbcr_wider_than_8_bits(tmp_path, convert, bits):
+    """libvips showed these raw (Y, Cb, Cr as R, G, B); now converted at their depth."""
+    rgb = np.asarray(Image.open(SOURCE).convert("RGB"))
+    path = save(tmp_path, f"ycc{bits}", tm.wide_ycbcr_tiff(rgb, bits))
+    rendering = render_first_page(path, 10**8)
+    assert rendering.decoder == "tifffile"
+    assert luma_psnr(np.asarray(rendering.image), rgb) >= 45
+    out, _ = convert(path)
+    assert luma_psnr(out, rgb) >= 38
+
+
+def test_ycbcr_16_bit_with_an_8_bit_reference_black_white(tmp_path):
+    """tifffile writes ReferenceBlackWhite (0, 255, 128, 255, 128, 255) into 16-bit YCbCr:
+    a writer's 8-bit default, taken at the file's depth."""
+    ycc = np.zeros((32, 48, 3), np.uint16)
+    ycc[..., 0], ycc[..., 1], ycc[..., 2] = 30000, 32768, 60000  # red: Cr high
+    path = tmp_path / "ycc16.tif"
+    tifffile.imwrite(path, ycc, photometric="ycbcr", subsampling=(1, 1))
+    assert tifffile.TiffFile(path).pages.first.tags.valueof(532)[:4] == (0, 1, 255, 1)
+    pixel = np.asarray(render_first_page(path, 10**8).image)[0, 0].astype(int)
+    assert np.abs(pixel - (255, 41, 117)).max() <= 2, pixel
+
+
+def test_ycbcr_wider_than_8_bits_with_subsampling_is_refused(tmp_path):
+    rgb = np.asarray(Image.open(SOURCE).convert("RGB"))
+    with pytest.raises(UnsupportedTiffError) as info:
+        render_first_page(save(tmp_path, "ycc12-22", tm.wide_ycbcr_tiff(rgb, 12, (2, 2))), 10**8)
+    assert info.value.code == "unsupported"
+    assert "12-bit" in str(info.value) and "subsampling" in str(info.value)
+
+
+def test_libvips_does_not_render_wide_ycbcr(tmp_path):
+    """The last decoder in line would show a wide YCbCr file's raw samples as RGB (a
+    blue-green picture of a red one): it refuses instead, should the others fail."""
+    from worker.render import _render_with_vips
+
+    path = save(tmp_path, "ycc16", tm.wide_ycbcr_tiff(np.asarray(Image.open(SOURCE).convert("RGB")), 16))
+    with pytest.raises(UnsupportedTiffError, match="16-bit"):
+        _render_with_vips(path, 10**8)
 
 
 # --- palette, tiled ------------------------------------------------------------------

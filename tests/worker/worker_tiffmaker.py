@@ -239,6 +239,23 @@ def ycbcr_tiff(rgb: np.ndarray, sub: tuple[int, int], planar: bool = False,
     return raw_tiff(w, h, entries, data)
 
 
+def wide_ycbcr_tiff(rgb: np.ndarray, bits: int, sub: tuple[int, int] = (1, 1)) -> bytes:
+    """Uncompressed chunky YCbCr with `bits`-bit samples (packed MSB first), full range at
+    that depth and no ReferenceBlackWhite tag (libtiff's default: 0..2^n-1, chroma
+    centred on 2^(n-1)). With `sub` other than 1x1 only the tag says so: for refusals."""
+    r, g, b = (rgb[..., i].astype(np.float64) / 255.0 for i in range(3))
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    top, half = (1 << bits) - 1, 1 << (bits - 1)
+    ycc = np.dstack([y * top, (b - y) / 1.772 * (half - 1) + half, (r - y) / 1.402 * (half - 1) + half])
+    ycc = np.clip(np.round(ycc), 0, top).astype(np.uint32)
+    h, w = ycc.shape[:2]
+    # 16-bit samples are words in the file's byte order; narrower ones a bit stream
+    data = ycc.astype("<u2").tobytes() if bits == 16 else pack_bits(ycc.reshape(h, w * 3), bits)
+    entries = [(258, 3, [bits] * 3), (259, 3, 1), (262, 3, 6), (273, 4, "DATA"), (277, 3, 3),
+               (278, 4, h), (279, 4, len(data)), (530, 3, list(sub))]  # fmt: skip
+    return raw_tiff(w, h, entries, data)
+
+
 def _literal_runs(plane: bytes) -> bytes:
     """SGILOG's byte-plane coding with literal runs only (a count < 128, then the bytes)."""
     out = bytearray()
