@@ -79,9 +79,10 @@ def logl_to_grey8(code: np.ndarray) -> np.ndarray:
     return _by_rows(code, lambda rows: libtiff_8bit(logl16_to_y(rows.astype(np.int64) & 0xFFFF)))
 
 
-def xyz_to_rgb8(xyz: np.ndarray) -> np.ndarray:
-    """(H, W, 3) CIE XYZ with Y = 1.0 white -> libtiff's 8-bit RGB."""
-    return _by_rows(xyz, lambda rows: libtiff_8bit(rows.astype(np.float64) @ _XYZ_TO_RGB.T))
+def xyz_to_rgb8(xyz: np.ndarray, white=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """(H, W, 3) CIE XYZ, divided by `white` to make Y = 1.0 white -> libtiff's 8-bit RGB."""
+    matrix = _XYZ_TO_RGB / np.asarray(white, np.float64)[None, :]
+    return _by_rows(xyz, lambda rows: libtiff_8bit(rows.astype(np.float64) @ matrix.T))
 
 
 def render(path: str, photometric: int | None, notes: list[str]):
@@ -99,7 +100,7 @@ def render(path: str, photometric: int | None, notes: list[str]):
     if image.interpretation == "xyz":  # LogLuv
         xyz = image.numpy()[..., :3]
         notes.append("LogLuv rendered as libtiff does (CIE XYZ, Y = 1 white, gamma 2.0)")
-        return Image.fromarray(xyz_to_rgb8(xyz / _VIPS_WHITE), "RGB")
+        return Image.fromarray(xyz_to_rgb8(xyz, _VIPS_WHITE), "RGB")
     return _generic(pyvips, image, notes)
 
 
