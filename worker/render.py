@@ -238,12 +238,16 @@ def _render_with_vips(path, max_pixels: int) -> Rendering:
     header = _header(path)
     if header is None:
         raise _Declined
-    width, height, photometric, compression, orientation, pages = header
+    width, height, photometric, compression, orientation, pages, bits = header
     _check_pixels(width, height, max_pixels)
     if photometric in (32844, 32845) and compression not in (34676, 34677):
         raise UnsupportedTiffError(
             f"unsupported TIFF: LogLuv/LogL (photometric {photometric}) needs SGILOG "
             f"compression, this file has compression {compression}"
+        )
+    if photometric == 6 and compression not in (6, 7) and bits != 8:
+        raise UnsupportedTiffError(  # libvips would show the raw Y, Cb, Cr samples as RGB
+            f"unsupported TIFF: YCbCr with {bits}-bit samples is not converted to RGB by libvips"
         )
     notes: list[str] = []
     try:
@@ -257,9 +261,9 @@ def _render_with_vips(path, max_pixels: int) -> Rendering:
     return Rendering(image, pages, f"photometric {photometric}", "libvips", notes)
 
 
-def _header(path) -> tuple[int, int, int | None, int, int, int] | None:
-    """(width, height, photometric, compression, orientation, pages) from tifffile's parse of the
-    first directory, or None when it cannot be read."""
+def _header(path) -> tuple[int, int, int | None, int, int, int, int] | None:
+    """(width, height, photometric, compression, orientation, pages, bits per sample) from
+    tifffile's parse of the first directory, or None when it cannot be read."""
     try:
         import tifffile
 
@@ -268,7 +272,7 @@ def _header(path) -> tuple[int, int, int | None, int, int, int] | None:
             photometric = int(page.photometric) if 262 in page.tags else None
             orientation = int_tag({274: page.tags.valueof(274, 1)}, 274, 1)
             return (page.imagewidth, page.imagelength, photometric, int(page.compression),
-                    orientation, len(tif.pages))
+                    orientation, len(tif.pages), int(page.bitspersample))
     except Exception:
         return None
 
@@ -445,9 +449,10 @@ def _render_with_tifffile(path, max_pixels: int) -> Rendering:
         compression = _enum_name(page.compression)
         sample_format = _enum_name(page.sampleformat)
         nodata = parse_nodata(page.tags.valueof(42113)) if 42113 in page.tags else None
+        notes: list[str] = []
         try:
             if ycbcr.needs_own_decoder(page):
-                data, photometric, axes = ycbcr.decode(tif, page), 2, "YXS"
+                data, photometric, axes = ycbcr.decode(tif, page, notes), 2, "YXS"
             else:
                 data, axes = page.asarray(), page.axes
         except (NotImplementedError, ImportError) as exc:
@@ -460,7 +465,6 @@ def _render_with_tifffile(path, max_pixels: int) -> Rendering:
             raise _decode_error(exc) from None
     source = f"photometric {photometric} {bits}-bit {sample_format} {compression}"
     data = samples_last(np, data, axes)
-    notes: list[str] = []
     image = array_to_image(np, data, photometric, bits, extras, colormap, nodata, notes)
     del data
     image = colour.to_display(image, icc if isinstance(icc, bytes) else None, notes)

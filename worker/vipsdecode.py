@@ -2,11 +2,13 @@
 the kinds neither Pillow nor tifffile read, chiefly SGI LogLuv and LogL (Photometric
 32845/32844, high dynamic range luminance from Radiance-style cameras and scanners).
 
-HDR rule (docs/worker.md): luminance Y is relative (1.0 = diffuse white). When the
-99.5th percentile of Y is above 1 the image is scaled so that it becomes white, else it
-is shown as stored; colour goes XYZ -> sRGB by libvips, grey is Y sRGB-encoded.
-Anything else libvips reads is brought to sRGB by its colourspace conversion, an
-embedded profile applied with relative colorimetric intent and black-point
+Rendering rule for LogLuv and LogL (docs/worker.md): libtiff's own 8-bit rendering of the
+format (tif_luv.c, Greg Ward's reference code, the pixels TIFFReadRGBAImage and so
+tiff2rgba give): relative luminance Y = 1.0 is white and brighter values clip, XYZ goes to
+RGB by libtiff's CCIR-709 matrix, then a gamma of 2.0 (int(256 x sqrt(v))). libvips
+decodes the codes (XYZ floats for LogLuv, the LogL16 code for LogL); the rule is applied
+here in numpy. Anything else libvips reads is brought to sRGB by its colourspace
+conversion, an embedded profile applied with relative colorimetric intent and black-point
 compensation. Never touches the network.
 """
 
@@ -17,7 +19,6 @@ import numpy as np
 from worker.exceptions import NotEnoughMemoryError, UnsupportedTiffError
 
 PHOTOMETRIC_LOGL, PHOTOMETRIC_LOGLUV = 32844, 32845
-HIGH_PERCENTILE = 99.5
 
 
 def _pyvips():
@@ -41,17 +42,47 @@ def _check_memory(width: int, height: int, bands: int) -> None:
         )
 
 
-def _exposure(y: np.ndarray) -> float:
-    """The factor that brings relative luminance to display range (module rule)."""
-    finite = y[np.isfinite(y)]
-    high = float(np.percentile(finite[:: max(1, finite.size // 4_000_000)], HIGH_PERCENTILE)) if finite.size else 1.0
-    return 1.0 / high if high > 1.0 else 1.0
+# libvips hands over LogLuv as its XYZ: libtiff's values times its D65 white (95.047, 100,
+# 108.883); dividing by that gives libtiff's own XYZ, Y = 1.0 white.
+_VIPS_WHITE = np.array([95.047, 100.0, 108.883], np.float32)
+
+# libtiff's XYZ -> RGB ("assume CCIR-709 primaries", tif_luv.c XYZtoRGB24).
+_XYZ_TO_RGB = np.array([[2.690, -1.276, -0.414], [-1.022, 1.978, 0.044], [0.061, -0.224, 1.163]])
 
 
-def _srgb_encode(linear: np.ndarray) -> np.ndarray:
-    x = np.clip(linear, 0.0, 1.0)
-    y = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
-    return (y * 255.0 + 0.5).astype(np.uint8)
+def libtiff_8bit(linear: np.ndarray) -> np.ndarray:
+    """libtiff's tone curve for SGILOG data: 0 at or below 0, 255 at or above 1, else
+    int(256 x sqrt(v)) (tif_luv.c XYZtoRGB24 and L16toGry)."""
+    v = np.nan_to_num(np.asarray(linear, np.float64), nan=0.0)
+    out = (256.0 * np.sqrt(np.clip(v, 0.0, 1.0))).astype(np.int64)
+    return np.clip(np.where(v >= 1.0, 255, out), 0, 255).astype(np.uint8)
+
+
+def logl16_to_y(code: np.ndarray) -> np.ndarray:
+    """LogL16 codes (15-bit log2 luminance, 1/256 stop steps, sign bit) -> Y."""
+    code = code.astype(np.int64)
+    level = code & 0x7FFF
+    y = np.where(level == 0, 0.0, np.exp2((level + 0.5) / 256.0 - 64.0))
+    return np.where(code & 0x8000, -y, y)
+
+
+def _by_rows(data: np.ndarray, convert) -> np.ndarray:
+    """convert() applied a block of rows at a time (its float64 copies stay small)."""
+    step = max(1, (4 << 20) // max(1, data[0].size))
+    return np.concatenate([convert(data[y : y + step]) for y in range(0, data.shape[0], step)])
+
+
+def logl_to_grey8(code: np.ndarray) -> np.ndarray:
+    """LogL as libvips hands it over (the 16-bit code, or Y as floats) -> libtiff's grey."""
+    if code.dtype.kind == "f":
+        return _by_rows(code, libtiff_8bit)
+    return _by_rows(code, lambda rows: libtiff_8bit(logl16_to_y(rows.astype(np.int64) & 0xFFFF)))
+
+
+def xyz_to_rgb8(xyz: np.ndarray, white=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """(H, W, 3) CIE XYZ, divided by `white` to make Y = 1.0 white -> libtiff's 8-bit RGB."""
+    matrix = _XYZ_TO_RGB / np.asarray(white, np.float64)[None, :]
+    return _by_rows(xyz, lambda rows: libtiff_8bit(rows.astype(np.float64) @ matrix.T))
 
 
 def render(path: str, photometric: int | None, notes: list[str]):
@@ -61,17 +92,15 @@ def render(path: str, photometric: int | None, notes: list[str]):
     pyvips = _pyvips()
     image = pyvips.Image.new_from_file(str(path), access="random", fail=True)
     _check_memory(image.width, image.height, image.bands)
-    if photometric == PHOTOMETRIC_LOGL:
-        code = image.numpy().astype(np.int64) & 0x7FFF  # libvips hands over the LogL16 code
-        y = np.where(code == 0, 0.0, np.exp2((code + 0.5) / 256.0 - 64.0))
-        factor = _exposure(y)
-        notes.append(f"LogL luminance shown at exposure x{factor:g}")
-        return Image.fromarray(_srgb_encode(y * factor), "L")
-    if image.interpretation == "xyz":  # LogLuv: libvips gives CIE XYZ with Y of 1.0 = 100
-        factor = _exposure(image[1].numpy() / 100.0)
-        srgb = (image * factor).colourspace("srgb").cast("uchar")
-        notes.append(f"LogLuv (CIE XYZ) converted to sRGB at exposure x{factor:g}")
-        return Image.fromarray(np.ascontiguousarray(srgb.numpy()[..., :3]), "RGB")
+    if photometric == PHOTOMETRIC_LOGL:  # libvips hands over the LogL16 code
+        code = image.numpy()
+        code = code if code.ndim == 2 else code[..., 0]
+        notes.append("LogL rendered as libtiff does (Y = 1 white, gamma 2.0)")
+        return Image.fromarray(logl_to_grey8(code), "L")
+    if image.interpretation == "xyz":  # LogLuv
+        xyz = image.numpy()[..., :3]
+        notes.append("LogLuv rendered as libtiff does (CIE XYZ, Y = 1 white, gamma 2.0)")
+        return Image.fromarray(xyz_to_rgb8(xyz, _VIPS_WHITE), "RGB")
     return _generic(pyvips, image, notes)
 
 

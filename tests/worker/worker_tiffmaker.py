@@ -211,10 +211,12 @@ def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.dstack([y, cb, cr])), 0, 255).astype(np.uint8)
 
 
-def ycbcr_tiff(rgb: np.ndarray, sub: tuple[int, int], planar: bool = False) -> bytes:
+def ycbcr_tiff(rgb: np.ndarray, sub: tuple[int, int], planar: bool = False,
+               tag: tuple[int, int] | None | str = "same") -> bytes:
     """Uncompressed YCbCr with chroma subsampling `sub` = (horizontal, vertical), chunky
     (TIFF 6.0 data units: sh*sv luma samples then Cb, Cr) or planar (three planes, the
-    chroma ones subsampled)."""
+    chroma ones subsampled). `tag` is the YCbCrSubsampling written (None: no tag, so
+    TIFF's default 2x2), when a writer's tag contradicts its data."""
     ycc = rgb_to_ycbcr(rgb)
     h, w = ycc.shape[:2]
     sh, sv = sub
@@ -230,8 +232,27 @@ def ycbcr_tiff(rgb: np.ndarray, sub: tuple[int, int], planar: bool = False) -> b
         units = luma.reshape(h // sv, sv, w // sh, sh).transpose(0, 2, 1, 3).reshape(h // sv, w // sh, sv * sh)
         data = np.concatenate([units, chroma], axis=2).tobytes()
         strips = [(273, 4, "DATA"), (279, 4, len(data))]
+    tag = sub if tag == "same" else tag
+    subsampling = [(530, 3, list(tag))] if tag else []
     entries = [(258, 3, [8, 8, 8]), (259, 3, 1), (262, 3, 6), (277, 3, 3), (278, 4, h),
-               (284, 3, 2 if planar else 1), (530, 3, [sh, sv]), *strips]  # fmt: skip
+               (284, 3, 2 if planar else 1), *subsampling, *strips]  # fmt: skip
+    return raw_tiff(w, h, entries, data)
+
+
+def wide_ycbcr_tiff(rgb: np.ndarray, bits: int, sub: tuple[int, int] = (1, 1)) -> bytes:
+    """Uncompressed chunky YCbCr with `bits`-bit samples (packed MSB first), full range at
+    that depth and no ReferenceBlackWhite tag (libtiff's default: 0..2^n-1, chroma
+    centred on 2^(n-1)). With `sub` other than 1x1 only the tag says so: for refusals."""
+    r, g, b = (rgb[..., i].astype(np.float64) / 255.0 for i in range(3))
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    top, half = (1 << bits) - 1, 1 << (bits - 1)
+    ycc = np.dstack([y * top, (b - y) / 1.772 * (half - 1) + half, (r - y) / 1.402 * (half - 1) + half])
+    ycc = np.clip(np.round(ycc), 0, top).astype(np.uint32)
+    h, w = ycc.shape[:2]
+    # 16-bit samples are words in the file's byte order; narrower ones a bit stream
+    data = ycc.astype("<u2").tobytes() if bits == 16 else pack_bits(ycc.reshape(h, w * 3), bits)
+    entries = [(258, 3, [bits] * 3), (259, 3, 1), (262, 3, 6), (273, 4, "DATA"), (277, 3, 3),
+               (278, 4, h), (279, 4, len(data)), (530, 3, list(sub))]  # fmt: skip
     return raw_tiff(w, h, entries, data)
 
 
