@@ -106,6 +106,13 @@ def pool(batch_id: str, machine_name: str, kind: str) -> Response:
     return _answer(api.pool_request(get_services(), kind, batch_id, machine_name, request.raw_body, _headers()))
 
 
+@_route("/pool/machines/{machine_name}/pull", "POST")
+def pool_standing(machine_name: str) -> Response:
+    """A standing pool machine's first pull after its start (docs/pool.md "Standing pool")."""
+    request = app.current_request
+    return _answer(api.pool_request(get_services(), "pull", None, machine_name, request.raw_body, _headers()))
+
+
 @_route("/admin/{action}/{batch_id}", "POST")
 def admin(action: str, batch_id: str) -> Response:
     """reset, retry and redeliver; anything else is 404 like an unknown route."""

@@ -130,16 +130,19 @@ def callback(services: Services, batch_id: str, task_id: str, raw: bytes | None,
     return 200, body
 
 
-def pool_request(services: Services, kind: str, batch_id: str, machine_name: str, raw: bytes | None,
+def pool_request(services: Services, kind: str, batch_id: str | None, machine_name: str, raw: bytes | None,
                  headers: Mapping[str, str]) -> Answer:
-    """POST /pool/{batchId}/machines/{name}/pull|heartbeat (docs/pool.md)."""
+    """POST /pool/{batchId}/machines/{name}/pull|heartbeat, and a standing machine's
+    POST /pool/machines/{name}/pull (`batch_id` None) (docs/pool.md)."""
     authorization = headers.get("authorization")
     try:
+        if batch_id is None:
+            return 200, machine_api.pull_standing(services, machine_name, authorization)
         if kind == "pull":
             return 200, machine_api.pull(services, batch_id, machine_name, authorization)
         return 200, machine_api.heartbeat(services, batch_id, machine_name, raw, authorization)
     except UnauthorizedError as exc:
-        log("[Pool]", "unauthorized", batch_id=batch_id[:128], machine_name=machine_name[:128], request=kind)
+        log("[Pool]", "unauthorized", batch_id=(batch_id or "-")[:128], machine_name=machine_name[:128], request=kind)
         return error(401, str(exc))
     except InvalidCallbackError as exc:
         return error(400, str(exc))

@@ -24,6 +24,7 @@ import hashlib
 from typing import Any
 
 from pynamodb.attributes import (
+    BooleanAttribute,
     JSONAttribute,
     MapAttribute,
     NumberAttribute,
@@ -191,6 +192,52 @@ class Machine(Model):
     holding = UnicodeSetAttribute(null=True)  # task ids it holds now
     tasks_done = NumberAttribute(default=0)
     destroy_tries = NumberAttribute(null=True)  # destroys Fly did not confirm (store/machines.py)
+    standing = BooleanAttribute(null=True)  # a stint of a standing machine (Standing): stopped, not destroyed
+
+
+STANDING_KEY_PREFIX = "#standing#"
+STANDING_COUNT_KEY = "#standing-count"  # an InFlight item: the standing machines that exist
+
+
+def standing_key(name: str) -> str:
+    return f"{STANDING_KEY_PREFIX}{name}"
+
+
+class StandingLiveIndex(GlobalSecondaryIndex["Standing"]):
+    """The same live-index: a stopped standing machine under `#stopped#{memory}` by when it
+    stopped, one started for a batch under `{batch}#standing` (store/standing.py)."""
+
+    Meta = _LiveIndexMeta
+    live_batch = UnicodeAttribute(hash_key=True)
+    live_seen = NumberAttribute(range_key=True)
+
+
+class Standing(Model):
+    """A standing pool machine (docs/pool.md "Standing pool"): one Fly machine that lives
+    across batches, stopped between them and started for the next. Its stints in a batch
+    are `Machine` records (the batch's caps and counters); this is the Fly machine itself.
+    In the batches table under a key no batch id can have, with no `active` and no `listed`."""
+
+    class Meta:
+        table_name = "arke-preprocess-batches"
+        billing_mode = "PAY_PER_REQUEST"
+
+    batch_id = UnicodeAttribute(hash_key=True)  # standing_key(name)
+    name = UnicodeAttribute()
+    state = UnicodeAttribute()  # states.StandingState
+    machine_id = UnicodeAttribute(null=True)
+    memory_mb = NumberAttribute()  # its tier
+    config_version = UnicodeAttribute()  # of the config it was created or last updated with
+    batch = UnicodeAttribute(null=True)  # the batch it is started for
+    live_batch = UnicodeAttribute(null=True)
+    live_seen = NumberAttribute(null=True)
+    live_index = StandingLiveIndex()
+    created_at = NumberAttribute()
+    stopped_at = NumberAttribute(null=True)
+    starts = NumberAttribute(default=0)
+    start_failures = NumberAttribute(default=0)
+    destroy_tries = NumberAttribute(null=True)
+    gone_reason = UnicodeAttribute(null=True)
 
 
 class InFlight(Model):
@@ -344,14 +391,14 @@ class File(Model):
 
 
 MODELS: tuple[type[Model], ...] = (Batch, Task, File)  # one per table
-CLIENT_MODELS: tuple[type[Model], ...] = (*MODELS, InFlight, Machine, TimelineSlot)  # each holds its own connection
+CLIENT_MODELS: tuple[type[Model], ...] = (*MODELS, InFlight, Machine, Standing, TimelineSlot)  # each holds its own connection
 
 
 def configure_models(settings: Settings) -> None:
     """Point the models at this stage's tables. The endpoint comes from botocore's own
     configuration (`AWS_ENDPOINT_URL`), so the local stack needs no branch here."""
     names = {Batch: settings.batches_table, InFlight: settings.batches_table, Machine: settings.batches_table,
-             TimelineSlot: settings.batches_table,
+             Standing: settings.batches_table, TimelineSlot: settings.batches_table,
              Task: settings.tasks_table, File: settings.files_table}
     for model, name in names.items():
         model.Meta.table_name = name

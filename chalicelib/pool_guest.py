@@ -13,6 +13,7 @@ from typing import Any
 from .settings import Settings
 
 
-def pool_guest(settings: Settings) -> dict[str, Any]:
-    """`config.guest` of a pool machine's create request."""
-    return {"cpu_kind": settings.pool_cpu_kind, "cpus": settings.pool_cpus, "memory_mb": settings.pool_memory_mb}
+def pool_guest(settings: Settings, memory_mb: int | None = None) -> dict[str, Any]:
+    """`config.guest` of a pool machine's create request (with `memory_mb`: of that tier)."""
+    return {"cpu_kind": settings.pool_cpu_kind, "cpus": settings.pool_cpus,
+            "memory_mb": memory_mb or settings.pool_memory_mb}

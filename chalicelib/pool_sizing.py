@@ -66,6 +66,8 @@ class PoolInputs:
     batch_cap: int        # MAX_POOL_MACHINES_PER_BATCH
     free_slots: int       # global MAX_MACHINES_IN_FLIGHT minus machines in flight (all batches)
     fair_share: int       # this batch's share of the global cap (see fair_share below)
+    stopped: int = 0      # the standing pool's stopped machines this pass may start
+    start_s: float = 0.0  # seconds from a stopped machine's start to its first pull
 
 
 @dataclass(frozen=True)
@@ -85,22 +87,34 @@ GLOBAL_CAP = "global cap"
 FAIR_SHARE = "fair share"
 
 
+def arrival_s(inputs: PoolInputs, m: int) -> float:
+    """When the m-th new machine (m = 1, 2, ...) starts working: a stopped one of the
+    standing pool at its start time (starts are limited per machine: all at once), a
+    created one at its turn of the create rate plus its boot."""
+    if m <= inputs.stopped:
+        return inputs.start_s
+    return (m - inputs.stopped) / inputs.create_rate + inputs.boot_s
+
+
 def remaining_at(inputs: PoolInputs, m: int) -> float:
     """Ready tasks left when the m-th new machine (m = 1, 2, ...) starts working.
 
-    It is created at about m/r and works from m/r + b; by then the live pool (all of it
-    counted as working, a slight overestimate while some still boot) has worked
-    live*(m/r + b) machine-seconds and the m-1 new machines before it (m-j)/r each,
-    m*(m-1)/(2r) together; a machine-second takes c/s tasks. Tasks are whole, though: each
-    earlier new machine took a full slot (c tasks) the moment it started, so at least
-    c*(m-1) are gone to them whatever the seconds say (for a short queue the seconds alone
-    would send 3 machines to 2 tasks).
+    By then the live pool (all of it counted as working, a slight overestimate while some
+    still boot) has worked live*t(m) machine-seconds, t(m) = arrival_s(m); the started
+    stopped machines before it (t(m) - start_s) each, and the created ones before it
+    (m-j)/r each, (m-S)(m-S-1)/(2r) together; a machine-second takes c/s tasks. Tasks are
+    whole, though: each earlier new machine took a full slot (c tasks) the moment it
+    started, so at least c*(m-1) are gone to them whatever the seconds say (for a short
+    queue the seconds alone would send 3 machines to 2 tasks).
     """
     r, c = inputs.create_rate, max(1, inputs.per_machine)
-    if r <= 0:
+    if r <= 0 and m > inputs.stopped:
         return -math.inf
-    live_tasks = c / inputs.task_s * inputs.live * (m / r + inputs.boot_s)
-    new_tasks = max(c / inputs.task_s * m * (m - 1) / (2 * r), c * (m - 1))
+    t, stopped = arrival_s(inputs, m), min(inputs.stopped, m - 1)
+    created_before = max(0, m - 1 - inputs.stopped)
+    seconds = stopped * (t - inputs.start_s) + created_before * (created_before + 1) / (2 * r) if r > 0 else 0.0
+    live_tasks = c / inputs.task_s * inputs.live * t
+    new_tasks = max(c / inputs.task_s * seconds, c * (m - 1))
     return inputs.ready - live_tasks - new_tasks
 
 
@@ -109,7 +123,7 @@ def worth_creating(inputs: PoolInputs) -> int:
     when they boot: the largest m with remaining_at(m) >= c. Remaining falls as m grows, so
     a doubling search and a bisection find it in O(log m) steps, exactly."""
     c = max(1, inputs.per_machine)
-    if inputs.ready <= 0 or inputs.create_rate <= 0 or inputs.task_s <= 0:
+    if inputs.ready <= 0 or (inputs.create_rate <= 0 and inputs.stopped <= 0) or inputs.task_s <= 0:
         return 0
     low, high = 0, 1  # remaining_at(low) >= c holds (or low is 0); find a high where it fails
     while remaining_at(inputs, high) >= c:

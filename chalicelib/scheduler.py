@@ -23,6 +23,7 @@ from . import metrics, store
 from .clock import now_ms
 from .logs import log
 from .models import SWEEPING
+from .pool.retention import retire_idle
 from .runner import BatchPass, monotonic_deadline, pass_error_delay_ms
 from .services import Services
 from .shutdown import end_in_error, sweep_ended
@@ -126,6 +127,7 @@ def run_tick(services: Services, remaining_ms: Callable[[], int], owner: str | N
             if time.monotonic() - swept_at >= SWEEP_POLL_MS / 1000:
                 swept_at = time.monotonic()
                 report.sweeps += run_due_sweeps(services, owner)
+                retire_idle(services)  # the standing pool's idle machines
             # a batch still creating machines is due at once: a second's pause here would
             # cost the pool a second of the create rate every round
             wait_ms = 0 if report.due_now else min(POLL_MS, shortest_alarm_delay_ms(services))

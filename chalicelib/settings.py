@@ -175,6 +175,12 @@ class Settings:
     max_pool_machines_per_batch: int = 300
     pool_prior_task_ms: int = 3000
     pool_boot_ms: int = 5000
+    pool_standing: bool = True  # machines stopped between batches and started for the next
+    pool_max_machines: int = 1000  # standing machines that may exist (started or stopped)
+    pool_min_machines: int = 0  # stopped machines kept however long idle
+    pool_idle_retention_s: int = 3600  # a stopped machine idle longer is destroyed
+    pool_start_ms: int = 1500  # ms from a stopped machine's start to its first pull, for the sizing
+    pool_start_concurrency: int = 32  # starts at once in one pass (Fly limits them per machine)
 
     env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -241,6 +247,12 @@ class Settings:
             max_pool_machines_per_batch=_int(env, "MAX_POOL_MACHINES_PER_BATCH", cls.max_pool_machines_per_batch, 1),
             pool_prior_task_ms=_int(env, "POOL_PRIOR_TASK_MS", cls.pool_prior_task_ms, 1),
             pool_boot_ms=_int(env, "POOL_BOOT_MS", cls.pool_boot_ms, 0),
+            pool_standing=_bool(env, "POOL_STANDING", cls.pool_standing),
+            pool_max_machines=_int(env, "POOL_MAX_MACHINES", cls.pool_max_machines, 1),
+            pool_min_machines=_int(env, "POOL_MIN_MACHINES", cls.pool_min_machines, 0),
+            pool_idle_retention_s=_int(env, "POOL_IDLE_RETENTION_S", cls.pool_idle_retention_s, 0),
+            pool_start_ms=_int(env, "POOL_START_MS", cls.pool_start_ms, 0),
+            pool_start_concurrency=_int(env, "POOL_START_CONCURRENCY", cls.pool_start_concurrency, 1),
             env=dict(env),
         )
 

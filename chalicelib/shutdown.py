@@ -18,9 +18,9 @@ from .backoff import exponential_ms
 from .clock import now_ms
 from .logs import log
 from .models import Machine
+from .pool.retention import DESTROY_RETRY_CAP_MS, stop_standing
 from .services import Services
-
-DESTROY_RETRY_CAP_MS = 600_000  # a destroy Fly keeps refusing is tried again every 10 minutes at most
+from .store import standing as standing_store
 
 
 def destroy_machines(services: Services, machine_ids: list[str], names: list[str] | tuple[()] = ()) -> int:
@@ -91,26 +91,32 @@ def retry_destroys(services: Services, batch_id: str) -> int:
 
 
 def stop_pool(services: Services, batch_id: str, reason: str) -> int:
-    """Retire and destroy every live pool machine of a batch (it ended, or was reset), from
-    the machines' own records, not from its tasks. One created a moment before may not be in
-    the (eventually consistent) index yet: its first pull finds the batch ended and is told
-    to exit, and the batch's sweep (`sweep_ended`) looks for it once more."""
+    """Retire every live pool machine of a batch (it ended, or was reset), from the machines'
+    own records, not from its tasks: a standing machine is stopped (it serves the next
+    batch), any other destroyed. One created a moment before may not be in the (eventually
+    consistent) index yet: its first pull finds the batch ended and is told to exit, and the
+    batch's sweep (`sweep_ended`) looks for it once more."""
     now = now_ms()
     retired = [m for m in store.live_machines(batch_id)
-               if store.retire_machine(services.settings, batch_id, m.name, reason, now, destroy=True)]
-    if not retired:
-        return 0
-    destroyed = destroy_retired(services, retired)
-    log("[Pool]", "pool_stopped", batch_id=batch_id, machines=len(retired), destroyed=destroyed,
-        reason=reason[:200])
+               if store.retire_machine(services.settings, batch_id, m.name, reason, now, destroy=not m.standing)]
+    destroyed = destroy_retired(services, [m for m in retired if not m.standing])
+    unstopped = stop_standing(services, batch_id)
+    if retired:
+        log("[Pool]", "pool_stopped", batch_id=batch_id, machines=len(retired), destroyed=destroyed,
+            stopped=sum(1 for m in retired if m.standing) - unstopped or None, reason=reason[:200])
     return len(retired)
 
 
 def sweep_ended(services: Services, batch_id: str) -> int | None:
     """An ended batch, once more (store.SWEEP_DELAY_MS after its end, then as long as a
-    destroy is pending): machines the end's stop did not list (one that never boots would
-    hold its in-flight slot for ever) are retired and destroyed, and destroys Fly did not
-    confirm are tried again. When the next sweep is due; None once nothing is left."""
+    destroy or a stop is pending): machines the end's stop did not list (one that never boots
+    would hold its in-flight slot for ever) are retired and destroyed (standing ones
+    stopped), and destroys and stops Fly did not confirm are tried again. When the next
+    sweep is due; None once nothing is left."""
     stop_pool(services, batch_id, "batch ended")
     retry_destroys(services, batch_id)
-    return store.next_destroy_due(batch_id)
+    due = store.next_destroy_due(batch_id)
+    if standing_store.started_for(batch_id, limit=1):  # a stop Fly refused: again after the error delay
+        retry = now_ms() + services.settings.alarm_delay_error_retry_ms
+        due = retry if due is None else min(due, retry)
+    return due

@@ -27,6 +27,20 @@ def machine_token(key: str, batch_id: str, machine_name: str) -> str:
     return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
+def standing_token(key: str, machine_name: str) -> str:
+    """A standing pool machine's token (docs/pool.md "Standing pool"): bound to its name
+    only, as it serves one batch after another; it pulls only in a batch where it holds a
+    live stint (the claim's condition), so it speaks for itself and no other machine."""
+    message = f"pool-standing\n{machine_name}".encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def valid_standing_token(key: str, machine_name: str, presented: str | None) -> bool:
+    if not presented or not key:
+        return False
+    return _same(standing_token(key, machine_name), presented)
+
+
 def _same(expected: str, presented: str) -> bool:
     """Constant-time equality of two texts, compared as UTF-8 bytes: `compare_digest` on
     str raises TypeError for non-ASCII, which a forged header must not turn into a 500."""

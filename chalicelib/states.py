@@ -37,6 +37,19 @@ class MachineState(StrEnum):
     GONE = "gone"
 
 
+class StandingState(StrEnum):
+    """A standing pool machine (models.Standing): `creating` until Fly answered its creation,
+    `starting` once a pass took it from the stopped pool for a batch, `started` while it
+    works for that batch, `stopped` between batches (only its rootfs is billed), `gone` once
+    destroyed (idle too long, hung, or refused by Fly)."""
+
+    CREATING = "creating"
+    STARTING = "starting"
+    STARTED = "started"
+    STOPPED = "stopped"
+    GONE = "gone"
+
+
 class MachineMode(StrEnum):
     POOL = "pool"  # machines that pull tasks until none is left (default)
     SINGLE = "single"  # one machine per attempt, the seed's environment contract

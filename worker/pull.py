@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from worker.exceptions import PoolRejectedError, PoolUnavailableError
 from worker.settings import PoolSettings
@@ -26,13 +26,15 @@ DEFAULT_HEARTBEAT_MS = 10_000
 @dataclass(frozen=True)
 class PullAnswer:
     """One pull's answer: `task` (with `task` and `heartbeat_interval_ms`), `wait`
-    (`retry_after_ms`) or `exit` (`reason`)."""
+    (`retry_after_ms`) or `exit` (`reason`); any of them may carry `pull_url`, where a
+    standing machine pulls next (its batch's route, docs/pool.md "Standing pool")."""
 
     action: str
     task: dict = field(default_factory=dict, repr=False)
     heartbeat_interval_ms: int = DEFAULT_HEARTBEAT_MS
     retry_after_ms: int = 0
     reason: str = ""
+    pull_url: str = ""
 
 
 def parse_pull(data: object) -> PullAnswer:
@@ -40,6 +42,14 @@ def parse_pull(data: object) -> PullAnswer:
     (a half-deployed orchestrator answering garbage is worth waiting out)."""
     if not isinstance(data, dict):
         raise PoolUnavailableError("pull answer is not a JSON object")
+    answer = _parse_action(data)
+    pull_url = data.get("pull_url")
+    if isinstance(pull_url, str) and pull_url:
+        answer = replace(answer, pull_url=pull_url)
+    return answer
+
+
+def _parse_action(data: dict) -> PullAnswer:
     action = data.get("action")
     if action == "task":
         task = data.get("task")
@@ -77,6 +87,9 @@ class PoolClient:
 
     def __init__(self, settings: PoolSettings):
         self.settings = settings
+        # a standing machine starts at its machine-scoped route and moves to the batch's
+        # route its first answer names; the slots share it (a str swap is atomic)
+        self.pull_url = f"{settings.pool_url}/pull"
 
     @property
     def heartbeat_url(self) -> str:
@@ -84,7 +97,17 @@ class PoolClient:
         return f"{self.settings.pool_url}/heartbeat"
 
     def pull(self) -> PullAnswer:
-        return parse_pull(self._post(f"{self.settings.pool_url}/pull", {}))
+        answer = parse_pull(self._post(self.pull_url, {}))
+        if answer.pull_url:
+            self.pull_url = self._own(answer.pull_url)
+        return answer
+
+    def _own(self, url: str) -> str:
+        """The token goes to the orchestrator only: a `pull_url` elsewhere is the
+        protocol broken, not an address to follow."""
+        if not url.startswith(self.settings.orchestrator_url + "/"):
+            raise PoolUnavailableError("pull answer names a pull_url outside the orchestrator")
+        return url
 
     def heartbeat(self, url: str, task_id: str, attempt: int, timeout_s: float | None = None) -> str:
         """One beat; returns the action (`continue` or `drop`)."""

@@ -184,7 +184,9 @@ class ContractSettings:
         )
 
 
-POOL_REQUIRED = ("BATCH_ID", "MACHINE_NAME", "MACHINE_TOKEN", "ORCHESTRATOR_URL")
+# BATCH_ID is absent on a standing machine (docs/pool.md "Standing pool"): it serves
+# whichever batch claims it, and learns each pull's address from the answers.
+POOL_REQUIRED = ("MACHINE_NAME", "MACHINE_TOKEN", "ORCHESTRATOR_URL")
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,10 @@ class PoolSettings:
 
     @property
     def pool_url(self) -> str:
+        """Where the first pull goes: the batch's machine address, or for a standing
+        machine (no batch yet) the machine-scoped one that finds its current batch."""
+        if not self.batch_id:
+            return f"{self.orchestrator_url}/pool/machines/{self.machine_name}"
         return f"{self.orchestrator_url}/pool/{self.batch_id}/machines/{self.machine_name}"
 
     @property
@@ -229,7 +235,7 @@ class PoolSettings:
         if missing:
             raise ConfigError("Missing environment variables: " + ", ".join(missing))
         return cls(
-            batch_id=env["BATCH_ID"].strip(),
+            batch_id=env.get("BATCH_ID", "").strip(),
             machine_name=env["MACHINE_NAME"].strip(),
             machine_token=env["MACHINE_TOKEN"].strip(),
             orchestrator_url=env["ORCHESTRATOR_URL"].strip().rstrip("/"),

@@ -11,18 +11,21 @@ slice, the batch is due again at once, so creations run at the bucket's rate.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import pool_sizing, store
 from ..clock import now_ms
 from ..errors import FlyError, FlyRateLimitedError
 from ..logs import log
-from ..models import Batch
+from ..models import Batch, Standing
 from ..phases import Phase
 from ..services import Services
 from ..settings import SettingsError
 from ..spawner import SpawnReport
-from .request import pool_machine_request
+from ..store import standing as standing_store
+from .request import config_version, pool_machine_request, standing_machine_request
+from .standing import StandingStarter
 
 PREFIX = "[Pool]"
 
@@ -36,6 +39,10 @@ class PoolCreator:
         self.report = SpawnReport()
         self.refused = False  # a cap said no, or the batch left its phase: stop this pass's creations
         self.decision: pool_sizing.PoolDecision | None = None
+        self.memory_mb = self.settings.pool_memory_mb
+        self.stopped: list[Standing] = []  # the standing pool's stopped machines this pass may start
+        self.started = 0
+        self._lock = threading.Lock()
 
     @property
     def batch_id(self) -> str:
@@ -53,6 +60,7 @@ class PoolCreator:
         others = max(0, s.max_machines_in_flight - self.capacity - live)
         return pool_sizing.PoolInputs(
             ready=max(0, total - done - failed - running - large), running=running, live=live,
+            stopped=len(self.stopped), start_s=s.pool_start_ms / 1000,
             task_s=task_ms / 1000, create_rate=s.fly_create_rate / self.pooled_batches,
             boot_s=s.pool_boot_ms / 1000, per_machine=s.worker_concurrency,
             batch_cap=s.max_pool_machines_per_batch, free_slots=self.capacity,
@@ -68,59 +76,110 @@ class PoolCreator:
             raise SettingsError("ORCHESTRATOR_URL is not set; pool machines could not pull work")
         if not self.services.secrets().get("CALLBACK_SIGNING_KEY"):
             raise SettingsError("CALLBACK_SIGNING_KEY is not set; pool machines need it for their tokens")
+        if settings.pool_standing and self._has_ready():
+            self.stopped = standing_store.stopped_machines(self.memory_mb, settings.max_pool_machines_per_batch)
         inputs = self.inputs(task_ms)
         decision = self.decision = pool_sizing.decide(inputs)
         log(PREFIX, "pool_sized", batch_id=self.batch_id, target=decision.target, live=inputs.live,
             create=decision.create, reason=decision.reason, ready=inputs.ready, running=inputs.running,
-            task_ms=round(task_ms))
+            stopped=inputs.stopped or None, task_ms=round(task_ms))
         return decision
 
+    def _has_ready(self) -> bool:
+        """Whether the pool may grow at all: tasks pending for it (else no stopped machine is read)."""
+        b = self.batch
+        return (int(b.tasks_total or 0) - int(b.tasks_completed or 0) - int(b.tasks_failed or 0)
+                - int(b.tasks_in_flight or 0) - int(b.tasks_large or 0)) > 0
+
     def grow(self, phase: Phase) -> None:
-        """Create the machines `size` decided, under the bucket, the gate and both caps."""
-        create = self.decision.create if self.decision is not None else 0
-        if create > 0:
+        """Bring up the machines `size` decided: the standing pool's stopped ones first (a
+        start is limited per machine, not per app: all at once), then creations under the
+        bucket, the gate and both caps."""
+        want = self.decision.create if self.decision is not None else 0
+        if want > 0 and self.stopped:
+            starter = StandingStarter(self.services, self.batch_id, phase, self.memory_mb)
+            self.started = starter.start(self.stopped, want, self._count_started)
+            self.refused |= starter.report.capped
+        create = want - self.started
+        if create > 0 and not self.refused:
             workers = min(self.settings.spawn_concurrency, create)
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pool") as pool:
                 list(pool.map(lambda _: self.create_one(phase), range(create)))
         self.report.capacity_used = self.report.spawned
 
+    def _count_started(self) -> None:
+        with self._lock:
+            self.report.spawned += 1
+
     def create_one(self, phase: Phase) -> bool:
         services, settings = self.services, self.settings
         if self.refused or not services.bucket.take(self.token_deadline, services.gate):
             return False
-        name = phase.pool_machine_name()
+        name, standing = phase.pool_machine_name(), settings.pool_standing
+        if standing and not self._new_standing(name):
+            return False
         try:
-            added = store.add_machine(settings, self.batch_id, phase.name, name, now_ms())
+            added = store.add_machine(settings, self.batch_id, phase.name, name, now_ms(), standing=standing)
         except (store.InFlightCapReached, store.BatchPoolFull) as exc:
-            self.refused = True
-            services.bucket.give_back()
             log(PREFIX, "pool_cap_reached", batch_id=self.batch_id, cap=str(exc))
-            return False
-        if not added:
+            added = False
+        if not added:  # a cap said no, or the batch left its phase
             self.refused = True
             services.bucket.give_back()
+            self._forget_standing(name, "its batch did not take it")
             return False
-        request = pool_machine_request(settings, services.secrets(), self.batch_id, name)
+        machine = self._create(name)
+        if machine is None:
+            return False
+        store.record_machine_id(self.batch_id, name, machine["id"])
+        if standing:
+            standing_store.created(name, machine["id"])
+        with self._lock:
+            self.report.spawned += 1
+        log(PREFIX, "machine_started", batch_id=self.batch_id, machine_id=machine["id"], name=name,
+            standing=standing or None, memory_mb=self.memory_mb)
+        return True
+
+    def _create(self, name: str) -> dict | None:
+        """Ask Fly for the machine; its answer, or None (the stint given back)."""
+        services, settings = self.services, self.settings
+        secrets = services.secrets()
+        request = (standing_machine_request(settings, secrets, name, self.memory_mb) if settings.pool_standing
+                   else pool_machine_request(settings, secrets, self.batch_id, name))
         try:
-            machine = services.fly().create_machine(request)
+            return services.fly().create_machine(request)
         except FlyRateLimitedError as exc:
             # the gate holds every creator for Retry-After; the pass goes on behind it (a 429
             # is Fly's bucket and ours drifting apart, not a reason to wait a whole pass)
             services.gate.close_for(exc.retry_after_s)
             store.retire_machine(settings, self.batch_id, name, "Fly said 429 before creating it", now_ms())
+            self._forget_standing(name, "Fly said 429 before creating it")
             log(PREFIX, "spawn_rate_limited", batch_id=self.batch_id, machine_name=name,
                 retry_after_s=exc.retry_after_s)
-            return False
         except FlyError as exc:
             # no answer or a 5xx: it may exist all the same, so it waits in the destroy queue
             maybe = exc.status is None or exc.status >= 500
             store.retire_machine(settings, self.batch_id, name, f"Machine creation failed: {exc}"[:300], now_ms(),
                                  destroy=maybe)
+            self._forget_standing(name, "its creation failed")
             log(PREFIX, "spawn_failed", batch_id=self.batch_id, machine_name=name, status=exc.status,
                 error=str(exc)[:300])
+        return None
+
+    def _new_standing(self, name: str) -> bool:
+        """The standing machine's record, before Fly is asked; False (no more creations this
+        pass) when POOL_MAX_MACHINES exist."""
+        settings = self.settings
+        try:
+            standing_store.new_standing(settings, name, self.memory_mb, config_version(settings, self.memory_mb),
+                                        self.batch_id, now_ms())
+        except standing_store.StandingPoolFull as exc:
+            self.refused = True
+            self.services.bucket.give_back()
+            log(PREFIX, "standing_pool_full", batch_id=self.batch_id, cap=str(exc))
             return False
-        store.record_machine_id(self.batch_id, name, machine["id"])
-        self.report.spawned += 1
-        log(PREFIX, "machine_started", batch_id=self.batch_id, machine_id=machine["id"], name=name,
-            guest=request["config"]["guest"])
         return True
+
+    def _forget_standing(self, name: str, reason: str) -> None:
+        if self.settings.pool_standing:
+            standing_store.standing_gone(self.settings, name, reason)

@@ -15,6 +15,7 @@ from ..clock import now_ms
 from ..logs import log
 from ..services import Services
 from ..shutdown import destroy_retired
+from ..store import standing as standing_store
 
 PREFIX = "[Pool]"
 
@@ -29,5 +30,7 @@ def retire_silent(services: Services, batch_id: str) -> int:
             log(PREFIX, "machine_silent", batch_id=batch_id, machine_name=machine.name,
                 machine_id=machine.machine_id, state=machine.state)
             retired.append(machine)
+            if machine.standing:  # a hung machine is not kept for the next batch
+                standing_store.standing_gone(settings, machine.name, reason)
     destroy_retired(services, retired)
     return len(retired)

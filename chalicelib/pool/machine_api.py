@@ -23,7 +23,8 @@ from ..logs import log
 from ..models import Batch
 from ..phases import MachineContext, Phase
 from ..services import Services
-from ..states import MachineState
+from ..states import MachineState, StandingState
+from ..store import standing as standing_store
 from ..views import task_view_for_phase
 
 PREFIX = "[Pool]"
@@ -42,9 +43,33 @@ def authorize(services: Services, batch_id: str, name: str, authorization: str |
         problem = id_problem(value, what)
         if problem:
             raise InvalidCallbackError(problem)
-    key = services.secrets().get("CALLBACK_SIGNING_KEY", "")
-    if not signing.valid_machine_token(key, batch_id, name, signing.bearer(authorization)):
+    key, presented = services.secrets().get("CALLBACK_SIGNING_KEY", ""), signing.bearer(authorization)
+    # a standing machine's token is over its name alone: it claims only where it holds a
+    # live stint (the claim's condition), so it still speaks for itself only
+    if not (signing.valid_machine_token(key, batch_id, name, presented)
+            or signing.valid_standing_token(key, name, presented)):
         raise UnauthorizedError("machine token does not match this batch and machine")
+
+
+def pull_standing(services: Services, name: str, authorization: str | None) -> dict[str, Any]:
+    """A standing machine's first pull after it was started (it knows no batch): the pull
+    of the batch its record says it was started for, with `pull_url`, that batch's route,
+    for its next pulls. Not started for any batch: exit (its worker exits; Fly stops it)."""
+    problem = id_problem(name, "machineName")
+    if problem:
+        raise InvalidCallbackError(problem)
+    key = services.secrets().get("CALLBACK_SIGNING_KEY", "")
+    if not signing.valid_standing_token(key, name, signing.bearer(authorization)):
+        raise UnauthorizedError("machine token does not match this machine")
+    record = standing_store.get_standing(name)
+    if record is None:
+        raise NotFoundError(f"standing machine {name} not found")
+    working = (StandingState.STARTING.value, StandingState.STARTED.value)
+    if record.state not in working or not record.batch:
+        return {"action": "exit", "reason": f"not started for a batch ({record.state})"}
+    answer = pull(services, record.batch, name, authorization)
+    answer["pull_url"] = f"{services.settings.orchestrator_url}/pool/{record.batch}/machines/{name}/pull"
+    return answer
 
 
 def _exit(services: Services, batch_id: str, name: str, reason: str, idle_only: bool = True) -> dict[str, Any]:
@@ -55,9 +80,20 @@ def _exit(services: Services, batch_id: str, name: str, reason: str, idle_only: 
     A machine that was never made is a 404, as for any of its requests."""
     if store.retire_machine(services.settings, batch_id, name, reason, now_ms(), idle_only=idle_only):
         log(PREFIX, "machine_retired", batch_id=batch_id, machine_name=name, reason=reason)
+        _back_to_the_stopped_pool(services, batch_id, name)
     elif store.get_machine(batch_id, name) is None:
         raise NotFoundError(f"machine {name} not found in batch {batch_id}")
     return {"action": "exit", "reason": reason}
+
+
+def _back_to_the_stopped_pool(services: Services, batch_id: str, name: str) -> None:
+    """A standing machine told to exit holding nothing: its worker exits and Fly stops it
+    (no auto_destroy), so its record goes back to the stopped pool for the next batch."""
+    if not services.settings.pool_standing:
+        return
+    record = standing_store.get_standing(name)
+    if record is not None and record.batch == batch_id and standing_store.stopped(name, batch_id, now_ms()):
+        log(PREFIX, "machine_stopped", batch_id=batch_id, machine_name=name, machine_id=record.machine_id)
 
 
 def _shed(services: Services, batch_id: str, name: str) -> dict[str, Any] | None:
@@ -68,6 +104,7 @@ def _shed(services: Services, batch_id: str, name: str) -> dict[str, Any] | None
     settings, now, reason = services.settings, now_ms(), OVER_TARGET
     if store.retire_machine(settings, batch_id, name, reason, now, idle_only=True, over_target=True):
         log(PREFIX, "machine_retired", batch_id=batch_id, machine_name=name, reason=reason)
+        _back_to_the_stopped_pool(services, batch_id, name)
     elif store.drain_machine(settings, batch_id, name, reason, now):
         log(PREFIX, "machine_draining", batch_id=batch_id, machine_name=name, reason=reason)
     else:

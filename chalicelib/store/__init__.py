@@ -51,6 +51,7 @@ from .machines import (
     silent_machines,
     touch_machine,
 )
+from .standing import get_standing
 from .task_reads import (
     LARGE_OFFSET,
     PENDING_OFFSET,
@@ -89,7 +90,7 @@ __all__ = [
     "MAX_TRANSACT_ITEMS", "LARGE_OFFSET", "PENDING_OFFSET", "is_large", "AttemptEnd", "InFlightCapReached", "IntakeFenceLost", "MachineNotLive", "OpenTasksClosed",
     "acquire_lease", "activate_batch", "advance_phase", "claim_intake", "claim_task", "close_open_tasks",
     "connection", "create_batch", "delivery_failed", "delivery_succeeded", "end_attempt", "fail_batch",
-    "get_batch", "get_task", "in_flight_machines", "iter_files", "iter_tasks", "list_active_batches",
+    "get_batch", "get_standing", "get_task", "in_flight_machines", "iter_files", "iter_tasks", "list_active_batches",
     "end_sweep", "list_due_sweeps",
     "new_task", "pending_due", "ready_tasks", "ready_tasks_from", "record_machine", "release_lease", "reopen_batch",
     "reopen_failed_tasks", "tasks_page", "timed_out_tasks", "unclaim_task", "write_intake", "write_tasks",

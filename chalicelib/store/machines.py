@@ -34,15 +34,20 @@ class BatchPoolFull(RuntimeError):
     """A machine refused because the batch has MAX_POOL_MACHINES_PER_BATCH live ones."""
 
 
-def add_machine(settings: Settings, batch_id: str, phase: str, name: str, now: int) -> bool:
-    """The record of a machine about to be created. False if the batch left `phase`;
-    raises InFlightCapReached or BatchPoolFull when a cap is full."""
+def add_machine(settings: Settings, batch_id: str, phase: str, name: str, now: int, standing: bool = False) -> bool:
+    """The record of a machine about to be created (or, `standing`, started: a standing
+    machine's stint in this batch; a stint of it that ended may be replaced). False if the
+    batch left `phase`; raises InFlightCapReached or BatchPoolFull when a cap is full."""
     record = Machine(machine_key(batch_id, name), batch=batch_id, name=name, state=MachineState.CREATING.value,
-                     live_batch=batch_id, live_seen=now, created_at=now, last_seen=now, tasks_done=0)
+                     live_batch=batch_id, live_seen=now, created_at=now, last_seen=now, tasks_done=0,
+                     standing=standing or None)
     cap = settings.max_pool_machines_per_batch
+    new = Machine.batch_id.does_not_exist()
+    if standing:
+        new |= (Machine.state == MachineState.GONE.value) & Machine.live_batch.does_not_exist()
 
     def build(tx: Any) -> None:
-        tx.save(record, condition=Machine.batch_id.does_not_exist())
+        tx.save(record, condition=new)
         tx.update(Batch(batch_id),
                   actions=[Batch.machines_live.add(1), Batch.machines_created.add(1), Batch.updated_at.set(now)],
                   condition=(Batch.status == phase) & (Batch.machines_live.does_not_exist()

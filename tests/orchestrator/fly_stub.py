@@ -1,7 +1,7 @@
 """A real HTTP server on loopback standing in for Fly's Machines API in orchestrator tests.
 
-It answers creations from a script (status codes, "timeout", or 200 by default) and records
-every request, so a test can assert what the orchestrator sent and drive callbacks itself.
+It answers creations from a script (status codes, "timeout", or 200 by default), starts
+from another, stops and config updates with 200, and records every request, so a test can assert what the orchestrator sent and drive callbacks itself.
 The full emulator (arke_local.fly_emulator) is used by the end-to-end tests.
 """
 
@@ -28,6 +28,9 @@ class FlyStub:
         self.oom_killed: set[str] = set()  # machines whose exit event says oom_killed
         self.show_answer = 200  # Get Machine's status (429: rate limited)
         self.delete_script: list[int] = []  # answers to the next destroys (200 by default)
+        self.start_script: list[int] = []  # answers to the next starts (200 by default; 409, 412, 404...)
+        self.stop_script: list[int] = []  # answers to the next stops (200 by default)
+        self.actions: list[dict[str, Any]] = []  # starts, stops and updates of existing machines
         self.delete_tries: list[str] = []  # every destroy asked for, answered or not
         self._lock = threading.Lock()
         self._counter = 0
@@ -51,7 +54,11 @@ class FlyStub:
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                parts = self.path.split("?")[0].rstrip("/").split("/")
+                if parts[-1] != "machines":  # .../machines/{id}/start|stop, or /machines/{id}: update
+                    self._machine_action(parts, body)
+                    return
                 with stub._lock:
                     answer = stub.script.pop(0) if stub.script else 200
                     stub._counter += 1
@@ -66,6 +73,22 @@ class FlyStub:
                     self._send(200, {"id": machine_id, "name": body.get("name"), "state": "created"})
                 elif answer == 429:
                     self._send(429, {"error": "rate limit exceeded"}, {"Retry-After": stub.retry_after})
+                else:
+                    self._send(int(answer), {"error": f"injected {answer}"})
+
+            def _machine_action(self, parts: list[str], body: dict[str, Any]) -> None:
+                action = parts[-1] if parts[-1] in ("start", "stop") else "update"
+                machine_id = parts[-2] if action != "update" else parts[-1]
+                with stub._lock:
+                    script = {"start": stub.start_script, "stop": stub.stop_script}.get(action)
+                    answer = script.pop(0) if script else 200
+                    stub.actions.append({"action": action, "id": machine_id, "answer": answer, "body": body,
+                                         "at": time.monotonic()})
+                if answer == 200:
+                    self._send(200, {"id": machine_id, "state": "stopped"} if action == "update"
+                               else {"ok": True, "previous_state": "stopped"})
+                elif answer == 429:
+                    self._send(429, {"error": "rate limit exceeded"}, {"Retry-After": "1"})
                 else:
                     self._send(int(answer), {"error": f"injected {answer}"})
 

@@ -9,14 +9,17 @@ from urllib.parse import urlsplit
 
 from chalice.test import Client
 
+from chalicelib import store
+
 
 class PlayedMachine:
     def __init__(self, client: Client, request: dict[str, Any]) -> None:
         self.client = client
         self.request = request
         self.env = request["body"]["config"]["env"]
-        self.name, self.batch_id = self.env["MACHINE_NAME"], self.env["BATCH_ID"]
-        self.token = self.env["MACHINE_TOKEN"]
+        self.name, self.token = self.env["MACHINE_NAME"], self.env["MACHINE_TOKEN"]
+        # a standing machine's env names no batch: it is the one its record says it was started for
+        self.batch_id = self.env.get("BATCH_ID") or (store.get_standing(self.name).batch or "")
 
     def _post(self, kind: str, body: dict[str, Any] | None = None, token: str | None = None) -> Any:
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token or self.token}"}

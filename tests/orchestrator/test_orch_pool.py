@@ -33,7 +33,9 @@ from .conftest import (
 )
 from .pool_machine import PlayedMachine
 
-POOL = {"MACHINE_MODE": "pool", "POOL_BOOT_MS": "0", "HEARTBEAT_INTERVAL_MS": "300"}
+# Machines made for one batch and destroyed after it; the standing pool has its own tests
+# (test_orch_standing.py).
+POOL = {"MACHINE_MODE": "pool", "POOL_BOOT_MS": "0", "HEARTBEAT_INTERVAL_MS": "300", "POOL_STANDING": "false"}
 
 
 def start(env, tiffs: int, **overrides: str):

@@ -377,6 +377,32 @@ def test_bad_pool_environment_and_unknown_mode_exit_2(pool_env):
     assert code == 2 and "unknown WORKER_MODE 'pooled'" in out
 
 
+def test_a_standing_machine_pulls_its_own_route_first_then_its_batchs(s3, orch, pool_env):
+    """No BATCH_ID: the first pull goes to /pool/machines/{name}/pull, whose answer names
+    the batch's route; every later pull goes there (docs/pool.md "Standing pool")."""
+    orch.standing = True
+    orch.script = [orch.task("t_s1", put(s3, "staging/batch_p/s1.tif", tiff()), "staging/batch_p/s1.jpg"),
+                   orch.task("t_s2", put(s3, "staging/batch_p/s2.tif", tiff()), "staging/batch_p/s2.jpg")]
+    code, out = run(pool_env(BATCH_ID=None))
+    assert code == 0, out
+    assert len(orch.of("standing_pull")) == 1
+    assert len(orch.of("pull")) == 2  # the second task, then exit, on the batch's route
+    assert all(orch.of("callback", t)[0]["body"]["status"] == "success" for t in ("t_s1", "t_s2"))
+    assert all(orch.of("callback", t)[0]["body"]["batch_id"] == "batch_p" for t in ("t_s1", "t_s2"))
+
+
+def test_a_pull_url_outside_the_orchestrator_is_not_followed(s3, orch, pool_env):
+    """The token goes to the orchestrator only: an answer naming another host is the
+    protocol broken, retried until the machine gives up, never sent the token."""
+    orch.standing = True
+    orch.pull_url_override = "http://127.0.0.1:9/pool/batch_p/machines/x/pull"
+    orch.script = [{"action": "wait", "retry_after_ms": 10}] * 20
+    code, out = run(pool_env(BATCH_ID=None, WORKER_PULL_GIVE_UP_S="0.2"))
+    assert code == 1, out
+    assert "pull answer names a pull_url outside the orchestrator" in out
+    assert orch.of("pull") == [] and len(orch.of("standing_pull")) >= 2
+
+
 def test_backoff_schedule():
     assert list(backoff_delays(1, 10, 60)) == [1, 2, 4, 8, 10, 10, 10, 10]
     assert list(backoff_delays(1, 10, 0.5)) == []

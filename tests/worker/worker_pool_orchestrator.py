@@ -32,6 +32,11 @@ def machine_token(batch_id: str, machine_name: str) -> str:
                     hashlib.sha256).hexdigest()  # fmt: skip
 
 
+def standing_token(machine_name: str) -> str:
+    """A standing machine's token, over its name alone (chalicelib.signing)."""
+    return hmac.new(SIGNING_KEY, f"pool-standing\n{machine_name}".encode(), hashlib.sha256).hexdigest()
+
+
 class PoolOrchestrator:
     def __init__(self, batch_id: str = "batch_p", machine_name: str = "tiff-pool-0123456789ab"):
         self.batch_id, self.machine_name = batch_id, machine_name
@@ -43,6 +48,8 @@ class PoolOrchestrator:
         self.events: list[dict] = []
         self.on_event: Callable[[dict], None] | None = None
         self.lock = threading.Lock()
+        self.standing = False  # a standing machine's token; its first pull is machine-scoped
+        self.pull_url_override: str | None = None  # what the machine-scoped pull names
         orchestrator = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -85,6 +92,8 @@ class PoolOrchestrator:
 
     @property
     def token(self) -> str:
+        if self.standing:
+            return standing_token(self.machine_name)
         return machine_token(self.batch_id, self.machine_name)
 
     def task(self, task_id: str, input_key: str, output_key: str, attempt: int = 1, **extra) -> dict:
@@ -111,9 +120,16 @@ class PoolOrchestrator:
         route = urlsplit(path).path
         event = {"time": time.monotonic(), "path": path, "headers": headers, "body": body}
         match = re.fullmatch(r"/pool/([^/]+)/machines/([^/]+)/(pull|heartbeat)", route)
+        standing = re.fullmatch(r"/pool/machines/([^/]+)/pull", route)
         if match:
             event["kind"] = match[3]
             status, answer = self._pool(match[1], match[2], match[3], headers, body, event)
+        elif standing and self.standing:
+            event["kind"] = "standing_pull"
+            status, answer = self._pool(self.batch_id, standing[1], "pull", headers, body, event)
+            if status == 200:
+                base = f"{self.url}/pool/{self.batch_id}/machines/{self.machine_name}/pull"
+                answer = {**answer, "pull_url": self.pull_url_override or base}
         elif route.startswith("/callback/"):
             event["kind"], event["task_id"] = "callback", route.rsplit("/", 1)[1]
             with self.lock:

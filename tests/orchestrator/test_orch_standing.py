@@ -1,0 +1,261 @@
+"""The standing pool (issue 18, docs/pool.md "Standing pool"): machines created once, stopped
+between batches, started for the next. Played through the real routes against moto and the
+loopback Fly stand-in; each test checks a machine serves one batch at a time, is counted
+once, and is stopped, not destroyed, unless it is idle too long, hung or refused."""
+
+from __future__ import annotations
+
+import time
+
+import app
+from chalicelib import scheduler, signing, store
+from chalicelib.pool import retention
+from chalicelib.store import standing as standing_store
+
+from .conftest import (
+    BASE_ENV,
+    LambdaContext,
+    drive,
+    get_status,
+    make_services,
+    message,
+    post_admin,
+    run_pass,
+    sqs_event,
+)
+from .pool_machine import PlayedMachine
+from .test_orch_pool import in_flight
+
+STANDING = {"MACHINE_MODE": "pool", "POOL_BOOT_MS": "0", "POOL_START_MS": "0", "HEARTBEAT_INTERVAL_MS": "300",
+            "POOL_STANDING": "true"}
+
+
+class StandingMachine(PlayedMachine):
+    """A standing machine as the worker plays it: its first pull after a start on the
+    machine's own route, the next ones on the `pull_url` the answer gave."""
+
+    def __init__(self, client, request) -> None:
+        super().__init__(client, request)
+        self.pull_path: str | None = None
+
+    def pull(self, token: str | None = None) -> dict:
+        path = self.pull_path or f"/pool/machines/{self.name}/pull"
+        response = self.client.http.post(path, body=b"{}", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {token or self.token}"})
+        assert response.status_code == 200, response.body
+        answer = response.json_body
+        if "pull_url" in answer:
+            self.pull_path = answer["pull_url"].split("orchestrator.test", 1)[1]
+            self.batch_id = self.pull_path.split("/")[2]
+        if answer["action"] == "exit":
+            self.pull_path = None  # the worker exits; the next start pulls on the machine's route
+        return answer
+
+
+def start_batch(env, batch_id: str, tiffs: int, **overrides: str):
+    services = make_services(env, **{**STANDING, **overrides})
+    app.intake(sqs_event(message(batch_id=batch_id, tiffs=tiffs, others=0), message_id=batch_id), LambdaContext(30))
+    return services
+
+
+def standing(client, fly) -> list[StandingMachine]:
+    return [StandingMachine(client, r) for r in fly.created()]
+
+
+def state_of(machine: PlayedMachine) -> str:
+    return standing_store.get_standing(machine.name).state
+
+
+def starts(fly) -> list[dict]:
+    return [a for a in fly.actions if a["action"] == "start"]
+
+
+def test_a_standing_machine_is_created_for_no_batch_and_stopped_when_its_work_ends(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    [machine] = standing(client, fly)
+    config = machine.request["body"]["config"]
+    assert "BATCH_ID" not in config["env"] and config["auto_destroy"] is False
+    assert machine.token == signing.standing_token(BASE_ENV["CALLBACK_SIGNING_KEY"], machine.name)
+    ran = machine.work_until_exit()
+    assert len(ran) == 2 and {t["batch_id"] for t in ran} == {"batch_one"}
+    assert state_of(machine) == "stopped" and fly.deleted == []  # kept for the next batch
+    assert in_flight() == 0 and standing_store.standing_count() == 1
+    drive(services, lambda: get_status(client, "batch_one")["status"] == "DONE")
+
+
+def test_the_next_batch_starts_the_stopped_machine_instead_of_creating_one(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    [machine] = standing(client, fly)
+    machine.work_until_exit()
+    drive(services, lambda: get_status(client, "batch_one")["status"] == "DONE")
+    services = start_batch(env, "batch_two", tiffs=3, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    assert len(fly.created()) == 1 and [a["id"] for a in starts(fly)] == [machine.request["id"]]
+    assert state_of(machine) == "started" and store.get_standing(machine.name).batch == "batch_two"
+    ran = machine.work_until_exit()
+    assert {t["batch_id"] for t in ran} == {"batch_two"} and len(ran) == 3
+    drive(services, lambda: get_status(client, "batch_two")["status"] == "DONE")
+    assert int(store.get_standing(machine.name).starts) == 2 and fly.deleted == []
+
+
+def test_a_start_fly_refuses_falls_back_to_a_creation(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    [first] = standing(client, fly)
+    first.work_until_exit()
+    drive(services, lambda: get_status(client, "batch_one")["status"] == "DONE")
+    fly.start_script = [409]  # its host is full
+    services = start_batch(env, "batch_two", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    assert [a["answer"] for a in starts(fly)] == [409]
+    assert len(fly.created()) == 2  # created instead, in the same pass
+    record = store.get_standing(first.name)
+    assert record.state == "stopped" and int(record.start_failures) == 1 and int(record.live_seen) == 0
+    assert store.get_machine("batch_two", first.name).state == "gone"  # its stint given back
+    assert int(store.get_batch("batch_two").machines_live) == 1 and in_flight() == 1
+
+
+def test_a_machine_fly_no_longer_knows_is_gone(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    [first] = standing(client, fly)
+    first.work_until_exit()
+    drive(services, lambda: get_status(client, "batch_one")["status"] == "DONE")
+    fly.start_script = [404]
+    services = start_batch(env, "batch_two", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    assert state_of(first) == "gone" and standing_store.standing_count() == 1  # the new one only
+
+
+def test_a_stale_machine_gets_the_new_config_before_it_starts(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    [machine] = standing(client, fly)
+    machine.work_until_exit()
+    drive(services, lambda: get_status(client, "batch_one")["status"] == "DONE")
+    services = start_batch(env, "batch_two", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1",
+                           FLY_WORKER_IMAGE="registry.fly.io/arke-tiff-worker:v2")
+    run_pass(services)
+    update, start = fly.actions[-2:]
+    assert (update["action"], start["action"]) == ("update", "start")
+    assert update["body"]["config"]["image"] == "registry.fly.io/arke-tiff-worker:v2"
+    assert update["body"]["config"]["auto_destroy"] is False
+    before = store.get_standing(machine.name).config_version
+    machine.work_until_exit()
+    assert store.get_standing(machine.name).config_version == before  # recorded at the start
+
+
+def test_a_reset_stops_standing_machines_rather_than_destroying_them(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=4, MAX_POOL_MACHINES_PER_BATCH="2")
+    run_pass(services)
+    pool = standing(client, fly)
+    held = pool[0].pull()["task"]
+    assert post_admin(client, "reset", "batch_one").status_code == 200
+    assert fly.deleted == []
+    assert sorted(a["id"] for a in fly.actions if a["action"] == "stop") == sorted(m.request["id"] for m in pool)
+    assert {state_of(m) for m in pool} == {"stopped"} and in_flight() == 0
+    assert pool[0].report(held)["ignored"] is True
+    assert pool[0].pull()["action"] == "exit"  # its record is stopped: not started for a batch
+
+
+def test_a_machine_fly_did_not_stop_at_the_end_is_stopped_by_the_sweep(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    [machine] = standing(client, fly)
+    machine.pull()
+    fly.stop_script = [503]  # Fly fails the end's stop
+    assert post_admin(client, "reset", "batch_one").status_code == 200
+    assert state_of(machine) == "started"
+    deadline = time.monotonic() + 15
+    while state_of(machine) != "stopped":
+        assert time.monotonic() < deadline, "never stopped"
+        time.sleep(0.1)
+        scheduler.run_due_sweeps(services, "test-tick")
+    assert [a["answer"] for a in fly.actions if a["action"] == "stop"] == [503, 200]
+    scheduler.run_due_sweeps(services, "test-tick")
+
+
+def test_machines_idle_past_the_retention_are_destroyed_but_the_minimum_is_kept(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=3, MAX_POOL_MACHINES_PER_BATCH="3",
+                           POOL_IDLE_RETENTION_S="0", POOL_MIN_MACHINES="1")
+    run_pass(services)
+    pool = standing(client, fly)
+    assert len(pool) == 3
+    for m in pool:
+        m.work_until_exit()
+    time.sleep(0.01)
+    assert retention.retire_idle(services) == 2
+    assert sorted(state_of(m) for m in pool) == ["gone", "gone", "stopped"]
+    assert len(fly.deleted) == 2 and standing_store.standing_count() == 1
+    kept = next(m for m in pool if state_of(m) == "stopped")
+    assert kept.name == standing_store.all_stopped(10)[0].name  # the most recently stopped
+
+
+def test_a_failed_destroy_of_an_idle_machine_is_tried_again(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1", POOL_IDLE_RETENTION_S="0")
+    run_pass(services)
+    [machine] = standing(client, fly)
+    machine.work_until_exit()
+    fly.delete_script = [503]
+    assert retention.retire_idle(services) == 0
+    assert [m.name for m in standing_store.to_destroy(10**15)] == [machine.name]
+    time.sleep(2.1)  # the first retry's backoff
+    assert retention.retire_idle(services) == 1
+    assert machine.request["id"] in fly.deleted and standing_store.to_destroy(10**15) == []
+
+
+def test_the_standing_pool_stops_growing_at_its_maximum(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=6, MAX_POOL_MACHINES_PER_BATCH="6", POOL_MAX_MACHINES="2")
+    run_pass(services)
+    run_pass(services)
+    assert len(fly.created()) == 2 and standing_store.standing_count() == 2
+
+
+def test_two_batches_never_start_one_machine(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    [machine] = standing(client, fly)
+    machine.work_until_exit()
+    now = int(time.time() * 1000)
+    assert standing_store.take_stopped(machine.name, "batch_two", now)
+    assert not standing_store.take_stopped(machine.name, "batch_three", now)
+    assert store.get_standing(machine.name).batch == "batch_two"
+
+
+def test_a_standing_token_claims_nothing_in_a_batch_it_was_not_started_for(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1")
+    app.intake(sqs_event(message(batch_id="batch_other", tiffs=2, others=0), message_id="o"), LambdaContext(30))
+    run_pass(services)
+    machines = standing(client, fly)
+    stranger = next(m for m in machines if store.get_standing(m.name).batch == "batch_one")
+    response = client.http.post(f"/pool/batch_other/machines/{stranger.name}/pull", body=b"{}", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {stranger.token}"})
+    held = [t for t in store.iter_tasks("batch_other") if t.pool_machine == stranger.name]
+    assert response.status_code in (200, 404) and held == []
+    if response.status_code == 200:
+        assert response.json_body["action"] != "task"
+
+
+def test_a_silent_standing_machine_is_destroyed_not_kept(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1", HEARTBEAT_TIMEOUT_MS="1000")
+    run_pass(services)
+    [hung] = standing(client, fly)
+    hung.pull()
+    time.sleep(1.1)
+    run_pass(services)
+    assert hung.request["id"] in fly.deleted and state_of(hung) == "gone"
+    assert standing_store.standing_count() == 0
+    drive(services, lambda: len(fly.created()) == 2)
+    assert standing_store.standing_count() == 1  # only its replacement
+
+
+def test_a_standing_machines_heartbeat_and_result_count_on_its_batch_routes(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    [machine] = standing(client, fly)
+    task = machine.pull()["task"]
+    assert machine.heartbeat(task)["action"] == "continue"  # its heartbeat route takes its token
+    assert machine.report(task) == {"ok": True}
+    assert get_status(client, "batch_one")["progress"]["tasks_completed"] == 1
