@@ -98,16 +98,16 @@ class PoolClient:
 
     def pull(self) -> PullAnswer:
         answer = parse_pull(self._post(self.pull_url, {}))
-        if answer.pull_url:
-            self.pull_url = self._own(answer.pull_url)
+        if answer.pull_url and self._own(answer.pull_url):
+            self.pull_url = answer.pull_url
         return answer
 
-    def _own(self, url: str) -> str:
-        """The token goes to the orchestrator only: a `pull_url` elsewhere is the
-        protocol broken, not an address to follow."""
-        if not url.startswith(self.settings.orchestrator_url + "/"):
-            raise PoolUnavailableError("pull answer names a pull_url outside the orchestrator")
-        return url
+    def _own(self, url: str) -> bool:
+        """The token goes to ORCHESTRATOR_URL only: a `pull_url` elsewhere (an orchestrator
+        behind a proxy names its own address) is not followed, and the machine goes on
+        pulling where it did, which serves the same batch; the answer itself (perhaps a
+        task already claimed for it) is still worked."""
+        return url.startswith(self.settings.orchestrator_url + "/")
 
     def heartbeat(self, url: str, task_id: str, attempt: int, timeout_s: float | None = None) -> str:
         """One beat; returns the action (`continue` or `drop`)."""

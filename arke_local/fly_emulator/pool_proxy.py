@@ -15,7 +15,7 @@ PULL = "pull"
 HEARTBEAT = "heartbeat"
 CALLBACK = "callback"
 OTHER = "other"
-_PULL = re.compile(r"^pool/[^/]+/machines/[^/]+/pull$")
+_PULL = re.compile(r"^pool/([^/]+/)?machines/[^/]+/pull$")  # a standing machine's first pull has no batch
 _HEARTBEAT = re.compile(r"^pool/[^/]+/machines/[^/]+/heartbeat$")
 _CALLBACK = re.compile(r"^callback/[^/]+/[^/]+$")
 REWRITTEN = ("callback_url", "heartbeat_url")
@@ -34,6 +34,16 @@ def route_kind(rest: str) -> str:
 
 def proxied_base(emulator_url: str, machine_id: str) -> str:
     return f"{emulator_url}/_emulator/orchestrator/{machine_id}"
+
+
+def rewrite_pull_url(answer: object, original: str, proxied: str) -> None:
+    """A standing machine's pull answer names its next pull's URL (`pull_url`): pointed here
+    too, so its later pulls come through the proxy as its first did."""
+    if not isinstance(answer, dict):
+        return
+    url = answer.get("pull_url")
+    if isinstance(url, str) and original and url.startswith(original + "/"):
+        answer["pull_url"] = proxied + url[len(original):]
 
 
 def rewrite_task(answer: object, original: str, proxied: str) -> bool:

@@ -453,8 +453,9 @@ class _Handler(BaseHTTPRequestHandler):
             return body
         emulator = self.emulator
         proxied = pool_proxy.proxied_base(emulator.url, machine.id)
+        pool_proxy.rewrite_pull_url(data, machine.orchestrator_url or "", proxied)
         if not pool_proxy.rewrite_task(data, machine.orchestrator_url or "", proxied):
-            return body
+            return json.dumps(data).encode() if isinstance(data, dict) and "pull_url" in data else body
         emulator.stats.incr("pool_tasks")
         fault = emulator.faults.task_fault()
         if fault != "none":

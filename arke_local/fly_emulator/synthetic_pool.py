@@ -78,8 +78,11 @@ class PoolRun:
         self.env = env
         self.hooks = hooks
         self.base = env.get("ORCHESTRATOR_URL", "").rstrip("/")
-        self.pull_url = (f"{self.base}/pool/{env.get('BATCH_ID', '')}/machines/"
-                         f"{env.get('MACHINE_NAME', '')}/pull")
+        # a standing machine (no BATCH_ID) pulls its machine-scoped route first and then
+        # wherever the answers' `pull_url` says (docs/pool.md "Standing pool")
+        batch, name = env.get("BATCH_ID", "").strip(), env.get("MACHINE_NAME", "")
+        self.pull_url = (f"{self.base}/pool/{batch}/machines/{name}/pull" if batch
+                         else f"{self.base}/pool/machines/{name}/pull")
         self.auth = {"Authorization": f"Bearer {env.get('MACHINE_TOKEN', '')}"}
         try:
             self.slots = max(1, int(env.get("WORKER_CONCURRENCY") or 1))
@@ -152,6 +155,9 @@ class PoolRun:
             self.hooks.incr("pool_pulls")
             status, data = self._post(self.pull_url, {}, self.auth)
             if status == 200 and isinstance(data, dict):
+                follow = data.get("pull_url")
+                if isinstance(follow, str) and follow.startswith(self.base + "/"):
+                    self.pull_url = follow
                 return data
             if status in (401, 403):
                 log.info("%s synthetic pool machine %s: pull refused (%d)", P, self.hooks.name, status)

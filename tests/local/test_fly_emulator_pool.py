@@ -437,6 +437,21 @@ def test_the_proxy_rewrites_only_the_orchestrators_urls_of_a_task_answer():
         "pull", "heartbeat", "callback", "other", "other"]
 
 
+def test_the_proxy_points_a_standing_machines_pull_url_back_at_itself():
+    """A standing machine's first pull is machine-scoped; its answer's `pull_url` (the
+    batch's route) is rewritten like a task's URLs, so the next pulls are proxied too."""
+    from arke_local.fly_emulator import pool_proxy
+
+    original, proxied = "http://orch:8000", "http://emu:4280/_emulator/orchestrator/m1"
+    assert pool_proxy.route_kind("pool/machines/m/pull") == "pull"
+    answer = {"action": "wait", "retry_after_ms": 5, "pull_url": f"{original}/pool/b1/machines/m/pull"}
+    pool_proxy.rewrite_pull_url(answer, original, proxied)
+    assert answer["pull_url"] == f"{proxied}/pool/b1/machines/m/pull"
+    elsewhere = {"action": "exit", "pull_url": "http://other:1/pool/b1/machines/m/pull"}
+    pool_proxy.rewrite_pull_url(elsewhere, original, proxied)
+    assert elsewhere["pull_url"] == "http://other:1/pool/b1/machines/m/pull"
+
+
 def test_pool_fault_knobs_are_checked(fly_emulator_factory, fly_emulator_client):
     fly = fly_emulator_client(fly_emulator_factory(images={IMAGE: SYNTHETIC}))
     for bad in ({"task_script": ["explode"]}, {"hang_rate": 1.5}, {"task_fault_after_s": -1}):
