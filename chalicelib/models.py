@@ -193,6 +193,7 @@ class Machine(Model):
     tasks_done = NumberAttribute(default=0)
     destroy_tries = NumberAttribute(null=True)  # destroys Fly did not confirm (store/machines.py)
     standing = BooleanAttribute(null=True)  # a stint of a standing machine (Standing): stopped, not destroyed
+    stints = NumberAttribute(null=True)  # standing: times it was started in this batch (each counts as created)
 
 
 STANDING_KEY_PREFIX = "#standing#"

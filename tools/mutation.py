@@ -7,6 +7,12 @@ tests fail on is killed, one they pass is a guard no test watches. A snippet tha
 in its file exactly once is a stale mutation (the code moved on): an error to fix in the
 data file, never counted as a kill.
 
+Each mutant is tried first on the test that killed it last time (tools/mutation-killers.json,
+rewritten after every run) and on the whole command only when that test passes: a test of
+the suite that fails on the mutant is a kill of the suite, so the score is the same, and a
+run takes minutes instead of hours. The whole command runs the killers' files of mutants of
+the same source file first.
+
 The original bytes and mtime always come back (finally, SIGINT/SIGTERM, and a backup
 under .mutation-backup/ that the next run restores if this process was killed outright).
 Children run with PYTHONDONTWRITEBYTECODE so no mutant is left in a __pycache__.
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import json
 import os
 import re
 import shlex
@@ -32,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tools" / "mutations.toml"
 BACKUP = ROOT / ".mutation-backup"
+KILLERS = ROOT / "tools" / "mutation-killers.json"
 GUARD_TESTS = "tests/orchestrator/test_orch_guards*.py"  # run first: they kill fastest
 ORCHESTRATOR_TESTS = "tests/orchestrator/test_*.py"
 TIMEOUT_S = 300
@@ -150,7 +158,47 @@ def first_failure(output: str) -> str:
     return ""
 
 
-def try_mutation(m: Mutation, command: list[str], timeout: float) -> Result:
+def load_killers(path: Path = KILLERS) -> dict[str, str]:
+    """Mutation name -> the test id (`tests/...py::name`) that killed it last."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def save_killers(killers: dict[str, str], path: Path = KILLERS) -> None:
+    path.write_text(json.dumps(dict(sorted(killers.items())), indent=1) + "\n")
+
+
+def test_id(command: list[str], failure: str) -> str:
+    """`file.py::name` (first_failure's form) as the path the command names it by."""
+    file, _, name = failure.partition("::")
+    for arg in command:
+        if arg.endswith(".py") and os.path.basename(arg) == file:
+            return f"{arg}::{name}"
+    return ""
+
+
+def killers_first(command: list[str], files: set[str]) -> list[str]:
+    """The command with the test files in `files` moved to the front (order otherwise kept)."""
+    first = [a for a in command if a in files]
+    if not first:
+        return command
+    head = [a for a in command if not a.endswith(".py") or a.startswith("-")]
+    rest = [a for a in command if a.endswith(".py") and not a.startswith("-") and a not in files]
+    return head + first + rest
+
+
+def quick_command(command: list[str], killer: str) -> list[str] | None:
+    """pytest on the one test that killed this mutant before, with the command's interpreter."""
+    if not killer or "pytest" not in command:
+        return None
+    at = command.index("pytest")
+    return [*command[: at + 1], "-x", "-q", "-p", "no:cacheprovider", killer]
+
+
+def try_mutation(m: Mutation, command: list[str], timeout: float, killer: str = "") -> Result:
     path = ROOT / m.file
     if not path.is_file():
         return Result(m, "stale", detail=f"{m.file} does not exist")
@@ -165,6 +213,11 @@ def try_mutation(m: Mutation, command: list[str], timeout: float) -> Result:
         return Result(m, "error", detail=f"mutant does not compile: {exc}")
     start = time.monotonic()
     with mutated(path, text):
+        quick = quick_command(command, killer)
+        if quick is not None:
+            code, _ = run_tests(quick, timeout)
+            if code == 1:
+                return Result(m, "killed", time.monotonic() - start, killer.split("/")[-1])
         code, output = run_tests(command, timeout)
     seconds = time.monotonic() - start
     if code is None:
@@ -233,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{m.name:<36} {m.file:<24} {'ok' if count == 1 else f'STALE ({count} matches)'}")
         return 0
     command = shlex.split(args.command) if args.command else default_command()
+    by_file: dict[str, set[str]] = {}
+    for m in load(args.data):
+        by_file.setdefault(m.file, set()).add(m.name)
     print("test command: " + " ".join(command))
     start = time.monotonic()
     if not args.no_baseline:
@@ -241,16 +297,21 @@ def main(argv: list[str] | None = None) -> int:
             print(output[-3000:])
             raise SystemExit("the unmutated code fails its tests: no mutation score means anything")
         print(f"baseline: tests pass ({time.monotonic() - start:.0f} s)")
-    results = []
+    results, killers = [], load_killers()
     try:
         for m in mutations:
-            result = try_mutation(m, command, args.timeout)
+            files = {v.split("::")[0] for k, v in killers.items() if k in by_file.get(m.file, ())}
+            result = try_mutation(m, killers_first(command, files), args.timeout, killers.get(m.name, ""))
             print(f"  {m.name}: {result.outcome} ({result.seconds:.0f} s) {result.detail}", flush=True)
             results.append(result)
+            if result.outcome == "killed":
+                killers[m.name] = test_id(command, result.detail) or killers.get(m.name, "")
     except (KeyboardInterrupt, Stop) as exc:
         print(f"\ninterrupted ({type(exc).__name__} {exc}); every file is restored", file=sys.stderr)
         summarize(results, time.monotonic() - start)
         return 130
+    finally:
+        save_killers({k: v for k, v in killers.items() if v})
     return summarize(results, time.monotonic() - start)
 
 

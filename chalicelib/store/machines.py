@@ -38,16 +38,16 @@ def add_machine(settings: Settings, batch_id: str, phase: str, name: str, now: i
     """The record of a machine about to be created (or, `standing`, started: a standing
     machine's stint in this batch; a stint of it that ended may be replaced). False if the
     batch left `phase`; raises InFlightCapReached or BatchPoolFull when a cap is full."""
-    record = Machine(machine_key(batch_id, name), batch=batch_id, name=name, state=MachineState.CREATING.value,
-                     live_batch=batch_id, live_seen=now, created_at=now, last_seen=now, tasks_done=0,
-                     standing=standing or None)
     cap = settings.max_pool_machines_per_batch
     new = Machine.batch_id.does_not_exist()
-    if standing:
-        new |= (Machine.state == MachineState.GONE.value) & Machine.live_batch.does_not_exist()
 
     def build(tx: Any) -> None:
-        tx.save(record, condition=new)
+        if standing:
+            _new_stint(tx, batch_id, name, now, new)
+        else:
+            tx.save(Machine(machine_key(batch_id, name), batch=batch_id, name=name,
+                            state=MachineState.CREATING.value, live_batch=batch_id, live_seen=now,
+                            created_at=now, last_seen=now, tasks_done=0), condition=new)
         tx.update(Batch(batch_id),
                   actions=[Batch.machines_live.add(1), Batch.machines_created.add(1), Batch.updated_at.set(now)],
                   condition=(Batch.status == phase) & (Batch.machines_live.does_not_exist()
@@ -64,6 +64,19 @@ def add_machine(settings: Settings, batch_id: str, phase: str, name: str, now: i
         if batch.status == phase:
             raise BatchPoolFull(f"{cap} machines in the batch's pool")
     return False
+
+
+def _new_stint(tx: Any, batch_id: str, name: str, now: int, new: Any) -> None:
+    """A standing machine's stint: its record in the batch, made or (its earlier stint in
+    this batch ended) made live again, the stint counted in `stints` so the batch's
+    `machines_created` still equals what its records say (the sum of their stints)."""
+    gone = (Machine.state == MachineState.GONE.value) & Machine.live_batch.does_not_exist()
+    tx.update(Machine(machine_key(batch_id, name)), condition=new | gone, actions=[
+        Machine.batch.set(batch_id), Machine.name.set(name), Machine.state.set(MachineState.CREATING.value),
+        Machine.live_batch.set(batch_id), Machine.live_seen.set(now), Machine.created_at.set(now),
+        Machine.last_seen.set(now), Machine.tasks_done.set(Machine.tasks_done | 0), Machine.standing.set(True),
+        Machine.stints.add(1), Machine.gone_at.remove(), Machine.gone_reason.remove(), Machine.holding.remove(),
+        Machine.destroy_tries.remove()])
 
 
 def record_machine_id(batch_id: str, name: str, machine_id: str) -> None:

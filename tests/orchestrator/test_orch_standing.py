@@ -158,6 +158,7 @@ def test_a_reset_stops_standing_machines_rather_than_destroying_them(services, c
     assert {state_of(m) for m in pool} == {"stopped"} and in_flight() == 0
     assert pool[0].report(held)["ignored"] is True
     assert pool[0].pull()["action"] == "exit"  # its record is stopped: not started for a batch
+    assert store.machines_to_destroy("batch_one", 10**15) == []  # no later sweep destroys them
 
 
 def test_a_machine_fly_did_not_stop_at_the_end_is_stopped_by_the_sweep(services, client, fly, env):
@@ -165,7 +166,7 @@ def test_a_machine_fly_did_not_stop_at_the_end_is_stopped_by_the_sweep(services,
     run_pass(services)
     [machine] = standing(client, fly)
     machine.pull()
-    fly.stop_script = [503]  # Fly fails the end's stop
+    fly.stop_script = [503, 503]  # Fly fails the end's stop and the first sweep's
     assert post_admin(client, "reset", "batch_one").status_code == 200
     assert state_of(machine) == "started"
     deadline = time.monotonic() + 15
@@ -173,7 +174,7 @@ def test_a_machine_fly_did_not_stop_at_the_end_is_stopped_by_the_sweep(services,
         assert time.monotonic() < deadline, "never stopped"
         time.sleep(0.1)
         scheduler.run_due_sweeps(services, "test-tick")
-    assert [a["answer"] for a in fly.actions if a["action"] == "stop"] == [503, 200]
+    assert [a["answer"] for a in fly.actions if a["action"] == "stop"] == [503, 503, 200]
     scheduler.run_due_sweeps(services, "test-tick")
 
 
@@ -185,6 +186,8 @@ def test_machines_idle_past_the_retention_are_destroyed_but_the_minimum_is_kept(
     assert len(pool) == 3
     for m in pool:
         m.work_until_exit()
+    patient = make_services(env, **{**STANDING, "POOL_MIN_MACHINES": "1"})  # the default hour
+    assert retention.retire_idle(patient) == 0 and fly.deleted == []
     time.sleep(0.01)
     assert retention.retire_idle(services) == 2
     assert sorted(state_of(m) for m in pool) == ["gone", "gone", "stopped"]
@@ -259,3 +262,19 @@ def test_a_standing_machines_heartbeat_and_result_count_on_its_batch_routes(serv
     assert machine.heartbeat(task)["action"] == "continue"  # its heartbeat route takes its token
     assert machine.report(task) == {"ok": True}
     assert get_status(client, "batch_one")["progress"]["tasks_completed"] == 1
+
+
+def test_a_machine_started_twice_in_one_batch_is_one_record_of_two_stints(services, client, fly, env):
+    """A standing machine that exited may be started again in the same batch: its record
+    is made live again (not a second one), and `stints` keeps the batch's machines_created
+    equal to what its records say."""
+    services = start_batch(env, "batch_one", tiffs=2)
+    settings, phase = services.settings, get_status(client, "batch_one")["status"]
+    name = "tiff-pool-0123456789ab"
+    assert store.add_machine(settings, "batch_one", phase, name, 1, standing=True)
+    assert not store.add_machine(settings, "batch_one", phase, name, 2, standing=True)  # live: not twice
+    assert store.retire_machine(settings, "batch_one", name, "told to exit", 3)
+    assert store.add_machine(settings, "batch_one", phase, name, 4, standing=True)
+    record, batch = store.get_machine("batch_one", name), store.get_batch("batch_one")
+    assert (record.state, int(record.stints), record.gone_reason) == ("creating", 2, None)
+    assert (int(batch.machines_created), int(batch.machines_live)) == (2, 1) and in_flight() == 1
