@@ -70,6 +70,16 @@ def starts(fly) -> list[dict]:
     return [a for a in fly.actions if a["action"] == "start"]
 
 
+def one_batch_done(env, client, fly) -> StandingMachine:
+    """A one-TIFF batch worked to DONE by one standing machine, now stopped."""
+    services = start_batch(env, "batch_one", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    [machine] = standing(client, fly)
+    machine.work_until_exit()
+    drive(services, lambda: get_status(client, "batch_one")["status"] == "DONE")
+    return machine
+
+
 def test_a_standing_machine_is_created_for_no_batch_and_stopped_when_its_work_ends(services, client, fly, env):
     services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1")
     run_pass(services)
@@ -85,11 +95,7 @@ def test_a_standing_machine_is_created_for_no_batch_and_stopped_when_its_work_en
 
 
 def test_the_next_batch_starts_the_stopped_machine_instead_of_creating_one(services, client, fly, env):
-    services = start_batch(env, "batch_one", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1")
-    run_pass(services)
-    [machine] = standing(client, fly)
-    machine.work_until_exit()
-    drive(services, lambda: get_status(client, "batch_one")["status"] == "DONE")
+    machine = one_batch_done(env, client, fly)
     services = start_batch(env, "batch_two", tiffs=3, MAX_POOL_MACHINES_PER_BATCH="1")
     run_pass(services)
     assert len(fly.created()) == 1 and [a["id"] for a in starts(fly)] == [machine.request["id"]]
@@ -101,11 +107,7 @@ def test_the_next_batch_starts_the_stopped_machine_instead_of_creating_one(servi
 
 
 def test_a_start_fly_refuses_falls_back_to_a_creation(services, client, fly, env):
-    services = start_batch(env, "batch_one", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1")
-    run_pass(services)
-    [first] = standing(client, fly)
-    first.work_until_exit()
-    drive(services, lambda: get_status(client, "batch_one")["status"] == "DONE")
+    first = one_batch_done(env, client, fly)
     fly.start_script = [409]  # its host is full
     services = start_batch(env, "batch_two", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1")
     run_pass(services)
@@ -118,11 +120,7 @@ def test_a_start_fly_refuses_falls_back_to_a_creation(services, client, fly, env
 
 
 def test_a_machine_fly_no_longer_knows_is_gone(services, client, fly, env):
-    services = start_batch(env, "batch_one", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1")
-    run_pass(services)
-    [first] = standing(client, fly)
-    first.work_until_exit()
-    drive(services, lambda: get_status(client, "batch_one")["status"] == "DONE")
+    first = one_batch_done(env, client, fly)
     fly.start_script = [404]
     services = start_batch(env, "batch_two", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1")
     run_pass(services)
@@ -130,11 +128,7 @@ def test_a_machine_fly_no_longer_knows_is_gone(services, client, fly, env):
 
 
 def test_a_stale_machine_gets_the_new_config_before_it_starts(services, client, fly, env):
-    services = start_batch(env, "batch_one", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1")
-    run_pass(services)
-    [machine] = standing(client, fly)
-    machine.work_until_exit()
-    drive(services, lambda: get_status(client, "batch_one")["status"] == "DONE")
+    machine = one_batch_done(env, client, fly)
     services = start_batch(env, "batch_two", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1",
                            FLY_WORKER_IMAGE="registry.fly.io/arke-tiff-worker:v2")
     run_pass(services)
