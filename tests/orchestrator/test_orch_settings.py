@@ -50,6 +50,8 @@ def test_pool_defaults():
     assert (s.worker_concurrency, s.max_pool_machines_per_batch) == (1, 300)
     assert (s.heartbeat_timeout_ms, s.heartbeat_interval_ms) == (60000, 10000)
     assert (s.pool_prior_task_ms, s.pool_boot_ms) == (3000, 5000)
+    assert (s.pool_standing, s.pool_max_machines, s.pool_min_machines) == (True, 1000, 0)
+    assert (s.pool_idle_retention_s, s.pool_start_ms, s.pool_start_concurrency) == (3600, 1500, 32)
 
 
 def test_pool_values_are_read():
@@ -61,6 +63,10 @@ def test_pool_values_are_read():
     assert pool_guest(s) == {"cpu_kind": "shared", "cpus": 2, "memory_mb": 512}
     assert (s.worker_concurrency, s.heartbeat_timeout_ms, s.heartbeat_interval_ms) == (3, 30000, 14999)
     assert (s.max_pool_machines_per_batch, s.pool_prior_task_ms, s.pool_boot_ms) == (50, 1200, 0)
+    s = Settings.from_env({"POOL_STANDING": "off", "POOL_MAX_MACHINES": "20", "POOL_MIN_MACHINES": "5",
+                           "POOL_IDLE_RETENTION_S": "0", "POOL_START_MS": "400", "POOL_START_CONCURRENCY": "4"})
+    assert (s.pool_standing, s.pool_max_machines, s.pool_min_machines) == (False, 20, 5)
+    assert (s.pool_idle_retention_s, s.pool_start_ms, s.pool_start_concurrency) == (0, 400, 4)
 
 
 @pytest.mark.parametrize(("kind", "cpus", "memory_mb"), [
@@ -100,6 +106,11 @@ def test_every_guest_fly_allows_is_accepted_and_the_emulator_takes_it(kind, cpus
     ({"MAX_POOL_MACHINES_PER_BATCH": "0"}, "MAX_POOL_MACHINES_PER_BATCH must be at least 1"),
     ({"POOL_PRIOR_TASK_MS": "0"}, "POOL_PRIOR_TASK_MS must be at least 1"),
     ({"POOL_BOOT_MS": "-1"}, "POOL_BOOT_MS must be at least 0"),
+    ({"POOL_STANDING": "sometimes"}, "POOL_STANDING must be true or false"),
+    ({"POOL_MAX_MACHINES": "0"}, "POOL_MAX_MACHINES must be at least 1"),
+    ({"POOL_MIN_MACHINES": "-1"}, "POOL_MIN_MACHINES must be at least 0"),
+    ({"POOL_IDLE_RETENTION_S": "-5"}, "POOL_IDLE_RETENTION_S must be at least 0"),
+    ({"POOL_START_CONCURRENCY": "0"}, "POOL_START_CONCURRENCY must be at least 1"),
 ])
 def test_bad_pool_values_name_the_variable(env, message):
     with pytest.raises(SettingsError) as info:
