@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv browser test demo up lint bench bench-worker bench-orchestrator bench-scale bench-stack-load bench-capacity bench-moto mutation clean
+.PHONY: venv browser test demo up lint bench bench-worker bench-orchestrator bench-scale bench-scale-standing bench-stack-load bench-capacity bench-moto mutation clean
 
 $(STAMP): requirements.txt requirements-dev.txt worker/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ bench-emulator-pool: venv
 # minutes (BENCH_SCALE_ARGS='--only-small', '--n 20 --mode single', '--env KEY=VALUE').
 bench-scale: venv
 	$(PY) -m bench.scale $(BENCH_SCALE_ARGS)
+
+bench-scale-standing: venv
+	$(PY) -m bench.scale_standing $(BENCH_SCALE_ARGS)
 
 # The stack's API under a 230-machine pool's request rate (200 req/s from 50 threads).
 bench-stack-load: venv
