@@ -2,8 +2,9 @@
 
 - `stop_standing`: every standing machine still started for a batch that ended is stopped
   (Fly `stop`; only its rootfs is billed afterwards) and goes back to the stopped pool. One
-  Fly did not stop stays under the batch's key and the batch's next sweep tries again; one
-  whose creation never answered is found by name and destroyed.
+  Fly did not stop stays under the batch's key and the batch's next sweep tries again (one
+  Fly no longer knows, 404, is gone); one whose creation never answered is found by name
+  and destroyed.
 - `retire_idle`: a stopped machine idle longer than POOL_IDLE_RETENTION_S is destroyed,
   except the POOL_MIN_MACHINES most recently stopped; a destroy Fly does not confirm waits
   in the standing destroy queue and is tried again (`retry_destroys`).
@@ -51,6 +52,8 @@ def stop_standing(services: Services, batch_id: str) -> int:
         except FlyError as exc:
             log(PREFIX, "stop_failed", batch_id=batch_id, machine_name=machine.name, machine_id=machine.machine_id,
                 status=exc.status)
+            if exc.status == 404:  # Fly no longer knows it: nothing to stop, nothing to keep
+                return standing_store.standing_gone(services.settings, machine.name, "Fly does not know it (404 on stop)")
             return False
         if standing_store.stopped(machine.name, batch_id, now_ms()):
             log(PREFIX, "machine_stopped", batch_id=batch_id, machine_name=machine.name, machine_id=machine.machine_id)

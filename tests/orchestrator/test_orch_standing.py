@@ -172,6 +172,17 @@ def test_a_machine_fly_did_not_stop_at_the_end_is_stopped_by_the_sweep(services,
     scheduler.run_due_sweeps(services, "test-tick")
 
 
+def test_a_machine_fly_no_longer_knows_at_the_end_is_gone_not_stopped_for_ever(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    [machine] = standing(client, fly)
+    machine.pull()
+    fly.stop_script = [404]
+    assert post_admin(client, "reset", "batch_one").status_code == 200
+    assert state_of(machine) == "gone" and standing_store.standing_count() == 0
+    assert standing_store.started_for("batch_one") == []  # the sweep has nothing left to stop
+
+
 def test_machines_idle_past_the_retention_are_destroyed_but_the_minimum_is_kept(services, client, fly, env):
     services = start_batch(env, "batch_one", tiffs=3, MAX_POOL_MACHINES_PER_BATCH="3",
                            POOL_IDLE_RETENTION_S="0", POOL_MIN_MACHINES="1")
