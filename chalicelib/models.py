@@ -205,8 +205,9 @@ def standing_key(name: str) -> str:
 
 
 class StandingLiveIndex(GlobalSecondaryIndex["Standing"]):
-    """The same live-index: a stopped standing machine under `#stopped#{memory}` by when it
-    stopped, one started for a batch under `{batch}#standing` (store/standing.py)."""
+    """The same live-index: a stopped standing machine under `#stopped` by when it stopped
+    (its memory a filter), one started for a batch under `{batch}#standing`, one whose
+    destroy Fly has not confirmed under `#standing#destroy` (store/standing.py)."""
 
     Meta = _LiveIndexMeta
     live_batch = UnicodeAttribute(hash_key=True)

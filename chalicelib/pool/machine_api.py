@@ -74,7 +74,8 @@ def pull_standing(services: Services, name: str, authorization: str | None) -> d
 
 def _exit(services: Services, batch_id: str, name: str, reason: str, idle_only: bool = True) -> dict[str, Any]:
     """Tell the pulling slot to stop. The machine is counted gone (it exits; Fly destroys
-    it) only once no slot of it holds a task: with WORKER_CONCURRENCY >= 2 another slot may
+    it, or stops a standing one, which goes back to the stopped pool) only once no slot of
+    it holds a task: with WORKER_CONCURRENCY >= 2 another slot may
     still be converting, and retiring its machine would have that task dropped. A batch
     that ended retires it whatever it holds (`idle_only=False`): nothing it does counts.
     A machine that was never made is a 404, as for any of its requests."""
