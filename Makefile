@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv browser test demo up lint bench bench-worker bench-orchestrator bench-scale bench-scale-standing bench-stack-load bench-capacity bench-moto mutation clean
+.PHONY: venv browser test demo up lint bench bench-worker bench-orchestrator bench-scale bench-scale-standing bench-fleet-sim bench-stack-load bench-capacity bench-moto mutation clean
 
 $(STAMP): requirements.txt requirements-dev.txt worker/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ bench-scale: venv
 
 bench-scale-standing: venv
 	$(PY) -m bench.scale_standing $(BENCH_SCALE_ARGS)
+
+# The virtual-time fleet simulation (issue 18): the real app and store on in-process moto,
+# Fly and the machines as seeded events (BENCH_FLEET_SIM_ARGS='--n 100000', '--standing 0',
+# '--safety-seeds 20 --n 200', '--profile stack --compare bench/results/scale-....json').
+bench-fleet-sim: venv
+	$(PY) -m bench.fleet_sim $(BENCH_FLEET_SIM_ARGS)
 
 # The stack's API under a 230-machine pool's request rate (200 req/s from 50 threads).
 bench-stack-load: venv
