@@ -94,7 +94,7 @@ def check_safety(sim: Simulation, outcome: BatchOutcome, expected: int) -> Safet
     seen: dict[str, str] = {}
     for task in rows:
         task_id, key = str(task.get("task_id")), task.get("output_r2_key")
-        if int(task.get("attempt") or 1) > 1:
+        if int(task.get("attempts") or 1) > 1:
             safety.tasks_retried += 1
         if task.get("status") != "completed":
             continue
@@ -124,6 +124,7 @@ class Report:
     peak_partition_wcu: float
     peak_partition: str
     peak_partition_rcu: float
+    top_partitions_wcu: dict[str, float]  # the 5 hottest partitions' peak second (writes)
     throttled_requests: int
     costs: Costs
     safety: Safety
@@ -149,6 +150,14 @@ def bound_s(sim: Simulation) -> float:
                                 per_machine=sc.per_machine, burst=sc.standing)
     return makespan_bound_s(sc.tasks, sc.task_s, sc.create_rate, sim.profile.fly.boot_s,
                             per_machine=sc.per_machine, burst=sc.create_burst)
+
+
+def top_partitions(stats: PartitionStats, count: int = 5) -> dict[str, float]:
+    """The hottest partitions by their peak second: the one at intake (the files of one batch
+    share a key) is not the one that limits the conversion (the batch item)."""
+    stats.hottest()  # rolls the last second in
+    ranked = sorted(stats.peak.items(), key=lambda item: (-item[1], item[0]))[:count]
+    return {"/".join(p for p in partition if p): units for partition, units in ranked}
 
 
 def report(sim: Simulation, outcomes: list[BatchOutcome], wall_s: float) -> Report:
@@ -178,6 +187,7 @@ def report(sim: Simulation, outcomes: list[BatchOutcome], wall_s: float) -> Repo
         peak_partition_wcu=wcu,
         peak_partition="/".join(p for p in hot if p) if hot else "",
         peak_partition_rcu=rcu,
+        top_partitions_wcu=top_partitions(writes),
         throttled_requests=writes.throttled + reads.throttled,
         costs=costs(sc.tasks, sc.task_s, running, stopped, api_busy, api_requests),
         safety=check_safety(sim, measured, sc.tasks),
