@@ -10,8 +10,8 @@ a change here, and no orchestrator file needs a seam of its own. `uninstall()` p
 replaced value back.
 
 - time: the virtual clock's readings; `sleep` ends the actor's turn (loop.sleep).
-- ThreadPoolExecutor: runs what it is given at once, in order, in the caller (an actor is
-  one greenlet; `SPAWN_CONCURRENCY=1` is what the pass then does).
+- ThreadPoolExecutor: `map` runs each call as an actor of its own, `max_workers` at once,
+  the caller waiting in virtual time (ActorExecutor); outside an actor, in the caller.
 - threading.Lock/RLock made at call time: a lock an actor may hold across a request,
   e.g. the pool candidates' read lock, waits in virtual time instead of blocking the thread.
 - uuid.uuid4: drawn from the run's seed, so machine names and owners repeat run to run.
@@ -66,6 +66,61 @@ class InlineExecutor:
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+class ActorExecutor(InlineExecutor):
+    """ThreadPoolExecutor.map as the pool's threads run it: inside an actor each call is an
+    actor of its own, at most `max_workers` at once, and the caller waits in virtual time
+    until all have ended (results in order, the first error in order raised). So a pass's
+    32 concurrent starts of standing machines overlap their Fly and DynamoDB waits, as the
+    threads do, instead of queueing one behind the other."""
+
+    loop: Loop | None = None  # set by Seams.install
+
+    def __init__(self, max_workers: int | None = None, thread_name_prefix: str = "", **kw: Any) -> None:
+        super().__init__(max_workers, thread_name_prefix, **kw)
+        self.prefix = thread_name_prefix or "pool"
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[Any]:
+        loop, items = self.loop, list(zip(*iterables, strict=False))
+        workers = max(1, self.max_workers or 1)
+        if loop is None or not loop.in_actor() or len(items) <= 1 or workers == 1:
+            return iter([fn(*args) for args in items])
+        parent = loop.current
+        assert parent is not None
+        values = {slot: getattr(slot.owner, slot.name) for slot in loop.slots}
+        results: list[Any] = [None] * len(items)
+        errors: list[BaseException | None] = [None] * len(items)
+        state = {"next": 0, "running": 0}
+
+        def start_next() -> None:
+            index = state["next"]
+            state["next"] += 1
+            state["running"] += 1
+
+            def call() -> None:
+                try:
+                    results[index] = fn(*items[index])
+                except BaseException as exc:  # noqa: BLE001 - raised in the caller, as map does
+                    errors[index] = exc
+
+            loop.spawn(f"{parent.name.split(':')[0]}:{self.prefix}", call, values, on_done=finished)
+
+        def finished(_: Any) -> None:
+            state["running"] -= 1
+            if state["next"] < len(items):
+                start_next()
+            elif state["running"] == 0:
+                loop.wake(parent)
+
+        for _ in range(min(workers, len(items))):
+            start_next()
+        loop.park()
+        for error in errors:
+            if error is not None:
+                raise error
+        return iter(results)
 
 
 class CoopLock:
@@ -143,7 +198,7 @@ def futures_module() -> types.ModuleType:
             return getattr(concurrent.futures, name)
 
     module = InlineFutures("concurrent.futures")
-    module.ThreadPoolExecutor = InlineExecutor
+    module.ThreadPoolExecutor = ActorExecutor
     return module
 
 
@@ -163,6 +218,7 @@ class Seams:
     """The replacements, installed into the orchestrator's modules and taken out again."""
 
     def __init__(self, clock: VirtualClock, loop: Loop, seed: int) -> None:
+        self._loop = loop
         self.time = time_module(clock, loop.sleep)
         self.values: dict[int, Any] = {
             id(real_time): self.time,
@@ -173,7 +229,7 @@ class Seams:
             id(uuid): uuid_module(random.Random(f"uuid:{seed}")),
             id(threading): threading_module(loop),
             id(concurrent.futures): futures_module(),
-            id(concurrent.futures.ThreadPoolExecutor): InlineExecutor,
+            id(concurrent.futures.ThreadPoolExecutor): ActorExecutor,
         }
         self._undo: list[Callable[[], None]] = []
         self.replaced: list[str] = []  # "module.name" of every global replaced (the report lists them)
@@ -182,6 +238,7 @@ class Seams:
         return self.values.get(id(value), value)
 
     def install(self) -> Seams:
+        ActorExecutor.loop = self._loop
         for module in orchestrator_modules():
             self._patch_globals(module)
         return self
@@ -217,6 +274,7 @@ class Seams:
     def uninstall(self) -> None:
         while self._undo:
             self._undo.pop()()
+        ActorExecutor.loop = None
 
 
 class RealSleepGuard:
