@@ -216,6 +216,7 @@ def _parse_update_expressions_once() -> None:
 
     make._arke_once = True  # type: ignore[attr-defined]
     make.cache_info = parse.cache_info  # type: ignore[attr-defined]
+    make.cache_clear = parse.cache_clear  # type: ignore[attr-defined]
     UpdateExpressionParser.make = staticmethod(make)  # type: ignore[method-assign,assignment]
 
 

@@ -102,6 +102,7 @@ def test_binary_values_and_errors_stay_with_motos_serializer(fast_hits):
 def test_an_update_expression_parsed_once_still_writes_each_requests_values(monkeypatch):
     monkeypatch.setattr(UpdateExpressionParser, "make", UpdateExpressionParser.make)  # restored after
     moto_server._parse_update_expressions_once()
+    UpdateExpressionParser.make.cache_clear()  # an earlier test in this process (the fleet sim) may have used it
     expression = "SET #s = :s, n = if_not_exists(n, :zero) + :by REMOVE gone ADD tags :tag"
     with mock_aws():
         ddb = _table()
