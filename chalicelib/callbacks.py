@@ -20,7 +20,7 @@ from .clock import now_ms
 from .errors import InvalidCallbackError, NotFoundError, UnauthorizedError
 from .ids import id_problem
 from .logs import log
-from .pool.large import retry_waits_for_large
+from .pool.large import retry_band
 from .services import Services
 from .transitions import Move, Outcome, on_callback
 
@@ -137,7 +137,7 @@ def apply_outcome(services: Services, phase: str, batch_id: str, task_id: str, a
     end = store.AttemptEnd(move, phase, outcome=outcome, error=outcome.error, retry_at=retry_at,
                            attempts_left_below=limit, keep_planned_output=keep, pool_machine=pool_machine,
                            task_ms_cap=services.registry.get(phase).task_timeout_ms(settings),
-                           large=retry_waits_for_large(settings, pool_machine is not None, outcome.error_code))
+                           band=retry_band(settings, pool_machine, outcome.error_code, outcome.needed_memory_mb))
     if store.end_attempt(settings, batch_id, task_id, attempt, end, now):
         return move, True
     if move is not Move.RETRY:

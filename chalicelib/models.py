@@ -104,7 +104,7 @@ class Batch(Model):
     tasks_completed = NumberAttribute(default=0)
     tasks_failed = NumberAttribute(default=0)
     tasks_in_flight = NumberAttribute(default=0)
-    # pool mode: pending tasks waiting for a larger machine than a pool machine (pool/large.py)
+    # pool mode: pending tasks waiting for a larger machine than the pool's smallest (pool/large.py)
     tasks_large = NumberAttribute(null=True)
     phase_history = JSONAttribute(null=True)
 
@@ -141,7 +141,8 @@ class Batch(Model):
     machines_live = NumberAttribute(null=True)
     machines_created = NumberAttribute(null=True)
     machines_peak = NumberAttribute(null=True)
-    pool_target = NumberAttribute(null=True)
+    pool_target = NumberAttribute(null=True)  # the smallest machines' target plus pool_tier_machines
+    pool_tier_machines = NumberAttribute(null=True)  # the larger tiers' machines the last pass wanted (pool/tiers.py)
     pool_reason = UnicodeAttribute(null=True)
     task_ms_total = NumberAttribute(null=True)
     task_ms_count = NumberAttribute(null=True)

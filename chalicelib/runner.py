@@ -20,6 +20,7 @@ from .models import Batch
 from .phases import Discovery, FileEntry, Phase
 from .pool.creator import PoolCreator
 from .pool.liveness import retire_silent
+from .pool.tiers import TierPool
 from .services import Services
 from .shutdown import end_in_error, retry_destroys, stop_pool
 from .spawner import Spawner, SpawnReport, destroy_unrecorded
@@ -34,8 +35,14 @@ class BatchPass:
                  pooled_batches: int = 1) -> None:
         self.services, self.settings, self.batch = services, services.settings, batch
         self.pooled = services.settings.machine_mode == MachineMode.POOL.value
-        self.spawner = Spawner(services, batch.batch_id, capacity, token_deadline, large_only=self.pooled)
+        # single mode reads the larger bands only while tasks wait there (left by pool mode)
+        larger = ((store.LARGE_BAND,) if self.pooled
+                  else tuple(range(1, store.LARGE_BAND + 1)) if int(batch.tasks_large or 0) else ())
+        self.spawner = Spawner(services, batch.batch_id, capacity, token_deadline, large_only=self.pooled,
+                               larger_bands=larger)
         self.pool = PoolCreator(services, batch, capacity, token_deadline, pooled_batches)
+        self.tiers = TierPool(services, batch, token_deadline, pooled_batches)
+        self.tier_report = SpawnReport()
 
     @property
     def batch_id(self) -> str:
@@ -45,8 +52,10 @@ class BatchPass:
     def report(self) -> SpawnReport:
         if not self.pooled:
             return self.spawner.report
-        pool, large = self.pool.report, self.spawner.report  # pool mode's machines for large tasks too
-        return SpawnReport(pool.spawned + large.spawned, pool.capacity_used + large.capacity_used, large.unrecorded)
+        # pool mode's machines of every tier, and single-mode machines for the largest tasks
+        pool, tiers, large = self.pool.report, self.tier_report, self.spawner.report
+        return SpawnReport(pool.spawned + tiers.spawned + large.spawned,
+                           pool.capacity_used + tiers.capacity_used + large.capacity_used, large.unrecorded)
 
     def run(self) -> int | None:
         """Do the pass; return when the batch is next due (None once it has ended)."""
@@ -70,7 +79,7 @@ class BatchPass:
                 self.spawner.spawn(phase)
         finally:
             destroy_unrecorded(self.services, self.batch_id, unrecorded)
-        if self.pool.wants_more() if self.pooled else self.spawner.report.out_of_tokens:
+        if (self.pool.wants_more() or self.tiers.wants_more()) if self.pooled else self.spawner.report.out_of_tokens:
             return now_ms()  # creations go on at the bucket's pace in the next round
         return now_ms() + phase.alarm_delay_ms(self.settings)
 
@@ -85,12 +94,15 @@ class BatchPass:
         avg = pool_sizing.moving_average_ms(float(b.task_ms_avg) if averaged else None,
                                             total - int(seen["total"]), count - int(seen["count"]),
                                             s.pool_prior_task_ms)
+        tier_target = self.tiers.plan(s.max_pool_machines_per_batch - int(b.machines_live or 0))
+        self.pool.tier_live, self.pool.tier_target = self.tiers.live, tier_target
         decision = self.pool.size(avg)
-        store.record_pool_pass(self.batch_id, decision.target, decision.reason, avg,
-                               {"total": total, "count": count})
-        self.pool.grow(phase)
+        store.record_pool_pass(self.batch_id, decision.target + tier_target, decision.reason, avg,
+                               {"total": total, "count": count}, tier_machines=tier_target)
+        self.tier_report = self.tiers.grow(phase, self.pool.capacity)  # first: only they take their tasks
+        self.pool.grow(phase)  # both within the caps of the machine records' transactions
         now = now_ms()
-        live = int(b.machines_live or 0) + self.pool.report.spawned
+        live = int(b.machines_live or 0) + self.pool.report.spawned + self.tier_report.spawned
         timeline.record_pool(self.batch_id, live, now)
         if live > int(b.machines_peak or 0):
             store.raise_machines_peak(self.batch_id, live)

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import pairwise
 
 
 class SettingsError(ValueError):
@@ -113,6 +114,39 @@ def _pool_guest(env: Mapping[str, str]) -> tuple[str, int, int]:
     return kind, cpus, memory_mb
 
 
+MAX_POOL_TIERS = 9  # larger tiers beside POOL_MEMORY_MB (store/task_reads.py has a band for each)
+
+
+def _pool_tiers(env: Mapping[str, str], kind: str, cpus: int, base_mb: int) -> tuple[int, ...]:
+    """POOL_MEMORY_TIERS_MB: the pool's larger memories (docs/pool.md "Memory tiers"), each a
+    guest Fly allows for POOL_CPU_KIND and POOL_CPUS, ascending, above POOL_MEMORY_MB. Unset:
+    POOL_MEMORY_MB doubled while Fly allows it (2048, 4096, 8192 for one performance CPU);
+    `none`: one memory. The tuple starts with POOL_MEMORY_MB."""
+    low, high = (cpus * per_cpu for per_cpu in MB_PER_CPU[kind])
+    raw = _str(env, "POOL_MEMORY_TIERS_MB", "").strip().lower()
+    if not raw:
+        tiers, size = [base_mb], 2 * base_mb
+        while size <= high and len(tiers) <= MAX_POOL_TIERS:
+            tiers.append(size)
+            size *= 2
+        return tuple(tiers)
+    if raw == "none":
+        return (base_mb,)
+    try:
+        larger = [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise SettingsError(f"POOL_MEMORY_TIERS_MB must be MB numbers separated by commas, or none: {raw!r}") from None
+    tiers = [base_mb, *larger]
+    if any(b <= a for a, b in pairwise(tiers)) or len(larger) > MAX_POOL_TIERS:
+        raise SettingsError(f"POOL_MEMORY_TIERS_MB must ascend from above POOL_MEMORY_MB={base_mb}, "
+                            f"at most {MAX_POOL_TIERS} of them: {raw!r}")
+    for memory_mb in larger:
+        if memory_mb % MEMORY_STEP_MB or not low <= memory_mb <= high:
+            raise SettingsError(f"POOL_MEMORY_TIERS_MB: {memory_mb} is not a multiple of {MEMORY_STEP_MB} "
+                                f"from {low} to {high} for {cpus} {kind} CPU(s)")
+    return tuple(tiers)
+
+
 def _heartbeat(env: Mapping[str, str]) -> tuple[int, int]:
     """HEARTBEAT_TIMEOUT_MS and HEARTBEAT_INTERVAL_MS: the interval under half the timeout,
     so one lost beat never times a working machine's task out."""
@@ -169,6 +203,7 @@ class Settings:
     pool_cpu_kind: str = "performance"
     pool_cpus: int = 1
     pool_memory_mb: int = 2048
+    pool_tiers_mb: tuple[int, ...] = (2048, 4096, 8192)  # POOL_MEMORY_MB, then the larger tiers
     worker_concurrency: int = 1
     heartbeat_timeout_ms: int = 60000
     heartbeat_interval_ms: int = 10000
@@ -183,6 +218,12 @@ class Settings:
     pool_start_concurrency: int = 32  # starts at once in one pass (Fly limits them per machine)
 
     env: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def pool_tiers(self) -> tuple[int, ...]:
+        """The pool's memories, POOL_MEMORY_MB first (tier 0), ascending; settings made in
+        code with another POOL_MEMORY_MB keep only the tiers above it."""
+        return (self.pool_memory_mb, *(m for m in self.pool_tiers_mb if m > self.pool_memory_mb))
 
     @property
     def test_route_enabled(self) -> bool:
@@ -241,6 +282,7 @@ class Settings:
             pool_cpu_kind=pool_cpu_kind,
             pool_cpus=pool_cpus,
             pool_memory_mb=pool_memory_mb,
+            pool_tiers_mb=_pool_tiers(env, pool_cpu_kind, pool_cpus, pool_memory_mb),
             worker_concurrency=_int(env, "WORKER_CONCURRENCY", cls.worker_concurrency, 1),
             heartbeat_timeout_ms=heartbeat_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,

@@ -20,7 +20,7 @@ from .errors import FlyError, FlyRateLimitedError
 from .logs import log
 from .models import Task
 from .phases import MachineContext, Phase
-from .pool.large import retry_waits_for_large
+from .pool.large import retry_band
 from .services import Services
 from .settings import SettingsError
 from .shutdown import destroy_machines
@@ -44,10 +44,11 @@ class Spawner:
     large for a pool machine: `large_only`, pool/large.py)."""
 
     def __init__(self, services: Services, batch_id: str, capacity: int, token_deadline: float,
-                 large_only: bool = False) -> None:
+                 large_only: bool = False, larger_bands: tuple[int, ...] = (store.LARGE_BAND,)) -> None:
         self.services, self.settings, self.batch_id = services, services.settings, batch_id
         self.capacity = capacity
         self.large_only = large_only
+        self.larger_bands = larger_bands  # bands above 0 it reads too (store/task_reads.py)
         self.token_deadline = token_deadline
         self.report = SpawnReport()
         self.cap_full = False
@@ -62,8 +63,11 @@ class Spawner:
             raise SettingsError("CALLBACK_SIGNING_KEY is not set; machines' callbacks would be refused")
         limit = min(phase.batch_size(self.settings), self.capacity)
         tasks = [] if self.large_only else store.ready_tasks(self.batch_id, now_ms(), limit)
-        # the large band too: a task that waited for a larger machine when the mode was pool
-        tasks += store.ready_tasks(self.batch_id, now_ms(), limit - len(tasks), large=True)
+        # pool mode: the large band; single mode: every larger band, where tasks waited for a
+        # larger machine when the mode was pool (single mode sizes each machine itself)
+        for band in self.larger_bands:
+            if len(tasks) < limit:
+                tasks += store.ready_tasks(self.batch_id, now_ms(), limit - len(tasks), band=band)
         if not tasks:
             return
         workers = min(self.settings.spawn_concurrency, len(tasks))
@@ -138,7 +142,7 @@ class Spawner:
             services.gate.close_for(exc.retry_after_s)
             retry_at = now_ms() + int(exc.retry_after_s * 1000)
             store.unclaim_task(self.settings, self.batch_id, task.task_id, attempt, retry_at, now_ms(),
-                               large=retry_waits_for_large(self.settings, False, None))
+                               band=retry_band(self.settings, None, None))
             log(phase.log_prefix, "spawn_rate_limited", batch_id=self.batch_id, task_id=task.task_id,
                 retry_after_s=exc.retry_after_s)
             metrics.emit(self.settings.stage, phase.name, self.batch_id, FlyRateLimited=1)
@@ -163,9 +167,9 @@ class Spawner:
         move = after_failure(since, self.settings.max_retry_attempts)
         error = f"Machine creation failed: {exc}"
         retry_at = now + jittered_ms(since, self.settings.alarm_delay_error_retry_ms)
-        large = retry_waits_for_large(self.settings, False, None)
+        band = retry_band(self.settings, None, None)
         store.end_attempt(self.settings, self.batch_id, task.task_id, attempt,
-                          store.AttemptEnd(move, phase.name, error=error, retry_at=retry_at, large=large), now)
+                          store.AttemptEnd(move, phase.name, error=error, retry_at=retry_at, band=band), now)
         if exc.status is None or exc.status >= 500:
             # No answer, or a server error: the machine may have been created all the same.
             self.report.unrecorded.append(phase.machine_name(task.task_id, attempt))

@@ -17,7 +17,7 @@ from .clock import now_ms
 from .logs import log
 from .phases import Phase
 from .phases.worker_errors import OUT_OF_MEMORY
-from .pool.large import retry_waits_for_large
+from .pool.large import retry_band
 from .services import Services
 from .shutdown import destroy_machines
 from .transitions import Outcome, after_failure, attempts_since_retry
@@ -53,7 +53,7 @@ def time_out(services: Services, batch_id: str, phase: Phase, unrecorded: list[s
         code = outcome.error_code if outcome is not None else None
         end = store.AttemptEnd(move, phase.name, outcome=outcome, error=error, retry_at=retry_at,
                                pool_machine=task.pool_machine,
-                               large=retry_waits_for_large(settings, bool(task.pool_machine), code))
+                               band=retry_band(settings, task.pool_machine, code))
         if store.end_attempt(settings, batch_id, task.task_id, attempt, end, now):
             log(phase.log_prefix, "task_timed_out", batch_id=batch_id, task_id=task.task_id,
                 attempt=attempt, machine_id=task.machine_id, move=move.value, pool_machine=task.pool_machine)

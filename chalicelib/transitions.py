@@ -27,6 +27,7 @@ class Outcome:
     output: dict[str, Any] = field(default_factory=dict)
     performance: dict[str, int] | None = None
     error_code: str | None = None  # the worker's machine-readable kind of failure
+    needed_memory_mb: int | None = None  # needs_memory: what the image needs (pool/large.py)
 
 
 def attempts_since_retry(attempt: int, base: int) -> int:

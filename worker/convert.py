@@ -39,13 +39,22 @@ class ConversionReport:
         )
 
 
-def convert_in_process(in_path: str, out_path: str, limits: Limits) -> ConversionReport:
-    from worker.encode import encode_jpeg, memory_budget
+def convert_in_process(
+    in_path: str, out_path: str, limits: Limits, max_memory_mb: int | None = None
+) -> ConversionReport:
+    """`max_memory_mb` (pool mode: the largest machine memory of the pool, when larger
+    than this machine's): an image whose full-quality encoding needs a larger machine
+    raises `NeedsMemoryError` from its header, before anything is decoded."""
+    from worker.encode import check_machine_fits, encode_jpeg, memory_budget
     from worker.render import render_first_page, sniff
     from worker.stripwise import convert_stripwise, plan
 
     started = time.monotonic()
     sniff(in_path)
+    if max_memory_mb:
+        shape = encoded_shape(in_path)
+        if shape is not None:  # unreadable: the decoders say what is wrong with it
+            check_machine_fits(*shape, max_memory_mb)
     budget = memory_budget()
     big = plan(in_path, budget) if _may_be_large(in_path, budget) else None
     if big is not None:  # a plain scan too large to decode whole: strip by strip
@@ -88,6 +97,32 @@ def convert_in_process(in_path: str, out_path: str, limits: Limits) -> Conversio
     )
 
 
+def encoded_shape(path: str) -> tuple[int, int, str] | None:
+    """(width, height, mode the encoder will get: "L" or "RGB") of the first page, read
+    from its header (Pillow, else tifffile) without decoding; None when neither reads it."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as probe:
+            mode = probe.mode
+            grey = mode in ("1", "L", "LA", "La", "I", "F") or mode.startswith("I;16")
+            return probe.width, probe.height, "L" if grey else "RGB"
+    except Exception:
+        pass
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            samples = int(page.samplesperpixel) - len(page.extrasamples or ())
+            photometric = int(page.photometric) if 262 in page.tags else (2 if samples >= 3 else 1)
+            grey = photometric in (0, 1) and samples == 1
+            return int(page.imagewidth), int(page.imagelength), "L" if grey else "RGB"
+    except Exception:
+        return None
+
+
 def _may_be_large(path: str, budget: int) -> bool:
     """Cheap header look (Pillow) so small files never pay for importing tifffile."""
     from PIL import Image
@@ -102,9 +137,15 @@ def _may_be_large(path: str, budget: int) -> bool:
 
 
 def convert_file(
-    in_path: str, out_path: str, limits: Limits, cancel: threading.Event | None = None
+    in_path: str,
+    out_path: str,
+    limits: Limits,
+    cancel: threading.Event | None = None,
+    max_memory_mb: int | None = None,
 ) -> ConversionReport:
     """Convert with the wall-clock limit; raises a ConversionError subclass on failure,
-    `Cancelled` when `cancel` is set meanwhile (the child is killed)."""
-    args = (str(in_path), str(out_path), limits)
+    `NeedsMemoryError` when a larger machine of the pool should (`max_memory_mb`,
+    `convert_in_process`), `Cancelled` when `cancel` is set meanwhile (the child is
+    killed)."""
+    args = (str(in_path), str(out_path), limits, max_memory_mb)
     return run_isolated(convert_in_process, args, limits.timeout_s, cancel)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from worker.exceptions import ConversionError, UnsupportedTiffError
+from worker.exceptions import ConversionError, NeedsMemoryError, UnsupportedTiffError
 
 JPEG_MAX_SIDE = 65500
 MIB = 1024 * 1024
@@ -104,6 +104,32 @@ def fits_multipass(width: int, height: int, mode: str, budget: int | None = None
     budget = memory_budget() if budget is None else budget
     need = width * height * MOZJPEG_FULL_BYTES_PER_PIXEL[mode] + PROCESS_BASELINE
     return need <= budget
+
+
+def check_machine_fits(width: int, height: int, mode: str, max_memory_mb: int | None) -> None:
+    """Pool mode's memory tiers: raise `NeedsMemoryError` when the full-quality encoder
+    needs more machine memory (`full_quality_memory`, the formula single mode sizes its
+    machines with) than this machine has (`worker.settings.machine_memory_bytes`) and the
+    pool has a machine with more (`max_memory_mb`, the assignment's). Not `fits_multipass`:
+    the budget's MIN_BUDGET floor admits up to 256 MB on the smallest machines, where such
+    an image is then killed for memory. Otherwise nothing: the encoder takes the best path
+    within the budget, as without tiers. Never without mozjpeg (no machine encodes better
+    then) nor for an image too large for any JPEG (the conversion says so)."""
+    from worker.settings import machine_memory_bytes
+
+    machine_mb = machine_memory_bytes() // MIB
+    if not max_memory_mb or max_memory_mb <= machine_mb or max(width, height) > JPEG_MAX_SIDE:
+        return
+    if not _load_pyvips():
+        return
+    need_mb = -(-full_quality_memory(width, height, mode) // MIB)
+    if need_mb <= machine_mb:  # only this slot's share or WORKER_MEMORY_BUDGET_MB is short
+        return
+    raise NeedsMemoryError(
+        f"needs {need_mb} MB for full-quality encoding ({width} x {height} {mode}); this "
+        f"machine has {machine_mb} MB, the pool up to {max_memory_mb} MB",
+        need_mb,
+    )
 
 
 def check_jpeg_size(width: int, height: int) -> None:

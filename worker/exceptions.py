@@ -11,6 +11,10 @@ class WorkerError(Exception):
 
     code = "internal"
 
+    def callback_fields(self) -> dict[str, object]:
+        """Fields the error callback carries beside `error` and `error_code`."""
+        return {}
+
 
 class ConfigError(WorkerError):
     """The environment lacks a variable of contracts §3 (or has a bad value)."""
@@ -77,6 +81,25 @@ class NotEnoughMemoryError(ImageTooLargeError):
     more memory would convert it."""
 
     code = "out_of_memory"
+
+
+class NeedsMemoryError(WorkerError):
+    """Pool mode: the full-quality encoder does not fit this machine, and the pool has
+    machines with more memory (the assignment's `max_memory_mb`). Nothing was decoded or
+    uploaded; `memory_mb` (the machine memory full quality needs) goes into the callback
+    so that the orchestrator retries the task on a machine of a tier that fits."""
+
+    code = "needs_memory"
+
+    def __init__(self, message: str, memory_mb: int):
+        super().__init__(message, memory_mb)  # both in args: it pickles out of the child
+        self.memory_mb = int(memory_mb)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def callback_fields(self) -> dict[str, object]:
+        return {"memory_mb": self.memory_mb}
 
 
 class ConversionCrashedError(ConversionError):

@@ -147,6 +147,9 @@ class ContractSettings:
     callback_timeout_s: float = 15.0
     workdir: str | None = None
     part_size: int = 16 * 1024 * 1024
+    # Pool mode only (the assignment's `max_memory_mb`): the largest machine memory of the
+    # pool, given when it is larger than this machine's; contract mode never has one.
+    max_memory_mb: int | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -280,4 +283,15 @@ class PoolSettings:
             callback_timeout_s=self.callback_timeout_s,
             workdir=self.workdir,
             part_size=self.part_size,
+            max_memory_mb=_memory_mb(task.get("max_memory_mb")),
         )
+
+
+def _memory_mb(value: object) -> int | None:
+    """An assignment's `max_memory_mb`: a positive whole number of MB, else None (an
+    absent or malformed field leaves the task to this machine, as before tiers)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON may spell 4096 as 4096.0
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return None
+    return value

@@ -55,15 +55,17 @@ def success_body(settings: ContractSettings, output_key: str, size: int, timings
     }
 
 
-def error_body(settings: ContractSettings, message: str, code: str = "internal") -> dict:
+def error_body(settings: ContractSettings, message: str, code: str = "internal", **extra) -> dict:
     """contracts §3's error callback plus `error_code`, the machine-readable kind of
-    failure (worker.exceptions) the orchestrator's retry decision reads."""
+    failure (worker.exceptions) the orchestrator's retry decision reads, and the
+    failure's own fields (`WorkerError.callback_fields`: `memory_mb` of `needs_memory`)."""
     return {
         "task_id": settings.task_id,
         "batch_id": settings.batch_id,
         "status": "error",
         "error": message,
         "error_code": code,
+        **extra,
     }
 
 
@@ -113,7 +115,7 @@ def run_steps(
 
         step = time.monotonic()
         try:
-            report = convert_file(tiff_path, jpeg_path, limits, cancel)
+            report = convert_file(tiff_path, jpeg_path, limits, cancel, settings.max_memory_mb)
         except ConversionError as exc:  # same class, so the same error_code
             raise type(exc)(f"Failed to convert TIFF: {exc}") from None
         timings["conversion"] = ms(time.monotonic() - step)
@@ -133,7 +135,7 @@ def run_steps(
     except Cancelled:
         raise
     except WorkerError as exc:
-        body = error_body(settings, log.redact(str(exc)), exc.code)
+        body = error_body(settings, log.redact(str(exc)), exc.code, **exc.callback_fields())
         log.error(f"failed: {body['error']}")
         return body
     except Exception as exc:  # a bug of ours: report it, keep the traceback in the log

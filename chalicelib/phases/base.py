@@ -142,9 +142,10 @@ class Phase(ABC):
         """What a pool machine's pull gets for one attempt of `task` (docs/pool.md)."""
         raise NotImplementedError(f"{self.name} has no pool assignment; run it with MACHINE_MODE=single")
 
-    def pool_machine_name(self) -> str:
-        """Unique per app, like an attempt's name, and telling at a glance it is a pool's."""
-        return f"{self.machine_prefix}-pool-{uuid.uuid4().hex[:12]}"
+    def pool_machine_name(self, tier_part: str = "") -> str:
+        """Unique per app, like an attempt's name, and telling at a glance it is a pool's
+        (and, with `tier_part`, of which memory tier: pool/large.py tier_name_part)."""
+        return f"{self.machine_prefix}-pool-{tier_part}{uuid.uuid4().hex[:12]}"
 
     @abstractmethod
     def interpret_callback(self, body: Mapping[str, Any]) -> Outcome:

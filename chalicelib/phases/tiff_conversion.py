@@ -124,7 +124,12 @@ class TiffConversion(Phase):
         if body["status"] == "error":
             error, code = body["error"], body.get("error_code")
             code = code if isinstance(code, str) and code else None
-            return Outcome(ok=False, error=error, permanent=is_permanent(error, code), error_code=code)
+            needed = body.get("memory_mb") if code == worker_errors.NEEDS_MEMORY else None
+            if needed is not None and (not isinstance(needed, int) or isinstance(needed, bool)
+                                       or not 0 < needed < 2**31):
+                raise InvalidCallbackError("memory_mb must be a positive integer")
+            return Outcome(ok=False, error=error, permanent=is_permanent(error, code), error_code=code,
+                           needed_memory_mb=needed)
         key, name, size = body.get("output_r2_key"), body.get("output_file_name"), body.get("output_file_size")
         if not isinstance(key, str) or not key or not isinstance(name, str) or not name:
             raise InvalidCallbackError("success callback needs output_r2_key and output_file_name")

@@ -15,6 +15,9 @@ import re
 PERMANENT = "permanent"
 RETRY = "retry"
 OUT_OF_MEMORY = "out_of_memory"  # retried on a machine with twice the memory (machine_size.py)
+# The pool worker read the header and the image needs more memory than its machine has while
+# the pool has larger tiers (`memory_mb` says how much): retried on a tier that fits (pool/large.py).
+NEEDS_MEMORY = "needs_memory"
 
 ERROR_CODES: dict[str, str] = {
     "input_missing": PERMANENT,  # R2 has no such key (404, NoSuchKey)
@@ -23,6 +26,7 @@ ERROR_CODES: dict[str, str] = {
     "unsupported": PERMANENT,  # a valid TIFF of a kind no decoder renders
     "too_large": PERMANENT,  # over the pixel limit (a bomb, or a scan past WORKER_MAX_PIXELS)
     OUT_OF_MEMORY: RETRY,  # the machine was too small (or the OOM killer struck)
+    NEEDS_MEMORY: RETRY,  # too small a pool machine, said before converting
     "transfer_failed": RETRY,  # download/upload failed: network, 5xx, throttling
     "timeout": RETRY,  # the conversion ran past its wall-clock limit
     "internal": RETRY,  # a bug or a bad environment: maybe not on the next machine

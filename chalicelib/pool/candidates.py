@@ -32,8 +32,9 @@ from ..models import TASK_SHARDS, Task
 READ = 32  # ready tasks read per query: a few seconds of a large pool's pulls
 MAX_AGE_S = 2.0  # a candidate not handed out by then is read again
 
-# (batch, now ms, limit, first shard) -> (ready tasks, when the next pending one is due)
-ReadReady = Callable[[str, int, int, int], tuple[list[Task], int | None]]
+# (batch, now ms, limit, first shard, band) -> (ready tasks, when the next pending one is due)
+ReadReady = Callable[[str, int, int, int, int], tuple[list[Task], int | None]]
+Key = tuple[str, int]  # (batch, band): a memory tier's band is read on its own (store/task_reads.py)
 
 
 @dataclass
@@ -46,71 +47,74 @@ class _Read:
 
 @dataclass
 class Candidates:
-    """One process's ready tasks per batch. Thread-safe: `chalice local` serves pulls on
+    """One process's ready tasks per batch and band. Thread-safe: `chalice local` serves pulls on
     threads, and a batch is read by one of them at a time while the others wait for it."""
 
     read_ready: ReadReady
     clock: Callable[[], float] = time.monotonic
-    _reads: dict[str, _Read] = field(default_factory=dict)
+    _reads: dict[Key, _Read] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _reading: dict[str, threading.Lock] = field(default_factory=dict)
+    _reading: dict[Key, threading.Lock] = field(default_factory=dict)
 
-    def take(self, batch_id: str, now_ms: int) -> Task | None:
-        """A ready task no other pull of this process was given, or None when a fresh read
-        finds none ready."""
-        task = self._pop(batch_id)
+    def take(self, batch_id: str, now_ms: int, band: int = 0) -> Task | None:
+        """A ready task of `band` no other pull of this process was given, or None when a
+        fresh read finds none ready."""
+        key = (batch_id, band)
+        task = self._pop(key)
         if task is not None:
             return task
-        with self._reading_lock(batch_id):
-            task = self._pop(batch_id)  # another thread may have read while this one waited
-            if task is not None or self._nothing_ready(batch_id, now_ms):
+        with self._reading_lock(key):
+            task = self._pop(key)  # another thread may have read while this one waited
+            if task is not None or self._nothing_ready(key, now_ms):
                 return task
-            tasks, next_due = self.read_ready(batch_id, now_ms, READ, random.randrange(TASK_SHARDS))
+            tasks, next_due = self.read_ready(batch_id, now_ms, READ, random.randrange(TASK_SHARDS), band)
             random.shuffle(tasks)
             with self._lock:
-                self._reads[batch_id] = _Read(self.clock(), deque(tasks), len(tasks) < READ, next_due)
-            return self._pop(batch_id)
+                self._reads[key] = _Read(self.clock(), deque(tasks), len(tasks) < READ, next_due)
+            return self._pop(key)
 
-    def next_due(self, batch_id: str) -> int | None:
-        """When the earliest pending task not ready at the last read falls due; None when
-        that read found none pending (or did not read them all)."""
+    def next_due(self, batch_id: str, band: int = 0) -> int | None:
+        """When the earliest pending task of `band` not ready at the last read falls due;
+        None when that read found none pending (or did not read them all)."""
         with self._lock:
-            read = self._reads.get(batch_id)
+            read = self._reads.get((batch_id, band))
             return read.next_due if read is not None and read.whole else None
 
-    def _nothing_ready(self, batch_id: str, now_ms: int) -> bool:
+    def _nothing_ready(self, key: Key, now_ms: int) -> bool:
         """The last read, still fresh, took every ready task, and none has fallen due since."""
         with self._lock:
-            read = self._reads.get(batch_id)
+            read = self._reads.get(key)
             return (read is not None and read.whole and self.clock() - read.at <= MAX_AGE_S
                     and (read.next_due is None or read.next_due > now_ms))
 
-    def put_back(self, batch_id: str, task: Task) -> None:
+    def put_back(self, batch_id: str, task: Task, band: int = 0) -> None:
         """Return a candidate a pull took but could not use for a reason of its own (its
         machine was gone): the next pull gets it first."""
         with self._lock:
-            read = self._reads.get(batch_id)
+            read = self._reads.get((batch_id, band))
             if read is not None:
                 read.tasks.appendleft(task)
 
     def forget(self, batch_id: str) -> None:
-        """Drop a batch's candidates and its read lock (the batch ended or is gone)."""
+        """Drop a batch's candidates and its read locks, every band's (the batch ended or is gone)."""
         with self._lock:
-            self._reads.pop(batch_id, None)
-            self._reading.pop(batch_id, None)
+            for key in [k for k in self._reads if k[0] == batch_id]:
+                del self._reads[key]
+            for key in [k for k in self._reading if k[0] == batch_id]:
+                del self._reading[key]
 
     def __contains__(self, batch_id: object) -> bool:
         """Whether any read of this batch is kept."""
         with self._lock:
-            return batch_id in self._reads
+            return any(key[0] == batch_id for key in self._reads)
 
-    def _pop(self, batch_id: str) -> Task | None:
+    def _pop(self, key: Key) -> Task | None:
         with self._lock:
-            read = self._reads.get(batch_id)
+            read = self._reads.get(key)
             if read is None or not read.tasks or self.clock() - read.at > MAX_AGE_S:
                 return None
             return read.tasks.popleft()
 
-    def _reading_lock(self, batch_id: str) -> threading.Lock:
+    def _reading_lock(self, key: Key) -> threading.Lock:
         with self._lock:
-            return self._reading.setdefault(batch_id, threading.Lock())
+            return self._reading.setdefault(key, threading.Lock())

@@ -24,6 +24,7 @@ from ..services import Services
 from ..settings import SettingsError
 from ..spawner import SpawnReport
 from ..store import standing as standing_store
+from .large import tier_name_part
 from .request import config_version, pool_machine_request, standing_machine_request
 from .standing import StandingStarter
 
@@ -32,14 +33,18 @@ PREFIX = "[Pool]"
 
 class PoolCreator:
     def __init__(self, services: Services, batch: Batch, capacity: int, token_deadline: float,
-                 pooled_batches: int = 1) -> None:
+                 pooled_batches: int = 1, tier: int = 0) -> None:
         self.services, self.settings, self.batch = services, services.settings, batch
         self.capacity, self.token_deadline = capacity, token_deadline
         self.pooled_batches = max(1, pooled_batches)
         self.report = SpawnReport()
         self.refused = False  # a cap said no, or the batch left its phase: stop this pass's creations
         self.decision: pool_sizing.PoolDecision | None = None
-        self.memory_mb = self.settings.pool_memory_mb
+        self.tier = tier  # the memory tier it creates (pool/tiers.py sizes the larger ones)
+        self.memory_mb = self.settings.pool_tiers[tier]
+        # the batch's machines of larger tiers, live and wanted (pool/tiers.py): not this pool's,
+        # and first in the batch cap (only they may take their tasks)
+        self.tier_live = self.tier_target = 0
         self.stopped: list[Standing] = []  # the standing pool's stopped machines this pass may start
         self.started = 0
         self._lock = threading.Lock()
@@ -55,15 +60,15 @@ class PoolCreator:
     def inputs(self, task_ms: float) -> pool_sizing.PoolInputs:
         b, s = self.batch, self.settings
         total, done, failed = int(b.tasks_total or 0), int(b.tasks_completed or 0), int(b.tasks_failed or 0)
-        running, live = int(b.tasks_in_flight or 0), int(b.machines_live or 0)
+        running, live = int(b.tasks_in_flight or 0), max(0, int(b.machines_live or 0) - self.tier_live)
         large = int(b.tasks_large or 0)  # pending, but for a larger machine (pool/large.py)
-        others = max(0, s.max_machines_in_flight - self.capacity - live)
+        others = max(0, s.max_machines_in_flight - self.capacity - int(b.machines_live or 0))
         return pool_sizing.PoolInputs(
             ready=max(0, total - done - failed - running - large), running=running, live=live,
             stopped=len(self.stopped), start_s=s.pool_start_ms / 1000,
             task_s=task_ms / 1000, create_rate=s.fly_create_rate / self.pooled_batches,
             boot_s=s.pool_boot_ms / 1000, per_machine=s.worker_concurrency,
-            batch_cap=s.max_pool_machines_per_batch, free_slots=self.capacity,
+            batch_cap=max(0, s.max_pool_machines_per_batch - self.tier_target), free_slots=self.capacity,
             fair_share=pool_sizing.fair_share(s.max_machines_in_flight, self.pooled_batches, live, others))
 
     def size(self, task_ms: float) -> pool_sizing.PoolDecision:
@@ -115,7 +120,7 @@ class PoolCreator:
         services, settings = self.services, self.settings
         if self.refused or not services.bucket.take(self.token_deadline, services.gate):
             return False
-        name, standing = phase.pool_machine_name(), settings.pool_standing
+        name, standing = phase.pool_machine_name(tier_name_part(settings, self.tier)), settings.pool_standing
         if standing and not self._new_standing(name):
             return False
         try:
@@ -145,7 +150,7 @@ class PoolCreator:
         services, settings = self.services, self.settings
         secrets = services.secrets()
         request = (standing_machine_request(settings, secrets, name, self.memory_mb) if settings.pool_standing
-                   else pool_machine_request(settings, secrets, self.batch_id, name))
+                   else pool_machine_request(settings, secrets, self.batch_id, name, self.memory_mb))
         try:
             return services.fly().create_machine(request)
         except FlyRateLimitedError as exc:

@@ -26,6 +26,7 @@ from ..services import Services
 from ..states import MachineState, StandingState
 from ..store import standing as standing_store
 from ..views import task_view_for_phase
+from .large import tier_of_name
 
 PREFIX = "[Pool]"
 BATCH_CACHE_S = 1.0  # a pull's view of its batch may be this old: every claim re-checks it
@@ -126,65 +127,78 @@ def _batch(services: Services, batch_id: str, fresh: bool = False) -> Batch | No
     return batch
 
 
-def pending_for_pool(batch: Batch) -> int:
-    """Tasks pending for the pool's machines, from the batch's counters (no read of tasks):
-    the phase's tasks not ended nor processing, less those waiting for a larger machine."""
-    return (int(batch.tasks_total or 0) - int(batch.tasks_completed or 0) - int(batch.tasks_failed or 0)
-            - int(batch.tasks_in_flight or 0) - int(batch.tasks_large or 0))
+def pending_for_pool(batch: Batch, tier: int = 0) -> int:
+    """Tasks pending for a pool machine of `tier`, from the batch's counters (no read of
+    tasks): the phase's tasks not ended nor processing, less, for the smallest machines,
+    those waiting for a larger one (a larger tier's machine takes any band up to its own:
+    its count is an upper bound, and its reads of the bands say the rest)."""
+    pending = (int(batch.tasks_total or 0) - int(batch.tasks_completed or 0) - int(batch.tasks_failed or 0)
+               - int(batch.tasks_in_flight or 0))
+    return pending if tier > 0 else pending - int(batch.tasks_large or 0)
 
 
 def pull(services: Services, batch_id: str, name: str, authorization: str | None) -> dict[str, Any]:
     authorize(services, batch_id, name, authorization)
+    tier = tier_of_name(services.settings, name)
     batch = _batch(services, batch_id)
-    if batch is not None and pending_for_pool(batch) <= 0:
+    if batch is not None and pending_for_pool(batch, tier) <= 0:
         batch = _batch(services, batch_id, fresh=True)  # the pool's tail: one read, no query
     phase = services.registry.get(batch.status) if batch and batch.status in services.registry else None
     if batch is None or phase is None:
         services.candidates.forget(batch_id)  # a long-lived process keeps none of ended batches
         return _exit(services, batch_id, name, f"batch is {batch.status if batch else 'gone'}", idle_only=False)
-    if batch.pool_target is not None and int(batch.machines_live or 0) > int(batch.pool_target):
+    # the target is the smallest machines' (pool/tiers.py): a larger tier's machine is no surplus
+    if tier == 0 and batch.pool_target is not None and int(batch.machines_live or 0) > int(batch.pool_target):
         shed = _shed(services, batch_id, name)
         if shed is not None:
             return shed
-    if pending_for_pool(batch) <= 0:
+    if pending_for_pool(batch, tier) <= 0:
         return _exit(services, batch_id, name, NO_WORK)
-    return _claim_one(services, batch, phase, name, now_ms())
+    return _claim_one(services, batch, phase, name, tier, now_ms())
 
 
-def _claim_one(services: Services, batch: Batch, phase: Phase, name: str, now: int) -> dict[str, Any]:
-    """Claim one of the process's ready candidates (pool/candidates.py). The claim is
-    conditioned on the machine not being gone, so the common pull reads no machine record:
-    only one that claimed nothing is looked at (unknown: 404; gone: exit)."""
+def _claim_one(services: Services, batch: Batch, phase: Phase, name: str, tier: int, now: int) -> dict[str, Any]:
+    """Claim one of the process's ready candidates (pool/candidates.py): of the machine's
+    own tier's band first, then of each smaller tier's (a larger machine never idles while
+    smaller work waits). The claim is conditioned on the machine not being gone, so the
+    common pull reads no machine record: only one that claimed nothing is looked at
+    (unknown: 404; gone: exit)."""
     settings, batch_id = services.settings, batch.batch_id
     deadline = now + min(settings.heartbeat_timeout_ms, phase.task_timeout_ms(settings))
+    memory_mb = settings.pool_tiers[tier]
     tried = 0
-    for _ in range(PULL_TRIES):
-        task = services.candidates.take(batch_id, now)
-        if task is None:
+    for band in range(tier, -1, -1):
+        for _ in range(PULL_TRIES):
+            task = services.candidates.take(batch_id, now, band)
+            if task is None:
+                break
+            tried += 1
+            try:
+                attempt = store.claim_for_machine(settings, task, phase.name, name, deadline, now, memory_mb)
+            except store.MachineNotLive:
+                services.candidates.put_back(batch_id, task, band)
+                return _not_live(services, batch_id, name)
+            if attempt is None:
+                continue
+            log(phase.log_prefix, "task_pulled", batch_id=batch_id, task_id=task.task_id, attempt=attempt,
+                machine_name=name, band=band or None)
+            return {"action": "task", "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+                    "task": _assignment(services, phase, batch_id, task, attempt, name, tier, deadline, now)}
+        if tried:
             break
-        tried += 1
-        try:
-            attempt = store.claim_for_machine(settings, task, phase.name, name, deadline, now)
-        except store.MachineNotLive:
-            services.candidates.put_back(batch_id, task)
-            return _not_live(services, batch_id, name)
-        if attempt is None:
-            continue
-        log(phase.log_prefix, "task_pulled", batch_id=batch_id, task_id=task.task_id, attempt=attempt,
-            machine_name=name)
-        return {"action": "task", "heartbeat_interval_ms": settings.heartbeat_interval_ms,
-                "task": _assignment(services, phase, batch_id, task, attempt, name, deadline, now)}
-    return _nothing_claimed(services, batch_id, name, tried, now)
+    return _nothing_claimed(services, batch_id, name, tier, tried, now)
 
 
-def _nothing_claimed(services: Services, batch_id: str, name: str, tried: int, now: int) -> dict[str, Any]:
+def _nothing_claimed(services: Services, batch_id: str, name: str, tier: int, tried: int,
+                     now: int) -> dict[str, Any]:
     """No claim (which marks the machine heard from): say it was, unless it is gone or
     unknown; then wait, or exit once the fresh counters say nothing is pending."""
     if not store.touch_machine(batch_id, name, now):
         return _not_live(services, batch_id, name)
     if tried:
         return {"action": "wait", "retry_after_ms": WAIT_AFTER_LOST_MS}
-    due = services.candidates.next_due(batch_id)
+    dues = [d for band in range(tier + 1) if (d := services.candidates.next_due(batch_id, band)) is not None]
+    due = min(dues, default=None)
     if due is not None:  # a retry waiting out its backoff: worth staying for
         return {"action": "wait", "retry_after_ms": max(WAIT_AFTER_LOST_MS, min(MAX_WAIT_MS, due - now))}
     batch = _batch(services, batch_id, fresh=True)
@@ -206,7 +220,7 @@ def _not_live(services: Services, batch_id: str, name: str) -> dict[str, Any]:
 
 
 def _assignment(services: Services, phase: Phase, batch_id: str, task: Any, attempt: int, name: str,
-                deadline: int, now: int) -> dict[str, Any]:
+                tier: int, deadline: int, now: int) -> dict[str, Any]:
     settings = services.settings
     base = f"{settings.orchestrator_url}"
     key = services.secrets()["CALLBACK_SIGNING_KEY"]
@@ -216,10 +230,12 @@ def _assignment(services: Services, phase: Phase, batch_id: str, task: Any, atte
                       f"&spawned={now}"),
         callback_token=signing.callback_token(key, batch_id, task.task_id, attempt),
         presign=None if settings.machine_r2_credentials else services.presign(),
-        memory_mb=settings.pool_memory_mb,
+        memory_mb=settings.pool_tiers[tier],
     )
     answer = phase.assignment(batch_id, task_view_for_phase(task), attempt, ctx)
     answer.update(deadline_ms=deadline, heartbeat_url=f"{base}/pool/{batch_id}/machines/{name}/heartbeat")
+    if tier + 1 < len(settings.pool_tiers):  # the worker may say the image needs a larger tier
+        answer["max_memory_mb"] = settings.pool_tiers[-1]
     return answer
 
 

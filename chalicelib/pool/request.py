@@ -36,7 +36,8 @@ def pool_env(settings: Settings, secrets: Mapping[str, str], batch_id: str, name
     return env
 
 
-def pool_machine_request(settings: Settings, secrets: Mapping[str, str], batch_id: str, name: str) -> dict[str, Any]:
+def pool_machine_request(settings: Settings, secrets: Mapping[str, str], batch_id: str, name: str,
+                         memory_mb: int | None = None) -> dict[str, Any]:
     return {
         "name": name,
         "region": settings.fly_region,
@@ -45,7 +46,7 @@ def pool_machine_request(settings: Settings, secrets: Mapping[str, str], batch_i
             "env": pool_env(settings, secrets, batch_id, name),
             "auto_destroy": True,
             "restart": {"policy": "no"},
-            "guest": pool_guest(settings),
+            "guest": pool_guest(settings, memory_mb),
         },
     }
 

@@ -53,8 +53,10 @@ from .machines import (
 )
 from .standing import get_standing
 from .task_reads import (
+    LARGE_BAND,
     LARGE_OFFSET,
     PENDING_OFFSET,
+    band_of,
     get_task,
     is_large,
     iter_files,
@@ -87,7 +89,7 @@ __all__ = [
     "get_machine", "live_machines", "machine_destroyed", "machines_to_destroy",
     "next_destroy_due",
     "raise_machines_peak", "record_pool_pass", "record_machine_id", "retire_machine", "silent_machines", "touch_machine",
-    "MAX_TRANSACT_ITEMS", "LARGE_OFFSET", "PENDING_OFFSET", "is_large", "AttemptEnd", "InFlightCapReached", "IntakeFenceLost", "MachineNotLive", "OpenTasksClosed",
+    "MAX_TRANSACT_ITEMS", "LARGE_BAND", "LARGE_OFFSET", "PENDING_OFFSET", "band_of", "is_large", "AttemptEnd", "InFlightCapReached", "IntakeFenceLost", "MachineNotLive", "OpenTasksClosed",
     "acquire_lease", "activate_batch", "advance_phase", "claim_intake", "claim_task", "close_open_tasks",
     "connection", "create_batch", "delivery_failed", "delivery_succeeded", "end_attempt", "fail_batch",
     "get_batch", "get_standing", "get_task", "in_flight_machines", "iter_files", "iter_tasks", "list_active_batches",

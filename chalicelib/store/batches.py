@@ -194,10 +194,13 @@ def reopen_batch(batch_id: str, status: str, now: int, expect: tuple[str, ...]) 
     ], Batch.status.is_in(*expect)) is not None
 
 
-def record_pool_pass(batch_id: str, target: int, reason: str, task_ms_avg: float, seen: dict[str, int]) -> None:
-    """What a pool pass decided and saw: the target and why, the moving average of seconds
-    per task and the sums it was taken at. Under the pass's lease, so plain sets suffice."""
+def record_pool_pass(batch_id: str, target: int, reason: str, task_ms_avg: float, seen: dict[str, int],
+                     tier_machines: int = 0) -> None:
+    """What a pool pass decided and saw: the target (of every tier) and why, the larger
+    tiers' part of it, the moving average of seconds per task and the sums it was taken at.
+    Under the pass's lease, so plain sets suffice."""
     Batch(batch_id).update(actions=[Batch.pool_target.set(target), Batch.pool_reason.set(reason[:100]),
+                                    Batch.pool_tier_machines.set(tier_machines),
                                     Batch.task_ms_avg.set(round(task_ms_avg)), Batch.task_ms_seen.set(seen)])
 
 

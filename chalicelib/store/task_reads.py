@@ -19,12 +19,15 @@ from pynamodb.exceptions import DoesNotExist
 from ..models import TASK_SHARDS, File, Task, batch_shard_keys, shard_key, task_key, task_shard
 
 # open_due holds three kinds of time in one sparse index: a processing task's deadline as
-# is, a pending task's retry time plus PENDING_OFFSET, and (pool mode) the retry time of a
-# pending task that needs a larger machine than a pool machine plus LARGE_OFFSET. Range
-# queries then find "timed out", "ready for the pool" and "ready for a larger machine"
-# separately, each exactly, without reading the other kinds.
+# is, a pending task's retry time plus its band's offset. A band says which machines may
+# take it: band 0 the pool's POOL_MEMORY_MB machines, band k (1..9) the pool's k-th larger
+# memory tier and above (docs/pool.md "Memory tiers"), LARGE_BAND a single-mode machine
+# larger than any pool machine (pool/large.py). Range queries then find "timed out" and
+# "ready for band k" separately, each exactly, without reading the other kinds.
 PENDING_OFFSET = 10**14
-LARGE_OFFSET = 2 * 10**14
+TIER_SPAN = 10**13  # a band's width: epoch milliseconds stay below it until the year 2286
+LARGE_BAND = 10
+LARGE_OFFSET = PENDING_OFFSET + LARGE_BAND * TIER_SPAN
 
 
 def status_key(status: str, task_id: str) -> str:
@@ -32,14 +35,27 @@ def status_key(status: str, task_id: str) -> str:
     return f"{status}#{task_id}"
 
 
-def pending_due(at: int, large: bool = False) -> int:
+def band_offset(band: int) -> int:
+    if not 0 <= band <= LARGE_BAND:
+        raise ValueError(f"no band {band}")
+    return PENDING_OFFSET + band * TIER_SPAN
+
+
+def pending_due(at: int, band: int = 0) -> int:
     """A pending task's index value: its (retry) time in its band."""
-    return (LARGE_OFFSET if large else PENDING_OFFSET) + at
+    return band_offset(band) + at
+
+
+def band_of(task: Task) -> int:
+    """The band a pending task waits in (0 for the pool's smallest machines)."""
+    due = int(task.open_due) if task.open_due is not None else 0
+    return min(LARGE_BAND, max(0, (due - PENDING_OFFSET) // TIER_SPAN))
 
 
 def is_large(task: Task) -> bool:
-    """Whether a pending task waits for a larger machine than the pool's (pool/large.py)."""
-    return task.open_due is not None and int(task.open_due) >= LARGE_OFFSET
+    """Whether a pending task waits for a larger machine than the pool's smallest (a larger
+    tier, or a single-mode machine): counted in the batch's `tasks_large`."""
+    return task.open_due is not None and int(task.open_due) >= band_offset(1)
 
 
 def get_task(batch_id: str, task_id: str) -> Task | None:
@@ -76,14 +92,14 @@ def timed_out_tasks(batch_id: str, now: int, limit: int) -> list[Task]:
     return _oldest_open(batch_id, 0, now, limit)
 
 
-def ready_tasks(batch_id: str, now: int, limit: int, large: bool = False) -> list[Task]:
-    """Pending tasks whose (retry) time has come, oldest first: of the pool's band, or with
-    `large` of the band waiting for a larger machine."""
-    return _oldest_open(batch_id, pending_due(0, large), pending_due(now, large), limit)
+def ready_tasks(batch_id: str, now: int, limit: int, band: int = 0) -> list[Task]:
+    """Pending tasks of one band whose (retry) time has come, oldest first."""
+    return _oldest_open(batch_id, pending_due(0, band), pending_due(now, band), limit)
 
 
-def ready_tasks_from(batch_id: str, now: int, limit: int, first_shard: int) -> tuple[list[Task], int | None]:
-    """Up to `limit` ready tasks of the pool's band, with the fewest queries: shard
+def ready_tasks_from(batch_id: str, now: int, limit: int, first_shard: int,
+                     band: int = 0) -> tuple[list[Task], int | None]:
+    """Up to `limit` ready tasks of one band, with the fewest queries: shard
     `first_shard` first (oldest first within it), the next shards only while too few are
     found; and, when fewer were ready, when the earliest pending task read falls due (a
     retry waiting out its backoff), else None. For the pulls' candidates
@@ -92,13 +108,14 @@ def ready_tasks_from(batch_id: str, now: int, limit: int, first_shard: int) -> t
     both "nothing ready" and "how long to wait" from the same queries."""
     found: list[Task] = []
     next_due: int | None = None
+    offset = band_offset(band)
     for step in range(TASK_SHARDS):
         if len(found) >= limit:
             break
         key = shard_key(batch_id, (first_shard + step) % TASK_SHARDS)
-        for task in Task.open_index.query(key, Task.open_due.between(PENDING_OFFSET, LARGE_OFFSET - 1),
+        for task in Task.open_index.query(key, Task.open_due.between(offset, offset + TIER_SPAN - 1),
                                           limit=limit - len(found), consistent_read=True):
-            due = int(task.open_due) - PENDING_OFFSET
+            due = int(task.open_due) - offset
             if due > now:  # the rest of the shard falls due later still
                 next_due = due if next_due is None else min(next_due, due)
                 break

@@ -172,16 +172,18 @@ def claim_task(settings: Settings, task: Task, phase: str, machine_name: str, de
 
 
 def claim_for_machine(settings: Settings, task: Task, phase: str, machine_name: str, deadline: int,
-                      now: int) -> int | None:
+                      now: int, memory_mb: int | None = None) -> int | None:
     """A pool machine's pull: pending -> processing for the next attempt, held by that
     machine (its record says so in the same transaction, and must not be gone). The same
     conditions as `claim_task`, so two machines never hold one attempt; no in-flight
     counter moves (the machine was counted when it was created). None when the task or the
-    batch moved first; MachineNotLive when the machine's record refused."""
+    batch moved first; MachineNotLive when the machine's record refused. `memory_mb`: the
+    machine's (its tier's), POOL_MEMORY_MB if not given."""
     attempt = int(task.attempts) + 1
+    memory_mb = memory_mb or settings.pool_memory_mb
 
     def build(tx: Any) -> None:
-        _claim(tx, task, phase, attempt, machine_name, deadline, now, settings.pool_memory_mb, settings, pool=True)
+        _claim(tx, task, phase, attempt, machine_name, deadline, now, memory_mb, settings, pool=True)
         tx.update(Machine(machine_key(task.batch_id, machine_name)),
                   actions=[Machine.holding.add({task.task_id}), Machine.last_seen.set(now),
                            Machine.live_seen.set(now), Machine.state.set(MachineState.RUNNING.value)],
@@ -233,18 +235,18 @@ def record_machine(batch_id: str, task_id: str, attempt: int, machine_id: str) -
 
 
 def unclaim_task(settings: Settings, batch_id: str, task_id: str, attempt: int, retry_at: int, now: int,
-                 large: bool = False) -> bool:
+                 band: int = 0) -> bool:
     """processing -> pending, the attempt not counted (Fly said 429 before creating: no
-    machine and no token of that attempt exist, so its number may be used again); with
-    `large`, back to waiting for a larger machine."""
+    machine and no token of that attempt exist, so its number may be used again), back to
+    waiting in `band` (store/task_reads.py)."""
 
     def build(tx: Any) -> None:
         tx.update(Task.of(batch_id, task_id),
                   actions=[*_moved_to(_R, _P, task_id), Task.attempts.set(attempt - 1),
-                           Task.open_due.set(pending_due(retry_at, large)), Task.machine_name.remove(),
+                           Task.open_due.set(pending_due(retry_at, band)), Task.machine_name.remove(),
                            Task.updated_at.set(now), _log(attempt, "start").remove()],
                   condition=_in_flight(attempt))
-        counts = [Batch.tasks_in_flight.add(-1), *([Batch.tasks_large.add(1)] if large else [])]
+        counts = [Batch.tasks_in_flight.add(-1), *([Batch.tasks_large.add(1)] if band > 0 else [])]
         tx.update(Batch(batch_id), actions=counts, condition=Batch.batch_id.exists())
         move_in_flight(tx, -1)
 
@@ -271,8 +273,9 @@ class AttemptEnd:
     # The longest a counted result can have taken (the task timeout): a `total_time_ms`
     # over it is impossible and is kept out of the pool's seconds per task.
     task_ms_cap: int | None = None
-    # A retry that must wait for a larger machine than a pool machine (pool/large.py).
-    large: bool = False
+    # The band a retry waits in (store/task_reads.py; pool/large.py decides it): 0 for the
+    # pool's smallest machines, counted in `tasks_large` above that.
+    band: int = 0
 
 
 def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple[list[Any], list[Any]]:
@@ -311,8 +314,8 @@ def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple
         task.append(Task.next_memory_mb.set(Task.memory_mb_after_oom | SEED_MEMORY_AFTER_OOM_MB))
     if end.move is Move.RETRY:
         retry_at = end.retry_at if end.retry_at is not None else now
-        task += [*_moved_to(_R, _P, task_id), Task.open_due.set(pending_due(retry_at, end.large))]
-        if end.large:
+        task += [*_moved_to(_R, _P, task_id), Task.open_due.set(pending_due(retry_at, end.band))]
+        if end.band > 0:
             batch.append(Batch.tasks_large.add(1))
     else:
         task += [*_moved_to(_R, _F, task_id), Task.open_due.remove(), Task.ended_at.set(now)]

@@ -47,7 +47,7 @@ class PlayedMachine:
         return response.json_body
 
     def report(self, task: dict[str, Any], ok: bool = True, error: str = "boom",
-               error_code: str | None = None, url: str | None = None) -> dict[str, Any]:
+               error_code: str | None = None, url: str | None = None, **extra: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"task_id": task["task_id"], "batch_id": task["batch_id"]}
         if ok:
             key = task["output_r2_key"]
@@ -56,6 +56,7 @@ class PlayedMachine:
                                                            "conversion_time_ms": 2, "upload_time_ms": 1})
         else:
             body.update(status="error", error=error, **({"error_code": error_code} if error_code else {}))
+        body.update(extra)
         parts = urlsplit(url or task["callback_url"])
         response = self.client.http.post(f"{parts.path}?{parts.query}", body=json.dumps(body),
                                          headers={"Content-Type": "application/json",

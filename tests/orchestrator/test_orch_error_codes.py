@@ -30,6 +30,7 @@ EXPECTED = {
     "unsupported": Move.FAIL,
     "too_large": Move.FAIL,
     "out_of_memory": Move.RETRY,
+    "needs_memory": Move.RETRY,
     "transfer_failed": Move.RETRY,
     "timeout": Move.RETRY,
     "internal": Move.RETRY,

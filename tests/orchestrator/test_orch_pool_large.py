@@ -1,4 +1,5 @@
-"""Tasks too large for a pool machine (issue 17, item 8; chalicelib/pool/large.py): a pool
+"""Tasks too large for a pool machine (issue 17, item 8; chalicelib/pool/large.py): in a pool
+of one memory (POOL_MEMORY_TIERS_MB=none; the tiers are test_orch_pool_tiers.py), a pool
 attempt that ran out of memory is retried on a single-mode machine with twice the memory,
 not on the next pool machine of the same size."""
 
@@ -21,7 +22,7 @@ def machines(client, fly) -> list[PlayedMachine]:
 
 
 def test_a_pool_attempt_out_of_memory_is_retried_on_a_larger_single_machine(services, client, fly, env):
-    services = start(env, tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1", ALARM_DELAY_ERROR_RETRY="50")
+    services = start(env, tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1", ALARM_DELAY_ERROR_RETRY="50", POOL_MEMORY_TIERS_MB="none")
     run_pass(services)
     [pooled] = machines(client, fly)
     big = pooled.pull()["task"]
@@ -45,7 +46,7 @@ def test_a_pool_attempt_out_of_memory_is_retried_on_a_larger_single_machine(serv
 
 
 def test_a_large_tasks_retry_waits_for_a_larger_machine_again(services, client, fly, env):
-    services = start(env, tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1", ALARM_DELAY_ERROR_RETRY="50")
+    services = start(env, tiffs=1, MAX_POOL_MACHINES_PER_BATCH="1", ALARM_DELAY_ERROR_RETRY="50", POOL_MEMORY_TIERS_MB="none")
     run_pass(services)
     [pooled] = machines(client, fly)
     pooled.report(pooled.pull()["task"], ok=False, error="oom", error_code="out_of_memory")
@@ -62,7 +63,7 @@ def test_a_large_tasks_retry_waits_for_a_larger_machine_again(services, client, 
 
 
 def test_a_reset_closes_a_large_task_and_its_count(services, client, fly, env):
-    services = start(env, tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1", ALARM_DELAY_ERROR_RETRY="60000")
+    services = start(env, tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1", ALARM_DELAY_ERROR_RETRY="60000", POOL_MEMORY_TIERS_MB="none")
     run_pass(services)
     [pooled] = machines(client, fly)
     pooled.report(pooled.pull()["task"], ok=False, error="oom", error_code="out_of_memory")

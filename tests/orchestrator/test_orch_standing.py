@@ -283,3 +283,28 @@ def test_a_machine_started_twice_in_one_batch_is_one_record_of_two_stints(servic
     record, batch = store.get_machine("batch_one", name), store.get_batch("batch_one")
     assert (record.state, int(record.stints), record.gone_reason) == ("creating", 2, None)
     assert (int(batch.machines_created), int(batch.machines_live)) == (2, 1) and in_flight() == 1
+
+
+def test_a_larger_tiers_stopped_machine_is_started_for_the_next_batchs_large_task(services, client, fly, env):
+    def bounced_then_converted(batch_id: str) -> None:
+        services = start_batch(env, batch_id, tiffs=1, MAX_POOL_MACHINES_PER_BATCH="2", ALARM_DELAY_ERROR_RETRY="50")
+        run_pass(services)
+        base = next(m for m in standing(client, fly) if "-pool-m" not in m.name)
+        task = base.pull()["task"]
+        base.report(task, ok=False, error_code="needs_memory", memory_mb=3000)
+        assert base.pull()["action"] == "exit"  # the smallest machine never takes the band-1 task
+        [machine] = drive(services, lambda: [m for m in standing(client, fly) if "-pool-m4096-" in m.name
+                                             and state_of(m) == "started"])
+        assert machine.work_until_exit()[0]["task_id"] == task["task_id"]
+        drive(services, lambda: get_status(client, batch_id)["status"] == "DONE")
+
+    def tiered() -> StandingMachine:
+        [machine] = [m for m in standing(client, fly) if "-pool-m4096-" in m.name]
+        return machine
+
+    bounced_then_converted("batch_one")
+    assert state_of(tiered()) == "stopped" and int(store.get_standing(tiered().name).memory_mb) == 4096
+    bounced_then_converted("batch_two")
+    assert len(fly.created()) == 2  # both machines started again, none created
+    assert tiered().request["id"] in [a["id"] for a in starts(fly)]
+    assert int(store.get_standing(tiered().name).starts) == 2 and fly.deleted == []

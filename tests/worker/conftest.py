@@ -17,6 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # for worker_helpers, worker_tiffmaker
 
 from worker_helpers import BUCKET  # noqa: E402
+from worker_pool_orchestrator import PoolOrchestrator  # noqa: E402
 
 
 @pytest.fixture
@@ -141,5 +142,35 @@ def worker_env(moto_endpoint, receiver):
         )
         env.update(extra)
         return env
+
+    return make
+
+
+# --- pool mode: the orchestrator's pool API and a pool machine's environment -----------
+
+
+@pytest.fixture
+def orch():
+    o = PoolOrchestrator()
+    yield o
+    o.close()
+
+
+@pytest.fixture
+def pool_env(orch, moto_endpoint):
+    """A pool machine's environment (docs/pool.md), R2 keys included (MACHINE_R2_CREDENTIALS)."""
+
+    def make(**extra) -> dict:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("R2_", "WORKER_", "AWS_", "MACHINE_", "FLY_"))}  # fmt: skip
+        env.update(
+            WORKER_MODE="pool", BATCH_ID=orch.batch_id, MACHINE_NAME=orch.machine_name,
+            MACHINE_TOKEN=orch.token, ORCHESTRATOR_URL=orch.url + "/", R2_BUCKET=BUCKET,
+            R2_ACCOUNT_ID="local", R2_ACCESS_KEY_ID="testing", R2_SECRET_ACCESS_KEY="testing",
+            R2_ENDPOINT_URL=moto_endpoint, FLY_VM_MEMORY_MB="2048",
+            WORKER_CALLBACK_BACKOFF_S="0.05", WORKER_PULL_BACKOFF_S="0.05",
+        )  # fmt: skip
+        env.update(extra)
+        return {k: v for k, v in env.items() if v is not None}
 
     return make

@@ -26,33 +26,6 @@ CONTRACT_BODY = {"task_id", "batch_id", "status", "output_r2_key", "output_file_
                  "output_file_size", "performance"}  # fmt: skip
 
 
-@pytest.fixture
-def orch():
-    o = PoolOrchestrator()
-    yield o
-    o.close()
-
-
-@pytest.fixture
-def pool_env(orch, moto_endpoint):
-    """A pool machine's environment (docs/pool.md), R2 keys included (MACHINE_R2_CREDENTIALS)."""
-
-    def make(**extra) -> dict:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("R2_", "WORKER_", "AWS_", "MACHINE_", "FLY_"))}  # fmt: skip
-        env.update(
-            WORKER_MODE="pool", BATCH_ID=orch.batch_id, MACHINE_NAME=orch.machine_name,
-            MACHINE_TOKEN=orch.token, ORCHESTRATOR_URL=orch.url + "/", R2_BUCKET=BUCKET,
-            R2_ACCOUNT_ID="local", R2_ACCESS_KEY_ID="testing", R2_SECRET_ACCESS_KEY="testing",
-            R2_ENDPOINT_URL=moto_endpoint, FLY_VM_MEMORY_MB="2048",
-            WORKER_CALLBACK_BACKOFF_S="0.05", WORKER_PULL_BACKOFF_S="0.05",
-        )  # fmt: skip
-        env.update(extra)
-        return {k: v for k, v in env.items() if v is not None}
-
-    return make
-
-
 def tiff(side: int = 0) -> bytes:
     """The quadrant test image, or a `side` x `side` tiled-noise RGB scan: small to
     store, slow to encode (about 4 s at 3000 here), for a conversion still running when
