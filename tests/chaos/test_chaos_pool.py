@@ -115,10 +115,22 @@ def test_chaos_batch_in_pool_mode_reaches_done_exactly_once(chaos_pool_stack):
 
     # The pool's own end state: every machine retired exactly once, nothing counted in flight.
     ddb = chaos.target.aws("dynamodb")
-    records = ddb.scan(TableName=BATCHES_TABLE, ConsistentRead=True,
-                       FilterExpression="#b = :b", ExpressionAttributeNames={"#b": "batch"},
-                       ExpressionAttributeValues={":b": {"S": batch_id}})["Items"]
+
+    def of_batch(prefix: str) -> list[dict]:
+        items = ddb.scan(TableName=BATCHES_TABLE, ConsistentRead=True,
+                         FilterExpression="#b = :b", ExpressionAttributeNames={"#b": "batch"},
+                         ExpressionAttributeValues={":b": {"S": batch_id}})["Items"]
+        return [r for r in items if _attr(r, "batch_id").startswith(prefix)]
+
+    records = of_batch("#machine#")
     assert records and {_attr(r, "state") for r in records} == {"gone"}, Counter(_attr(r, "state") for r in records)
+    # standing machines are stopped at the end; one whose stop Fly refused (a 412 under the
+    # chaos) is stopped by the batch's sweep, SWEEP_DELAY_MS (10 s) later
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline and {_attr(r, "state") for r in of_batch("#standing#")} & {"starting", "started"}:
+        time.sleep(1.0)
+    standing = Counter(_attr(r, "state") for r in of_batch("#standing#"))
+    assert not {"starting", "started"} & set(standing), standing
     # a standing machine may be started more than once in a batch: each stint counts as created
     stints = sum(_attr(r, "stints") or 1 for r in records)
     assert _attr(batch, "machines_live") == 0 and _attr(batch, "machines_created") == stints
