@@ -55,7 +55,7 @@ def retry_band(settings: Settings, pool_machine: str | None, error_code: str | N
     tier = tier_of_name(settings, pool_machine)
     if error_code == NEEDS_MEMORY and needed_mb:
         fits = [k for k, memory_mb in enumerate(tiers) if memory_mb >= needed_mb and k > tier]
-        return fits[0] if fits else max(tier, len(tiers) - 1)
+        return fits[0] if fits else len(tiers) - 1
     if error_code != OUT_OF_MEMORY:
         return tier  # a machine of its tier may take it again (it may have come from a lower band)
     if tier + 1 < len(tiers):
