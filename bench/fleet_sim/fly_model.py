@@ -81,6 +81,12 @@ class SimMachine:
     worker: Any = None
     events: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def memory_mb(self) -> int:
+        """Its guest memory (the create or update request's `guest.memory_mb`): what its
+        worker has (`FLY_VM_MEMORY_MB`), and what it is billed for."""
+        return int((self.config.get("guest") or {}).get("memory_mb") or 0)
+
     def api(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "state": self.state, "region": self.config.get("region", "ord"),
                 "config": self.config, "events": list(reversed(self.events))}
@@ -96,11 +102,16 @@ class FlyModel:
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._rng = random.Random(f"fly:{seed}")
         self.counts: dict[str, int] = {}
+        self.by_memory: dict[tuple[str, int], int] = {}  # ("created" | "started" [" single"], memory_mb) -> machines
         # creations per app: Fly's 1 a second, burst 3, unless a warm-up makes its pool faster
         self.create_rate, self.create_burst = spec.action_rate, spec.action_burst
 
-    def count(self, what: str) -> None:
+    def count(self, what: str, machine: SimMachine | None = None) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
+        if machine is not None:  # by memory; a single-mode machine (its task in its env) apart
+            single = bool(machine.config.get("env", {}).get("TASK_ID"))
+            key = (f"{what} single" if single else what, machine.memory_mb)
+            self.by_memory[key] = self.by_memory.get(key, 0) + 1
 
     def limited(self, scope: str, action: str) -> float:
         """Seconds to wait for this action's token (0: allowed now, token taken)."""
@@ -126,7 +137,7 @@ class FlyModel:
                              random.Random(f"machine:{self.seed}:{machine_id}"), since=self.loop.now)
         self.machines[machine_id] = machine
         self.names[(app, name)] = machine_id
-        self.count("created")
+        self.count("created", machine)
         self._event(machine, "launch", "created")
         if skip_launch:
             self._move(machine, STOPPED)
@@ -139,7 +150,7 @@ class FlyModel:
         started again from stopped in `restart_boot_s`."""
         machine.starts += 1
         if not fresh:
-            self.count("started")
+            self.count("started", machine)
         self._move(machine, "starting")
         self.loop.after(self.spec.start_latency_s, self._started, machine, machine.starts, fresh)
 
@@ -203,7 +214,16 @@ class FlyModel:
 
     def billed(self) -> tuple[float, float]:
         """(running seconds, stopped seconds) over all machines, up to now."""
+        by_memory = self.billed_by_memory()
+        return sum(r for r, _ in by_memory.values()), sum(s for _, s in by_memory.values())
+
+    def billed_by_memory(self) -> dict[int, tuple[float, float]]:
+        """(running seconds, stopped seconds) of the machines of each memory, up to now."""
         now = self.loop.now
-        running = sum(m.running_s + (now - m.since if m.state in RUNNING else 0.0) for m in self.machines.values())
-        stopped = sum(m.stopped_s + (now - m.since if m.state == STOPPED else 0.0) for m in self.machines.values())
-        return running, stopped
+        out: dict[int, tuple[float, float]] = {}
+        for m in self.machines.values():
+            running = m.running_s + (now - m.since if m.state in RUNNING else 0.0)
+            stopped = m.stopped_s + (now - m.since if m.state == STOPPED else 0.0)
+            r, s = out.get(m.memory_mb, (0.0, 0.0))
+            out[m.memory_mb] = (r + running, s + stopped)
+        return out

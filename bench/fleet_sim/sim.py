@@ -9,7 +9,11 @@ What is simulated, and where it meets the real code:
 - the machines' workers: worker.py, which reach the app through the API model (api.py);
 - DynamoDB's latency and per-partition throughput: botocore hooks on the orchestrator's
   clients around moto (dynamo.py, capacity.py);
-- the ingest service's final-callback endpoint: a 200 at the transport boundary.
+- the ingest service's final-callback endpoint: a 200 at the transport boundary;
+- the TIFFs' memory (`Scenario.large_fraction`, `oom_fraction`): a seeded share of each
+  batch's TIFFs needs more than the pool's smallest machine, as its header says (the
+  worker answers `needs_memory` on a smaller machine) or only once converting (it ends
+  `out_of_memory` there); docs/pool.md "Memory tiers".
 
 Deterministic: one seed draws every fault, uuid and the global `random` the orchestrator
 uses (its candidate shuffles); two runs of one seed give one trace.
@@ -40,7 +44,7 @@ from .fly_model import FlyFaults, FlyModel, SimMachine
 from .loop import Loop, Slot
 from .profiles import PROFILES
 from .seams import RealSleepGuard, Seams
-from .worker import PoolWorker, WorkerFaults, WorkerSpec
+from .worker import ContractWorker, PoolWorker, TiffNeed, WorkerFaults, WorkerSpec
 
 ORCHESTRATOR_URL = "https://orchestrator.sim"
 FLY_URL = "https://fly.sim"
@@ -94,11 +98,24 @@ class Scenario:
     warm_task_s: float = 20.0  # long enough that the warm-up's sizing wants `standing` machines
     env: tuple[tuple[str, str], ...] = ()  # KEY=VALUE over the orchestrator's settings (hashable)
     limit_s: float = 4 * 3600.0  # virtual seconds a batch may take before the run gives up
+    # Memory tiers (docs/pool.md): of each batch's TIFFs (the warm-up's too), round(fraction x
+    # count), drawn by the seed, whose header needs one of `large_mb` (drawn per TIFF) for full
+    # quality, more than POOL_MEMORY_MB; and round(oom_fraction x count) others whose header
+    # fits the smallest machine but whose conversion takes `oom_mb` (out_of_memory below it).
+    large_fraction: float = 0.0
+    large_mb: tuple[int, ...] = (3500, 6000)
+    oom_fraction: float = 0.0
+    oom_mb: int = 3000
 
     @property
     def label(self) -> str:
         kind = f"standing {self.standing}" if self.standing else "cold"
-        return f"N={self.tasks} {kind} seed={self.seed} {self.profile}"
+        memory = ""
+        if self.large_fraction:
+            memory += f" large={self.large_fraction:g}@{'/'.join(map(str, self.large_mb))}"
+        if self.oom_fraction:
+            memory += f" oom={self.oom_fraction:g}@{self.oom_mb}"
+        return f"N={self.tasks} {kind} seed={self.seed} {self.profile}{memory}"
 
 
 @dataclass
@@ -113,6 +130,9 @@ class BatchOutcome:
     counters: dict[str, int] = field(default_factory=dict)
     machines_created: int = 0
     machines_started: int = 0
+    machines_by_memory: dict[int, dict[str, int]] = field(default_factory=dict)  # memory -> created/started
+    memory_events: dict[str, int] = field(default_factory=dict)  # the workers' needs_memory / out_of_memory answers
+    needs: dict[str, TiffNeed] = field(default_factory=dict)  # input key -> what that TIFF needs
     ddb_requests: int = 0
     ddb_by_operation: dict[str, int] = field(default_factory=dict)
 
@@ -159,6 +179,8 @@ class Simulation:
         self.trace: list[tuple] = []
         self.r2_puts: dict[str, list[tuple[str, int, str]]] = defaultdict(list)
         self.callbacks: Counter = Counter()  # (task, status) -> answers
+        self.needs: dict[str, TiffNeed] = {}  # input key -> what the TIFF needs (Scenario.large_fraction)
+        self.memory_events: Counter = Counter()  # needs_memory / out_of_memory answers
         self.limits = PartitionLimits(sc.wcu, sc.rcu)
         self.dynamo = DynamoModel(self.loop, self.profile.dynamo, self.limits)
         spec = self.profile.fly
@@ -183,10 +205,34 @@ class Simulation:
     def callback_answered(self, task_id: str, status: int, body: Any) -> None:
         self.callbacks[(task_id, status)] += 1
 
+    def tiff_need(self, input_key: Any) -> TiffNeed | None:
+        return self.needs.get(str(input_key)) if self.needs else None
+
+    def memory_event(self, kind: str, **fields: Any) -> None:
+        """A worker answered `needs_memory` or is ending `out_of_memory` (worker.py)."""
+        self.memory_events[kind] += 1
+        self.record(kind, **fields)
+
+    def draw_needs(self, batch_id: str, keys: list[str]) -> dict[str, TiffNeed]:
+        """Which of a batch's TIFFs need more memory (Scenario.large_fraction, oom_fraction),
+        drawn by the seed and the batch alone."""
+        sc = self.scenario
+        large, oom = round(sc.large_fraction * len(keys)), round(sc.oom_fraction * len(keys))
+        if not large and not oom:
+            return {}
+        rng = random.Random(f"needs:{sc.seed}:{batch_id}")
+        chosen = rng.sample(keys, min(len(keys), large + oom))
+        needs = {key: TiffNeed(header_mb=rng.choice(sc.large_mb)) for key in chosen[:large]}
+        needs.update({key: TiffNeed(oom_mb=sc.oom_mb) for key in chosen[large:]})
+        return needs
+
     def trace_digest(self) -> str:
         return hashlib.sha256(repr(self.trace).encode()).hexdigest()[:16]
 
     def _worker(self, machine: SimMachine) -> PoolWorker:
+        env = machine.config.get("env", {})
+        if env.get("TASK_ID") and env.get("WORKER_MODE") != "pool":  # a single-mode machine (a large task)
+            return ContractWorker(self, machine, self.worker_spec, self.scenario.faults.worker)
         return PoolWorker(self, machine, self.worker_spec, self.scenario.faults.worker)
 
     # ---- the orchestrator's processes ---------------------------------------------------
@@ -250,6 +296,8 @@ class Simulation:
 
         files = [LocalFile(f"{prefix}/page_{i:06d}.tif", 4096) for i in range(count)]
         message, manifest = build_message(batch_id, files, manifest="auto")
+        needs = self.draw_needs(batch_id, [f"{message['r2_prefix']}{f.relpath}" for f in files])
+        self.needs.update(needs)
         if manifest is not None:
             boto3.client("s3", region_name="us-east-1").put_object(
                 Bucket=BUCKET, Key=message["manifest_r2_key"], Body=json.dumps(manifest).encode())
@@ -258,7 +306,7 @@ class Simulation:
                               "attributes": {}, "messageAttributes": {}, "md5OfBody": "",
                               "eventSource": "aws:sqs", "awsRegion": "us-east-1",
                               "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:arke-preprocess-jobs"}]}
-        outcome = BatchOutcome(batch_id, submitted_at=self.loop.now)
+        outcome = BatchOutcome(batch_id, submitted_at=self.loop.now, needs=needs)
         self.record("submit", batch=batch_id, tasks=count)
 
         def done(actor: Any) -> None:
@@ -282,8 +330,9 @@ class Simulation:
         if sc.standing:
             rate = str(sc.warm_rate)
             self.env.update(POOL_STANDING="true", MAX_POOL_MACHINES_PER_BATCH=str(sc.standing),
-                            POOL_MAX_MACHINES=str(max(sc.standing, 1)), FLY_CREATE_RATE=rate,
-                            FLY_CREATE_BURST="10")
+                            FLY_CREATE_RATE=rate, FLY_CREATE_BURST="10")
+            # S, unless the scenario's env says more (room for larger tiers' standing machines)
+            self.env.setdefault("POOL_MAX_MACHINES", str(max(sc.standing, 1)))
             self.fly.create_rate, self.fly.create_burst = sc.warm_rate, 10
         else:
             self.env.setdefault("MAX_POOL_MACHINES_PER_BATCH", self.env.get("MAX_POOL_MACHINES_PER_BATCH", "300"))
@@ -335,7 +384,8 @@ class Simulation:
         boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
 
     def _play(self, batch_id: str, count: int, prefix: str) -> BatchOutcome:
-        before = (Counter(self.dynamo.requests), self.fly.counts.get("created", 0), self.fly.counts.get("started", 0))
+        before = (Counter(self.dynamo.requests), self.fly.counts.get("created", 0), self.fly.counts.get("started", 0),
+                  dict(self.fly.by_memory), Counter(self.memory_events), self.fly.billed_by_memory())
         # what the report says is the last batch's (the measured one): partitions, bills, API
         self.limits.writes, self.limits.reads = PartitionStats(), PartitionStats()
         self.measured_writes, self.measured_reads = self.limits.writes, self.limits.reads
@@ -368,8 +418,18 @@ class Simulation:
         outcome.ddb_requests = sum(outcome.ddb_by_operation.values())
         outcome.machines_created = self.fly.counts.get("created", 0) - before[1]
         outcome.machines_started = self.fly.counts.get("started", 0) - before[2]
+        for (what, memory_mb), machines in sorted(self.fly.by_memory.items()):
+            if machines - before[3].get((what, memory_mb), 0):
+                outcome.machines_by_memory.setdefault(memory_mb, {"created": 0, "started": 0})[what] = (
+                    machines - before[3].get((what, memory_mb), 0))
+        events = Counter(self.memory_events)
+        events.subtract(before[4])
+        outcome.memory_events = {k: v for k, v in sorted(events.items()) if v}
         running, stopped = self.fly.billed()
         self.measured_billed = (running - billed[0], stopped - billed[1])
+        self.measured_billed_by_memory = {
+            m: (r - before[5].get(m, (0.0, 0.0))[0], st - before[5].get(m, (0.0, 0.0))[1])
+            for m, (r, st) in sorted(self.fly.billed_by_memory().items())}
         self.measured_api = (self.api.busy_s - api[0], self.api.requests - api[1])
         _read_outcome(outcome)
         self.last_outcome = outcome
@@ -436,7 +496,8 @@ def _read_outcome(outcome: BatchOutcome) -> None:
                 tasks.append(plain)
             elif key == batch_id and "tasks_total" in plain:
                 outcome.counters = {k: int(plain.get(k) or 0) for k in
-                                    ("tasks_total", "tasks_completed", "tasks_failed", "tasks_in_flight")}
+                                    ("tasks_total", "tasks_completed", "tasks_failed", "tasks_in_flight",
+                                     "tasks_large")}
             elif key.startswith(f"#machine#{batch_id}#") and "created_at" in plain:
                 at = float(plain["created_at"]) / 1000
                 first_machine = at if first_machine is None else min(first_machine, at)
@@ -473,12 +534,20 @@ def _quiet() -> Any:
     millions. They go nowhere (set FLEET_SIM_LOG=path to keep them)."""
     path = os.environ.get("FLEET_SIM_LOG")
     sink = open(path or os.devnull, "w")  # noqa: SIM115 - closed below
+    moved: list[tuple[logging.StreamHandler, Any]] = []
     if not path:
         logging.disable(logging.INFO)  # the loggers' handlers hold the real stdout
+    else:  # ... so they are pointed at the file for the run
+        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+            for handler in getattr(logger, "handlers", []):
+                if type(handler) is logging.StreamHandler and handler.stream in (sys.stdout, sys.stderr):
+                    moved.append((handler, handler.setStream(sink)))
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             yield
     finally:
         logging.disable(logging.NOTSET)
+        for handler, stream in moved:
+            handler.setStream(stream)
         sink.close()
         sys.stdout.flush()

@@ -1,5 +1,7 @@
 """A simulated pool machine's worker: the protocol of docs/pool.md as the emulator's
-synthetic pool machine plays it (arke_local/fly_emulator/synthetic_pool.py), as events.
+synthetic pool machine plays it (arke_local/fly_emulator/synthetic_pool.py), as events;
+and a single-mode machine's (`ContractWorker`: one task from its environment, contracts
+§3, which pool mode creates for a task larger than any pool machine, docs/pool.md).
 
 Each of its `WORKER_CONCURRENCY` slots pulls; a task "converts" for a drawn duration while
 heartbeating every `heartbeat_interval_ms` (a `drop` ends it without a callback), uploads
@@ -12,6 +14,16 @@ Faults, drawn from the machine's own RNG (so no other machine's draws change the
 task's machine crashes or hangs `task_fault_after_s` into it (or at its end, if shorter);
 a callback is dropped with its machine crashing, sent twice, or held back late (and then
 sent even if the machine was destroyed meanwhile: it was on the wire).
+
+Memory (docs/worker.md "Memory tiers"): the simulation says what a TIFF needs
+(`Simulation.tiff_need`, from its input key), the machine has its guest's memory. A TIFF
+whose header needs more than the machine has, while the assignment's `max_memory_mb` is
+larger than the machine too, ends after the download and header read (`header_s`) with the
+error callback `needs_memory` and its `memory_mb`; without such a `max_memory_mb` it is
+converted as any other (the real worker takes the best encoder path within its budget). A
+TIFF whose header fits but whose conversion does not (`oom_mb` above the machine's memory)
+runs `oom_after` of its duration, then ends `out_of_memory` (the OOM killer took the
+conversion's child; the machine lives on and its slot pulls again).
 """
 
 from __future__ import annotations
@@ -41,9 +53,22 @@ class WorkerFaults:
 
 
 @dataclass(frozen=True)
+class TiffNeed:
+    """What one TIFF needs of its machine: `header_mb`, the memory full quality needs as
+    read from its header (None: no more than the pool's smallest machine); `oom_mb`, the
+    memory its conversion really takes when that is more than the header says (None: as
+    the header says)."""
+
+    header_mb: int | None = None
+    oom_mb: int | None = None
+
+
+@dataclass(frozen=True)
 class WorkerSpec:
     task_s: TaskDuration = TaskDuration("constant", 3.0)
     upload_s: float = 0.05
+    header_s: tuple[float, float] = (0.05, 0.2)  # download + header read, before a needs_memory answer
+    oom_after: float = 0.5  # share of the duration an out-of-memory conversion runs before it is killed
     pull_give_up_s: float = 60.0
     pull_backoff_max_s: float = 10.0
 
@@ -55,6 +80,7 @@ class _Task:
     ends: float
     duration: float
     cancelled: bool = False
+    error: dict[str, Any] | None = None  # the error callback's fields instead of a success
 
 
 class PoolWorker:
@@ -132,7 +158,11 @@ class PoolWorker:
 
     def _work(self, slot: int, body: dict[str, Any], interval_ms: Any) -> None:
         duration = self._draw()
-        task = _Task(body, slot, self.loop.now + duration, duration)
+        error = None
+        need = self.sim.tiff_need(body.get("input_r2_key"))
+        if need is not None:
+            duration, error = self._memory(body, need, duration)
+        task = _Task(body, slot, self.loop.now + duration, duration, error=error)
         fault = self._task_fault()
         if fault:
             self.loop.after(min(self.faults.task_fault_after_s, duration), self._strike, task, fault)
@@ -140,6 +170,24 @@ class PoolWorker:
         if interval < duration:
             self.loop.after(interval, self._beat, task, interval)
         self.loop.after(duration, self._finish, task)
+
+    def _memory(self, body: dict[str, Any], need: TiffNeed, duration: float) -> tuple[float, dict | None]:
+        """How a TIFF with needs ends on this machine: (seconds, error fields or None)."""
+        machine_mb, task_id = self.machine.memory_mb, body.get("task_id")
+        largest = body.get("max_memory_mb")
+        largest = largest if isinstance(largest, int) and not isinstance(largest, bool) else None
+        if need.header_mb and need.header_mb > machine_mb and largest and largest > machine_mb:
+            self.sim.memory_event("needs_memory", task=task_id, machine=self.machine.id, memory_mb=need.header_mb,
+                                  machine_mb=machine_mb)
+            return self.rng.uniform(*self.spec.header_s), {
+                "error": f"needs {need.header_mb} MB for full-quality encoding (simulated); this machine has "
+                         f"{machine_mb} MB, the pool up to {largest} MB",
+                "error_code": "needs_memory", "memory_mb": need.header_mb}
+        if need.oom_mb and need.oom_mb > machine_mb:
+            self.sim.memory_event("out_of_memory", task=task_id, machine=self.machine.id, machine_mb=machine_mb)
+            return duration * self.spec.oom_after, {
+                "error": "conversion process was killed by SIGKILL (out of memory?)", "error_code": "out_of_memory"}
+        return duration, None
 
     def _draw(self) -> float:
         d = self.spec.task_s
@@ -185,6 +233,8 @@ class PoolWorker:
     def _finish(self, task: _Task) -> None:
         if self.halted or task.cancelled:
             return
+        if task.error is not None:  # nothing converted, nothing uploaded
+            return self._callback(task)
         self.loop.after(self.spec.upload_s, self._uploaded, task)
 
     def _uploaded(self, task: _Task) -> None:
@@ -200,11 +250,15 @@ class PoolWorker:
     def _callback(self, task: _Task) -> None:
         body, f = task.body, self.faults
         key = body.get("output_r2_key") or ""
-        result = {"task_id": body.get("task_id"), "batch_id": body.get("batch_id"), "status": "success",
-                  "output_r2_key": key, "output_file_name": key.rsplit("/", 1)[-1], "output_file_size": 2048,
-                  "performance": {"total_time_ms": int(task.duration * 1000), "download_time_ms": 0,
-                                  "conversion_time_ms": int(task.duration * 1000),
-                                  "upload_time_ms": int(self.spec.upload_s * 1000)}}
+        if task.error is not None:  # worker/steps.py error_body
+            result = {"task_id": body.get("task_id"), "batch_id": body.get("batch_id"), "status": "error",
+                      **task.error}
+        else:
+            result = {"task_id": body.get("task_id"), "batch_id": body.get("batch_id"), "status": "success",
+                      "output_r2_key": key, "output_file_name": key.rsplit("/", 1)[-1], "output_file_size": 2048,
+                      "performance": {"total_time_ms": int(task.duration * 1000), "download_time_ms": 0,
+                                      "conversion_time_ms": int(task.duration * 1000),
+                                      "upload_time_ms": int(self.spec.upload_s * 1000)}}
         headers = {"authorization": f"Bearer {body.get('callback_token', '')}"}
         url = body.get("callback_url", "")
         roll = self.rng.random
@@ -228,5 +282,34 @@ class PoolWorker:
             if copies > 1:
                 return self._deliver(task, url, headers, result, copies - 1, 1, 0.5)
             if not self.halted:
-                self._pull(task.slot, None, 1.0)
+                self._next(task.slot)
         self._post(url, headers, result, answered)
+
+    def _next(self, slot: int) -> None:
+        """After a task's callback: the slot pulls again."""
+        self._pull(slot, None, 1.0)
+
+
+class ContractWorker(PoolWorker):
+    """A single-mode machine (contracts §3): its task is in its environment; it converts
+    (or runs out of memory, as a pool machine's does), uploads, calls back and exits 0. No
+    heartbeats (single mode's attempts end by TASK_TIMEOUT) and no `max_memory_mb`."""
+
+    def __init__(self, sim: Any, machine: SimMachine, spec: WorkerSpec, faults: WorkerFaults) -> None:
+        super().__init__(sim, machine, spec, faults)
+        env = machine.config.get("env", {})
+        self.slots = 1
+        self.assignment = {
+            "task_id": env.get("TASK_ID"), "batch_id": env.get("BATCH_ID"), "attempt": env.get("ATTEMPT"),
+            "input_r2_key": env.get("INPUT_R2_KEY"), "output_r2_key": env.get("OUTPUT_R2_KEY"),
+            "output_url": env.get("OUTPUT_URL"), "callback_url": env.get("CALLBACK_URL"),
+            "callback_token": env.get("CALLBACK_TOKEN")}
+
+    def boot(self, start: int) -> None:
+        if self.halted or self.machine.starts != start:
+            return
+        self.sim.record("contract_task", task=self.assignment["task_id"], machine=self.machine.id)
+        self._work(0, self.assignment, 10**9)
+
+    def _next(self, slot: int) -> None:
+        self._slot_done(slot, 0)
