@@ -20,6 +20,7 @@ from .logs import log
 from .models import Machine
 from .pool.retention import DESTROY_RETRY_CAP_MS, stop_standing
 from .services import Services
+from .states import StandingState
 from .store import standing as standing_store
 
 
@@ -61,6 +62,7 @@ def destroy_retired(services: Services, machines: list[Machine]) -> int:
     batch's destroy queue; one Fly did not confirm stays there, due again after a backoff,
     for a later pass or sweep (`retry_destroys`): a machine is never left running unbilled
     for. How many are gone."""
+    machines = [m for m in machines if not m.standing or _releases_standing(services, m)]
     if not machines:
         return 0
     fly, now = services.fly(), now_ms()
@@ -83,6 +85,27 @@ def destroy_retired(services: Services, machines: list[Machine]) -> int:
             log("[Pool]", "destroy_failed", batch_id=machine.batch, machine_name=machine.name,
                 machine_id=machine.machine_id, tries=tries)
     return sum(results)
+
+
+def _releases_standing(services: Services, machine: Machine) -> bool:
+    """Whether a standing machine's retired stint may destroy it: only with its standing
+    record gone, here (a silent machine: the record still works for the stint's batch) or
+    before (a failed creation). Here, in the destroy the queue retries, because a pass
+    killed between the stint's retire and the record's would leave the record started for
+    an ended batch, its every stop refused by a machine the destroy removed. One the
+    batch's end stopped back into the pool, or another batch started since, is kept: its
+    stint leaves the destroy queue."""
+    name, batch_id = machine.name, machine.batch
+    if standing_store.standing_gone(services.settings, name, machine.gone_reason or "its stint was retired",
+                                    batch_id=batch_id):
+        return True
+    record = standing_store.get_standing(name)
+    if record is None or record.state == StandingState.GONE.value:
+        return True
+    store.machine_destroyed(batch_id, name)
+    log("[Pool]", "standing_kept", batch_id=batch_id, machine_name=name, machine_id=machine.machine_id,
+        state=record.state)
+    return False
 
 
 def retry_destroys(services: Services, batch_id: str) -> int:

@@ -2,11 +2,12 @@
 
 The size comes from `pool_sizing.decide` (pure): the ready and running tasks, the create
 rate this batch may use, the observed seconds per task and the caps. Each creation takes a
-token (the shared bucket and 429 gate), then writes the machine's record (both caps are
-conditions of that transaction), then asks Fly. A creation that failed or was refused is
-retired at once; one that may have happened unanswered (timeout, 5xx) waits in the batch's
-destroy queue and is destroyed by name (shutdown.retry_destroys). When the pool still wants machines at the end of the pass's
-slice, the batch is due again at once, so creations run at the bucket's rate.
+token (the shared bucket and 429 gate), then, in standing mode, a place in the standing
+pool (pool/places.py), then writes the machine's record (both caps are conditions of that
+transaction), then asks Fly. A creation that failed or was refused is retired at once; one
+that may have happened unanswered (timeout, 5xx) waits in the batch's destroy queue and is
+destroyed by name (shutdown.retry_destroys). When the pool still wants machines at the end
+of the pass's slice, the batch is due again at once, so creations run at the bucket's rate.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from ..settings import SettingsError
 from ..spawner import SpawnReport
 from ..store import standing as standing_store
 from .large import tier_name_part
-from .request import config_version, pool_machine_request, standing_machine_request
+from .places import StandingPlaces
+from .request import pool_machine_request, standing_machine_request
 from .standing import StandingStarter
 
 PREFIX = "[Pool]"
@@ -42,6 +44,7 @@ class PoolCreator:
         self.decision: pool_sizing.PoolDecision | None = None
         self.tier = tier  # the memory tier it creates (pool/tiers.py sizes the larger ones)
         self.memory_mb = self.settings.pool_tiers[tier]
+        self.places = StandingPlaces(services, batch.batch_id, tier)  # standing records, POOL_MAX_MACHINES
         # the batch's machines of larger tiers, live and wanted (pool/tiers.py): not this pool's,
         # and first in the batch cap (only they may take their tasks)
         self.tier_live = self.tier_target = 0
@@ -120,8 +123,11 @@ class PoolCreator:
         services, settings = self.services, self.settings
         if self.refused or not services.bucket.take(self.token_deadline, services.gate):
             return False
-        name, standing = phase.pool_machine_name(tier_name_part(settings, self.tier)), settings.pool_standing
-        if standing and not self._new_standing(name):
+        name = phase.pool_machine_name(tier_name_part(settings, self.tier))
+        standing = self.places.place(name)
+        if standing is None:  # the standing pool is full: it only starts (pool/places.py)
+            self.refused = True
+            services.bucket.give_back()
             return False
         try:
             added = store.add_machine(settings, self.batch_id, phase.name, name, now_ms(), standing=standing)
@@ -131,9 +137,9 @@ class PoolCreator:
         if not added:  # a cap said no, or the batch left its phase
             self.refused = True
             services.bucket.give_back()
-            self._forget_standing(name, "its batch did not take it")
+            self._forget_standing(name, standing, "its batch did not take it")
             return False
-        machine = self._create(name)
+        machine = self._create(name, standing)
         if machine is None:
             return False
         store.record_machine_id(self.batch_id, name, machine["id"])
@@ -145,11 +151,11 @@ class PoolCreator:
             standing=standing or None, memory_mb=self.memory_mb)
         return True
 
-    def _create(self, name: str) -> dict | None:
+    def _create(self, name: str, standing: bool) -> dict | None:
         """Ask Fly for the machine; its answer, or None (the stint given back)."""
         services, settings = self.services, self.settings
         secrets = services.secrets()
-        request = (standing_machine_request(settings, secrets, name, self.memory_mb) if settings.pool_standing
+        request = (standing_machine_request(settings, secrets, name, self.memory_mb) if standing
                    else pool_machine_request(settings, secrets, self.batch_id, name, self.memory_mb))
         try:
             return services.fly().create_machine(request)
@@ -158,7 +164,7 @@ class PoolCreator:
             # is Fly's bucket and ours drifting apart, not a reason to wait a whole pass)
             services.gate.close_for(exc.retry_after_s)
             store.retire_machine(settings, self.batch_id, name, "Fly said 429 before creating it", now_ms())
-            self._forget_standing(name, "Fly said 429 before creating it")
+            self._forget_standing(name, standing, "Fly said 429 before creating it")
             log(PREFIX, "spawn_rate_limited", batch_id=self.batch_id, machine_name=name,
                 retry_after_s=exc.retry_after_s)
         except FlyError as exc:
@@ -166,25 +172,11 @@ class PoolCreator:
             maybe = exc.status is None or exc.status >= 500
             store.retire_machine(settings, self.batch_id, name, f"Machine creation failed: {exc}"[:300], now_ms(),
                                  destroy=maybe)
-            self._forget_standing(name, "its creation failed")
+            self._forget_standing(name, standing, "its creation failed")
             log(PREFIX, "spawn_failed", batch_id=self.batch_id, machine_name=name, status=exc.status,
                 error=str(exc)[:300])
         return None
 
-    def _new_standing(self, name: str) -> bool:
-        """The standing machine's record, before Fly is asked; False (no more creations this
-        pass) when POOL_MAX_MACHINES exist."""
-        settings = self.settings
-        try:
-            standing_store.new_standing(settings, name, self.memory_mb, config_version(settings, self.memory_mb),
-                                        self.batch_id, now_ms())
-        except standing_store.StandingPoolFull as exc:
-            self.refused = True
-            self.services.bucket.give_back()
-            log(PREFIX, "standing_pool_full", batch_id=self.batch_id, cap=str(exc))
-            return False
-        return True
-
-    def _forget_standing(self, name: str, reason: str) -> None:
-        if self.settings.pool_standing:
-            standing_store.standing_gone(self.settings, name, reason)
+    def _forget_standing(self, name: str, standing: bool, reason: str) -> None:
+        if standing:
+            self.places.give_back(name, reason)

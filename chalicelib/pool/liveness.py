@@ -15,7 +15,6 @@ from ..clock import now_ms
 from ..logs import log
 from ..services import Services
 from ..shutdown import destroy_retired
-from ..store import standing as standing_store
 
 PREFIX = "[Pool]"
 
@@ -29,8 +28,7 @@ def retire_silent(services: Services, batch_id: str) -> int:
         if store.retire_machine(settings, batch_id, machine.name, reason, now, silent_before=before, destroy=True):
             log(PREFIX, "machine_silent", batch_id=batch_id, machine_name=machine.name,
                 machine_id=machine.machine_id, state=machine.state)
+            machine.gone_reason = reason  # as retired: a standing one's record goes with it
             retired.append(machine)
-            if machine.standing:  # a hung machine is not kept for the next batch
-                standing_store.standing_gone(settings, machine.name, reason)
-    destroy_retired(services, retired)
+    destroy_retired(services, retired)  # a hung standing machine is not kept for the next batch
     return len(retired)

@@ -3,8 +3,8 @@
 - `stop_standing`: every standing machine still started for a batch that ended is stopped
   (Fly `stop`; only its rootfs is billed afterwards) and goes back to the stopped pool. One
   Fly did not stop stays under the batch's key and the batch's next sweep tries again (one
-  Fly no longer knows, 404, is gone); one whose creation never answered is found by name
-  and destroyed.
+  Fly no longer knows, 404, is gone; one it refuses to stop, 412, is destroyed); one whose
+  creation never answered is found by name and destroyed.
 - `retire_idle`: a stopped machine idle longer than POOL_IDLE_RETENTION_S is destroyed,
   except the POOL_MIN_MACHINES most recently stopped; a destroy Fly does not confirm waits
   in the standing destroy queue and is tried again (`retry_destroys`).
@@ -54,6 +54,8 @@ def stop_standing(services: Services, batch_id: str) -> int:
                 status=exc.status)
             if exc.status == 404:  # Fly no longer knows it: nothing to stop, nothing to keep
                 return standing_store.standing_gone(services.settings, machine.name, "Fly does not know it (404 on stop)")
+            if exc.status == 412:  # Fly will never stop it (destroyed, or stuck): not kept
+                return _give_up(services, machine, batch_id)
             return False
         if standing_store.stopped(machine.name, batch_id, now_ms()):
             log(PREFIX, "machine_stopped", batch_id=batch_id, machine_name=machine.name, machine_id=machine.machine_id)
@@ -61,6 +63,18 @@ def stop_standing(services: Services, batch_id: str) -> int:
 
     results = each(standing_store.started_for(batch_id), stop)
     return results.count(False)
+
+
+def _give_up(services: Services, machine: Standing, batch_id: str) -> bool:
+    """A machine Fly refuses to stop (412: it is destroyed, or in a state a stop cannot
+    leave) would be tried again at every sweep, for ever: it is destroyed instead, through
+    the destroy queue (a destroy Fly does not confirm is retried)."""
+    now = now_ms()
+    if standing_store.standing_gone(services.settings, machine.name, "Fly refused to stop it (412)", destroy=True,
+                                    now=now, batch_id=batch_id):
+        log(PREFIX, "stop_given_up", batch_id=batch_id, machine_name=machine.name, machine_id=machine.machine_id)
+        destroy(services, [machine])
+    return True
 
 
 def _destroy_unanswered(services: Services, machine: Standing) -> bool:

@@ -85,6 +85,13 @@ def stopped_machines(memory_mb: int, limit: int) -> list[Standing]:
                                           limit=limit, scan_index_forward=False))
 
 
+def stopped_not_of(memory_mb: int, limit: int) -> list[Standing]:
+    """Stopped machines of any other memory, the longest stopped first (a full pool's
+    places to give: pool/places.py)."""
+    return list(Standing.live_index.query(STOPPED_KEY, filter_condition=Standing.memory_mb != memory_mb,
+                                          limit=limit, scan_index_forward=True))
+
+
 def take_stopped(name: str, batch_id: str, now: int) -> bool:
     """stopped -> starting for `batch_id`: False when another pass took it first."""
     return _update(name, [Standing.state.set(_S.STARTING.value), Standing.batch.set(batch_id),
@@ -117,16 +124,19 @@ def stopped(name: str, batch_id: str | None, now: int, *, failed_start: bool = F
 
 
 def standing_gone(settings: Settings, name: str, reason: str, destroy: bool = False, now: int = 0,
-                  expect_state: str | None = None) -> bool:
+                  expect_state: str | None = None, batch_id: str | None = None) -> bool:
     """-> gone, the count of standing machines back once. `destroy`: the caller destroys it
     now, and it waits in the destroy queue until `machine_destroyed` (a destroy Fly did not
     confirm is tried again); `expect_state`: only from that state (a stopped machine being
-    retired must not be one a pass just took)."""
+    retired must not be one a pass just took); `batch_id`: only while it works for that
+    batch (one that went back to the stopped pool, or on to another batch, is not its)."""
     queue = ([Standing.live_batch.set(DESTROY_KEY), Standing.live_seen.set(now)] if destroy
              else [Standing.live_batch.remove(), Standing.live_seen.remove()])
     condition = Standing.batch_id.exists() & (Standing.state != _S.GONE.value)
     if expect_state is not None:
         condition &= Standing.state == expect_state
+    if batch_id is not None:
+        condition &= Standing.batch == batch_id
 
     def build(tx: Any) -> None:
         tx.update(Standing(standing_key(name)),

@@ -130,7 +130,8 @@ def test_chaos_batch_in_pool_mode_reaches_done_exactly_once(chaos_pool_stack):
     while time.monotonic() < deadline and {_attr(r, "state") for r in of_batch("#standing#")} & {"starting", "started"}:
         time.sleep(1.0)
     standing = Counter(_attr(r, "state") for r in of_batch("#standing#"))
-    assert not {"starting", "started"} & set(standing), standing
+    left = [r for r in of_batch("#standing#") if _attr(r, "state") in ("starting", "started")]
+    assert not left, f"{standing}\n{left}\n{_lines_naming(chaos, [_attr(r, 'name') for r in left])}"
     # a standing machine may be started more than once in a batch: each stint counts as created
     stints = sum(_attr(r, "stints") or 1 for r in records)
     assert _attr(batch, "machines_live") == 0 and _attr(batch, "machines_created") == stints
@@ -144,3 +145,12 @@ def test_chaos_batch_in_pool_mode_reaches_done_exactly_once(chaos_pool_stack):
     print(f"\n[chaos-pool] {TASKS} tasks DONE in {done_after:.1f} s with {len(records)} machines: "
           f"completed {len(completed)}, failed {len(failed)}, tasks retried {retried}, faults {injected}; "
           f"seed {SEED}")
+
+
+def _lines_naming(chaos, names: list[str]) -> str:
+    """Every log line of the stack that names one of `names` (why a machine was left)."""
+    out = []
+    for path in sorted(chaos.log_dir.glob("*.log")):
+        out += [f"{path.name}: {line}" for line in path.read_text(errors="replace").splitlines()
+                if any(name and name in line for name in names)]
+    return "\n".join(out[-200:])

@@ -44,7 +44,9 @@ BASE_ENV = {
     "FLY_CREATE_BURST": "1000",
     "ALARM_DELAY_TIFF_CONVERSION": "50",
     "ALARM_DELAY_ERROR_RETRY": "200",
-    "FLY_REQUEST_TIMEOUT_MS": "500",
+    # Short enough that a scripted hang (the stub sleeps 1.5 s) costs a test little, long
+    # enough that a loaded 2-core CI machine does not turn a slow answer into a timeout.
+    "FLY_REQUEST_TIMEOUT_MS": "1000",
     "DELIVERY_TIMEOUT_MS": "2000",
     "SWEEP_DELAY_MS": "300",
     # The tests written for one machine per attempt say so; pool mode's own (test_orch_pool*)

@@ -148,9 +148,12 @@ def test_overlapping_ticks_create_each_task_once(services, client, fly):
     assert batch.lease_owner is None  # every pass gave its lease back
 
 
-def test_racing_passes_on_one_batch_claim_each_task_once(services, client, fly):
+def test_racing_passes_on_one_batch_claim_each_task_once(services, client, fly, env):
     """Even two passes on one batch at once (a lease that expired mid-pass) create each
     task once: the claim is a conditional write on the task's status and attempt."""
+    # The race is the subject, not Fly's latency: a loaded CI machine once made three
+    # creates slower than the tests' short Fly timeout, and those tasks went to retry.
+    services = make_services(env, FLY_REQUEST_TIMEOUT_MS="10000")
     app.intake(sqs_event(message(tiffs=16, others=0)), LambdaContext(30))
     time.sleep(0.06)
     batch = store.get_batch("batch_abc")

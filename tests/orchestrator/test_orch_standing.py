@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 import app
-from chalicelib import scheduler, signing, store
+from chalicelib import scheduler, shutdown, signing, store
 from chalicelib.pool import retention
 from chalicelib.store import standing as standing_store
 
@@ -308,3 +308,92 @@ def test_a_larger_tiers_stopped_machine_is_started_for_the_next_batchs_large_tas
     assert len(fly.created()) == 2  # both machines started again, none created
     assert tiered().request["id"] in [a["id"] for a in starts(fly)]
     assert int(store.get_standing(tiered().name).starts) == 2 and fly.deleted == []
+
+
+def test_a_machine_fly_refuses_to_stop_at_the_end_is_destroyed_not_stopped_for_ever(services, client, fly, env):
+    # 412: Fly will not stop it (destroyed behind our back, or stuck); every sweep would ask again
+    services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    [machine] = standing(client, fly)
+    machine.pull()
+    fly.stop_script = [412]
+    assert post_admin(client, "reset", "batch_one").status_code == 200
+    assert state_of(machine) == "gone" and standing_store.standing_count() == 0
+    assert machine.request["id"] in fly.deleted and standing_store.to_destroy(10**15) == []
+    assert standing_store.started_for("batch_one") == []
+
+
+def _killed_after_retiring(services, machine: PlayedMachine, batch_id: str) -> None:
+    """What a pass killed inside pool/liveness.retire_silent leaves: the stint retired for a
+    destroy, its standing record not yet gone, nothing destroyed."""
+    assert store.retire_machine(services.settings, batch_id, machine.name, "silent", int(time.time() * 1000),
+                                destroy=True)
+
+
+def test_a_pass_killed_between_a_silent_stints_retire_and_its_standing_record_leaves_none_started(
+        services, client, fly, env):
+    # found by the pool chaos test: the record stayed started for the ended batch and every
+    # sweep's stop got a 412 from the machine the destroy queue had removed
+    services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    [machine] = standing(client, fly)
+    machine.pull()
+    _killed_after_retiring(services, machine, "batch_one")
+    assert shutdown.retry_destroys(services, "batch_one") == 1
+    assert machine.request["id"] in fly.deleted
+    assert state_of(machine) == "gone" and standing_store.standing_count() == 0
+    assert standing_store.started_for("batch_one") == []
+
+
+def test_a_retired_stint_does_not_destroy_a_machine_that_went_back_to_the_stopped_pool(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    [machine] = standing(client, fly)
+    machine.pull()
+    _killed_after_retiring(services, machine, "batch_one")
+    assert standing_store.stopped(machine.name, "batch_one", int(time.time() * 1000))  # the end stopped it
+    assert shutdown.retry_destroys(services, "batch_one") == 0
+    assert fly.deleted == [] and state_of(machine) == "stopped" and standing_store.standing_count() == 1
+    assert store.machines_to_destroy("batch_one", 10**15) == []  # no later sweep destroys it
+
+
+def _bounce_to_tier_one(services, client, fly, batch_id: str) -> dict:
+    """The batch's smallest machine pulls its task and answers needs_memory: band 1 waits."""
+    run_pass(services)
+    base = next(m for m in standing(client, fly) if "-pool-m" not in m.name and state_of(m) == "started")
+    task = base.pull()["task"]
+    base.report(task, ok=False, error_code="needs_memory", memory_mb=3000)
+    return task
+
+
+def test_a_full_standing_pool_gives_a_stopped_machine_of_another_memory_s_place_to_a_tier(
+        services, client, fly, env):
+    # found by the fleet simulation: a pool full of the smallest machines stalled large TIFFs
+    # until POOL_IDLE_RETENTION_S destroyed stopped ones
+    full = {"POOL_MAX_MACHINES": "1", "ALARM_DELAY_ERROR_RETRY": "50"}
+    first = one_batch_done(env, client, fly)  # the whole pool: one stopped machine of 2048 MB
+    services = start_batch(env, "batch_two", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="2", **full)
+    task = _bounce_to_tier_one(services, client, fly, "batch_two")  # `first`, started again
+    assert first.pull()["action"] == "exit" and state_of(first) == "stopped"
+    [tiered] = drive(services, lambda: [m for m in standing(client, fly) if "-pool-m4096-" in m.name])
+    assert state_of(first) == "gone" and first.request["id"] in fly.deleted  # it gave its place
+    assert state_of(tiered) == "started" and standing_store.standing_count() == 1
+    assert tiered.work_until_exit()[0]["task_id"] == task["task_id"]
+    drive(services, lambda: get_status(client, "batch_two")["status"] == "DONE")
+    assert state_of(tiered) == "stopped"  # kept for the next batch's large TIFFs
+
+
+def test_a_full_standing_pool_in_use_creates_a_tier_machine_for_its_batch_only(services, client, fly, env):
+    services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="3", POOL_MAX_MACHINES="1",
+                           ALARM_DELAY_ERROR_RETRY="50")
+    task = _bounce_to_tier_one(services, client, fly, "batch_one")  # the pool's one machine, busy
+    [request] = drive(services, lambda: [r for r in fly.created() if "-pool-m4096-" in r["body"]["name"]])
+    tiered = PlayedMachine(client, request)
+    assert tiered.env["BATCH_ID"] == "batch_one" and request["body"]["config"]["auto_destroy"] is True
+    assert standing_store.get_standing(tiered.name) is None and standing_store.standing_count() == 1
+    assert tiered.pull_task()["task_id"] == task["task_id"]
+    [base] = [m for m in standing(client, fly) if "-pool-m" not in m.name]
+    assert post_admin(client, "reset", "batch_one").status_code == 200
+    assert fly.deleted == [request["id"]]  # the batch's own machine is destroyed at its end
+    assert state_of(base) == "stopped" and base.request["id"] in [a["id"] for a in fly.actions
+                                                                     if a["action"] == "stop"]
