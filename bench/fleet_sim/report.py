@@ -130,6 +130,15 @@ def _attempts(task: dict[str, Any]) -> list[tuple[int, dict[str, Any], dict[str,
     return [(n, log.get(f"{n}:start") or {}, log.get(f"{n}:end") or {}) for n in numbers]
 
 
+def _memory_end(end: dict[str, Any]) -> str | None:
+    """"needs_memory" or "out_of_memory" when an attempt ended for memory (the words the
+    orchestrator's error for each has), else None."""
+    error = str(end.get("error") or "")
+    if error.startswith("needs "):
+        return "needs_memory"
+    return "out_of_memory" if "out of memory" in error else None
+
+
 def check_tiers(sim: Simulation, outcome: BatchOutcome, safety: Safety) -> None:
     """Memory tiers (docs/pool.md): every attempt's claim recorded the memory its machine
     has; once an attempt ended `needs_memory` (M MB) or `out_of_memory` (on a machine of
@@ -158,11 +167,11 @@ def check_tiers(sim: Simulation, outcome: BatchOutcome, safety: Safety) -> None:
                 safety.problems.append(f"task {task_id} attempt {attempt} on {machine_mb} MB after it was "
                                        f"found to need {floor} MB")
             last_mb = machine_mb
-            error = str(end.get("error") or "")
-            if end.get("outcome") == "retry" and error.startswith("needs ") and need is not None and need.header_mb:
+            ended_for = _memory_end(end) if end.get("outcome") == "retry" else None
+            if ended_for == "needs_memory" and need is not None and need.header_mb:
                 safety.needs_memory_ends += 1
                 floor = max(floor, min(need.header_mb, largest))
-            elif end.get("outcome") == "retry" and "out of memory" in error:
+            elif ended_for == "out_of_memory":
                 safety.out_of_memory_ends += 1
                 larger = [t for t in tiers if t > machine_mb]
                 floor = max(floor, larger[0] if larger else machine_mb)
@@ -191,8 +200,7 @@ def tier_timing(outcome: BatchOutcome) -> dict[str, float]:
             continue
         needed_end = ended if needed_end is None else max(needed_end, ended)
         attempts = _attempts(task)
-        first = next((end for _, _, end in attempts if str(end.get("error") or "").startswith("needs ")
-                      or "out of memory" in str(end.get("error") or "")), None)
+        first = next((end for _, _, end in attempts if _memory_end(end)), None)
         if task.get("status") == "completed" and first and attempts[-1][1].get("started_at") is not None:
             waits.append((float(attempts[-1][1]["started_at"]) - float(first["ended_at"])) / 1000)
     if not waits:

@@ -23,7 +23,7 @@ from ..services import Services
 from ..states import StandingState
 from ..store import standing as standing_store
 from .request import config_version
-from .retention import destroy
+from .retention import destroy_one
 
 PREFIX = "[Pool]"
 EVICT_CANDIDATES = 5  # stopped machines of other memories read per eviction (each may be taken first)
@@ -42,9 +42,9 @@ class StandingPlaces:
         batch only; None: create nothing (the smallest tier's pool is full)."""
         if not self.settings.pool_standing:
             return False
-        if not self.full and (self._record(name) or (self._evict_one() and self._record(name))):
-            return True
         if not self.full:
+            if self._record(name) or (self._evict_one() and self._record(name)):
+                return True
             self.full = True
             log(PREFIX, "standing_pool_full", batch_id=self.batch_id, cap=self.settings.pool_max_machines,
                 memory_mb=self.memory_mb, batch_only=self.tier > 0 or None)
@@ -65,13 +65,10 @@ class StandingPlaces:
     def _evict_one(self) -> bool:
         """The oldest stopped machine of another memory destroyed, its place free; False when
         there is none (every machine is started, or of this memory)."""
-        now = now_ms()
         reason = f"its place in the full standing pool went to a {self.memory_mb} MB machine"
         for machine in standing_store.stopped_not_of(self.memory_mb, EVICT_CANDIDATES):
-            if standing_store.standing_gone(self.settings, machine.name, reason, destroy=True, now=now,
-                                            expect_state=StandingState.STOPPED.value):
+            if destroy_one(self.services, machine, reason, expect_state=StandingState.STOPPED.value):
                 log(PREFIX, "standing_evicted", batch_id=self.batch_id, machine_name=machine.name,
                     machine_id=machine.machine_id, memory_mb=int(machine.memory_mb), for_memory_mb=self.memory_mb)
-                destroy(self.services, [machine])
                 return True
         return False

@@ -67,13 +67,21 @@ def stop_standing(services: Services, batch_id: str) -> int:
 
 def _give_up(services: Services, machine: Standing, batch_id: str) -> bool:
     """A machine Fly refuses to stop (412: it is destroyed, or in a state a stop cannot
-    leave) would be tried again at every sweep, for ever: it is destroyed instead, through
-    the destroy queue (a destroy Fly does not confirm is retried)."""
-    now = now_ms()
-    if standing_store.standing_gone(services.settings, machine.name, "Fly refused to stop it (412)", destroy=True,
-                                    now=now, batch_id=batch_id):
+    leave) would be tried again at every sweep, for ever: it is destroyed instead."""
+    if destroy_one(services, machine, "Fly refused to stop it (412)", batch_id=batch_id):
         log(PREFIX, "stop_given_up", batch_id=batch_id, machine_name=machine.name, machine_id=machine.machine_id)
-        destroy(services, [machine])
+    return True
+
+
+def destroy_one(services: Services, machine: Standing, reason: str, *, expect_state: str | None = None,
+                batch_id: str | None = None) -> bool:
+    """-> gone (only from `expect_state`, or while it works for `batch_id`), then destroyed;
+    a destroy Fly does not confirm waits in the standing destroy queue. False: the record's
+    condition no longer held, nothing done."""
+    if not standing_store.standing_gone(services.settings, machine.name, reason, destroy=True, now=now_ms(),
+                                        expect_state=expect_state, batch_id=batch_id):
+        return False
+    destroy(services, [machine])
     return True
 
 

@@ -80,6 +80,15 @@ def one_batch_done(env, client, fly) -> StandingMachine:
     return machine
 
 
+def one_machine_working(env, client, fly):
+    """A two-TIFF batch's one standing machine, started and holding its first task."""
+    services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1")
+    run_pass(services)
+    [machine] = standing(client, fly)
+    machine.pull()
+    return services, machine
+
+
 def test_a_standing_machine_is_created_for_no_batch_and_stopped_when_its_work_ends(services, client, fly, env):
     services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1")
     run_pass(services)
@@ -156,10 +165,7 @@ def test_a_reset_stops_standing_machines_rather_than_destroying_them(services, c
 
 
 def test_a_machine_fly_did_not_stop_at_the_end_is_stopped_by_the_sweep(services, client, fly, env):
-    services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1")
-    run_pass(services)
-    [machine] = standing(client, fly)
-    machine.pull()
+    services, machine = one_machine_working(env, client, fly)
     fly.stop_script = [503, 503]  # Fly fails the end's stop and the first sweep's
     assert post_admin(client, "reset", "batch_one").status_code == 200
     assert state_of(machine) == "started"
@@ -173,10 +179,7 @@ def test_a_machine_fly_did_not_stop_at_the_end_is_stopped_by_the_sweep(services,
 
 
 def test_a_machine_fly_no_longer_knows_at_the_end_is_gone_not_stopped_for_ever(services, client, fly, env):
-    services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1")
-    run_pass(services)
-    [machine] = standing(client, fly)
-    machine.pull()
+    services, machine = one_machine_working(env, client, fly)
     fly.stop_script = [404]
     assert post_admin(client, "reset", "batch_one").status_code == 200
     assert state_of(machine) == "gone" and standing_store.standing_count() == 0
@@ -312,10 +315,7 @@ def test_a_larger_tiers_stopped_machine_is_started_for_the_next_batchs_large_tas
 
 def test_a_machine_fly_refuses_to_stop_at_the_end_is_destroyed_not_stopped_for_ever(services, client, fly, env):
     # 412: Fly will not stop it (destroyed behind our back, or stuck); every sweep would ask again
-    services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1")
-    run_pass(services)
-    [machine] = standing(client, fly)
-    machine.pull()
+    services, machine = one_machine_working(env, client, fly)
     fly.stop_script = [412]
     assert post_admin(client, "reset", "batch_one").status_code == 200
     assert state_of(machine) == "gone" and standing_store.standing_count() == 0
@@ -334,10 +334,7 @@ def test_a_pass_killed_between_a_silent_stints_retire_and_its_standing_record_le
         services, client, fly, env):
     # found by the pool chaos test: the record stayed started for the ended batch and every
     # sweep's stop got a 412 from the machine the destroy queue had removed
-    services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1")
-    run_pass(services)
-    [machine] = standing(client, fly)
-    machine.pull()
+    services, machine = one_machine_working(env, client, fly)
     _killed_after_retiring(services, machine, "batch_one")
     assert shutdown.retry_destroys(services, "batch_one") == 1
     assert machine.request["id"] in fly.deleted
@@ -346,10 +343,7 @@ def test_a_pass_killed_between_a_silent_stints_retire_and_its_standing_record_le
 
 
 def test_a_retired_stint_does_not_destroy_a_machine_that_went_back_to_the_stopped_pool(services, client, fly, env):
-    services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="1")
-    run_pass(services)
-    [machine] = standing(client, fly)
-    machine.pull()
+    services, machine = one_machine_working(env, client, fly)
     _killed_after_retiring(services, machine, "batch_one")
     assert standing_store.stopped(machine.name, "batch_one", int(time.time() * 1000))  # the end stopped it
     assert shutdown.retry_destroys(services, "batch_one") == 0
@@ -357,7 +351,7 @@ def test_a_retired_stint_does_not_destroy_a_machine_that_went_back_to_the_stoppe
     assert store.machines_to_destroy("batch_one", 10**15) == []  # no later sweep destroys it
 
 
-def _bounce_to_tier_one(services, client, fly, batch_id: str) -> dict:
+def _bounce_to_tier_one(services, client, fly) -> dict:
     """The batch's smallest machine pulls its task and answers needs_memory: band 1 waits."""
     run_pass(services)
     base = next(m for m in standing(client, fly) if "-pool-m" not in m.name and state_of(m) == "started")
@@ -373,7 +367,7 @@ def test_a_full_standing_pool_gives_a_stopped_machine_of_another_memory_s_place_
     full = {"POOL_MAX_MACHINES": "1", "ALARM_DELAY_ERROR_RETRY": "50"}
     first = one_batch_done(env, client, fly)  # the whole pool: one stopped machine of 2048 MB
     services = start_batch(env, "batch_two", tiffs=1, MAX_POOL_MACHINES_PER_BATCH="2", **full)
-    task = _bounce_to_tier_one(services, client, fly, "batch_two")  # `first`, started again
+    task = _bounce_to_tier_one(services, client, fly)  # `first`, started again
     assert first.pull()["action"] == "exit" and state_of(first) == "stopped"
     [tiered] = drive(services, lambda: [m for m in standing(client, fly) if "-pool-m4096-" in m.name])
     assert state_of(first) == "gone" and first.request["id"] in fly.deleted  # it gave its place
@@ -386,7 +380,7 @@ def test_a_full_standing_pool_gives_a_stopped_machine_of_another_memory_s_place_
 def test_a_full_standing_pool_in_use_creates_a_tier_machine_for_its_batch_only(services, client, fly, env):
     services = start_batch(env, "batch_one", tiffs=2, MAX_POOL_MACHINES_PER_BATCH="3", POOL_MAX_MACHINES="1",
                            ALARM_DELAY_ERROR_RETRY="50")
-    task = _bounce_to_tier_one(services, client, fly, "batch_one")  # the pool's one machine, busy
+    task = _bounce_to_tier_one(services, client, fly)  # the pool's one machine, busy
     [request] = drive(services, lambda: [r for r in fly.created() if "-pool-m4096-" in r["body"]["name"]])
     tiered = PlayedMachine(client, request)
     assert tiered.env["BATCH_ID"] == "batch_one" and request["body"]["config"]["auto_destroy"] is True
