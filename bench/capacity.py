@@ -7,10 +7,11 @@ computed from the item before and after it (bench/item_size.py: the documented s
 index entries by the model's own projections). moto does not report consumed capacity,
 so the units are computed, not measured; the item sizes are measured.
 
-Pool mode as docs/pool.md has it: a claim is a transaction of the task's update and a
-ConditionCheck of the batch item; a heartbeat (every 10 s a machine holds a task) a
-transaction of the task's `open_due` and the machine's record; a callback the transaction of the task, the batch and
-one small item (the machine's record or the in-flight counter).
+Pool mode as docs/pool.md has it: a claim is a transaction of the task's update, its shard's
+counts item (store/counts.py) and the machine's record; a heartbeat (every 10 s a machine
+holds a task) a transaction of the task's `open_due` and the machine's record; a callback
+the transaction of the task, its shard's counts item, the timeline slot and one small item
+(the machine's record or the in-flight counter). No claim or callback writes the batch item.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from bench.item_size import IndexSpec, indexes_of, item_size_bytes, write_cost, 
 
 PARTITION_WCU = 1000
 PARTITION_RCU = 3000
-TARGET_TASKS_PER_S = 200
+TARGET_TASKS_PER_S = 333  # 1,000 pool machines on 3 s tasks (issue 18)
 ENV = {
     "STAGE": "dev", "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench",
     "AWS_SECRET_ACCESS_KEY": "bench", "ORCHESTRATOR_URL": "https://orchestrator.example.org",
@@ -63,13 +64,23 @@ class Snapshots:
     batch_before: dict[str, Any]
     batch_after: dict[str, Any]
     in_flight: dict[str, Any]
+    counts_intake: dict[str, Any] | None  # the task's shard's counts item: after intake,
+    counts_claimed: dict[str, Any]  # after the claim,
+    counts_completed: dict[str, Any]  # after the callback
 
 
 def run_attempt() -> tuple[Snapshots, Any]:
     """Intake a batch, claim one task and deliver its success callback, through the code."""
     from chalicelib import callbacks, intake, secrets, signing, store
     from chalicelib.clock import now_ms
-    from chalicelib.models import IN_FLIGHT_KEY, Batch, InFlight, ensure_tables
+    from chalicelib.models import (
+        IN_FLIGHT_KEY,
+        Batch,
+        BatchCounts,
+        InFlight,
+        ensure_tables,
+        task_counts_key,
+    )
     from chalicelib.services import build_services, use_services
     from chalicelib.settings import Settings
 
@@ -83,12 +94,19 @@ def run_attempt() -> tuple[Snapshots, Any]:
     phase = services.registry.first
     task = next(iter(store.iter_tasks(BATCH_ID)))
     at_intake = store.get_task(BATCH_ID, task.task_id).serialize()
+    counts_key = task_counts_key(BATCH_ID, task.task_id)
+
+    def counts_item() -> dict[str, Any]:
+        return BatchCounts.get(counts_key, consistent_read=True).serialize()
+
+    counts_intake = counts_item()
     now = now_ms()
     attempt = store.claim_task(settings, task, phase.name, phase.machine_name(task.task_id, 1),
                                now + phase.task_timeout_ms(settings), now, 2048)
     assert attempt == 1
     claimed = store.get_task(BATCH_ID, task.task_id)
-    batch_before = store.get_batch(BATCH_ID).serialize()
+    counts_claimed = counts_item()
+    batch_before = Batch.get(BATCH_ID, consistent_read=True).serialize()
     out_key = task.planned_output_key or task.input_r2_key[:-4] + ".jpg"
     body = {"task_id": task.task_id, "batch_id": BATCH_ID, "status": "success", "output_r2_key": out_key,
             "output_file_name": out_key.rsplit("/", 1)[-1], "output_file_size": 18_734_112,
@@ -99,8 +117,8 @@ def run_attempt() -> tuple[Snapshots, Any]:
                                        f"Bearer {token}")
     assert result.counted, result
     snaps = Snapshots(at_intake, claimed.serialize(), store.get_task(BATCH_ID, task.task_id).serialize(),
-                      batch_before, store.get_batch(BATCH_ID).serialize(),
-                      InFlight.get(IN_FLIGHT_KEY).serialize())
+                      batch_before, Batch.get(BATCH_ID, consistent_read=True).serialize(),
+                      InFlight.get(IN_FLIGHT_KEY).serialize(), counts_intake, counts_claimed, counts_item())
     use_services(None)
     return snaps, Batch
 
@@ -160,13 +178,11 @@ def task_costs(s: Snapshots, task_model: Any, indexes: list[IndexSpec]) -> TaskC
     return TaskCost(put.total, claim.total, beat.total, done.total, detail)
 
 
-def batch_costs(batch_model: Any, batch: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
-    """The batch item's units per task in pool mode (claim: ConditionCheck, counted like a
-    transactional write of the item; callback: its update) and its active-index GSI's."""
-    check = write_units(item_size_bytes(batch), True)
-    update = write_cost(batch, after, batch_model, True)
-    return {"claim_check": check, "callback_update": update.table,
-            "gsi": sum(update.indexes.values())}
+def counts_costs(s: Snapshots, counts_model: Any) -> dict[str, int]:
+    """A counts item's units per task of its shard: the claim's update and the callback's,
+    both in transactions (the item has no index)."""
+    return {"claim": write_cost(s.counts_intake, s.counts_claimed, counts_model, True).table,
+            "callback": write_cost(s.counts_claimed, s.counts_completed, counts_model, True).table}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,17 +192,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from moto import mock_aws
 
-    from chalicelib.models import TASK_SHARDS, Task
+    from chalicelib.models import TASK_SHARDS, BatchCounts, Task
 
     shards = args.shards or TASK_SHARDS
     with mock_aws():
-        snaps, batch_model = run_attempt()
+        snaps, _ = run_attempt()
         slot = full_timeline_slot()
 
     print("\nItem sizes (bytes, DynamoDB's rules, items written by the code)\n")
     sizes = {"task after intake": snaps.intake, "task after claim": snaps.claimed,
              "task after completion (attempt_log, performance)": snaps.completed,
-             "batch item mid-run (it no longer grows with time)": snaps.batch_after,
+             "batch item mid-run (no claim or callback writes it)": snaps.batch_after,
+             "counts item of a task shard, mid-run": snaps.counts_completed,
              "timeline slot, 10 minutes of 200 tasks/s": slot,
              "in-flight counter": snaps.in_flight}
     for name, item in sizes.items():
@@ -217,17 +234,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, cost in rows.items():
         print(f"  {name}: {json.dumps(cost.detail)}")
 
-    print(f"\nThe batch item and the timeline slot (one item: one partition, {PARTITION_WCU} WCU/s, "
+    print(f"\nThe batch's own items (one item: one partition, {PARTITION_WCU} WCU/s, "
           "however the tasks are keyed)\n")
-    print("item | bytes | claim check | callback update | per task | ceiling tasks/s | "
-          "active-index GSI units per task")
-    after = {**snaps.batch_after, "tasks_completed": {"N": "123457"}}
-    cost = batch_costs(batch_model, snaps.batch_after, after)
-    per = cost["claim_check"] + cost["callback_update"]
-    print(f"batch item | {item_size_bytes(snaps.batch_after)} | {cost['claim_check']} | {cost['callback_update']} | "
-          f"{per} | {PARTITION_WCU / per:.0f} | {cost['gsi']}")
+    print("item | bytes | claim | callback | per task | ceiling tasks/s per batch")
+    assert snaps.batch_after == snaps.batch_before, "a callback wrote the batch item"
+    print(f"batch item | {item_size_bytes(snaps.batch_after)} | 0 | 0 | 0 | - (passes and the intake's fence only)")
+    cost = counts_costs(snaps, BatchCounts)
+    per = cost["claim"] + cost["callback"]
+    print(f"counts item (1 of {shards}, its shard's tasks) | {item_size_bytes(snaps.counts_completed)} | "
+          f"{cost['claim']} | {cost['callback']} | {per} | {PARTITION_WCU * shards / per:.0f}")
     added = write_units(item_size_bytes(slot), True)
-    print(f"timeline slot | {item_size_bytes(slot)} | - | {added} | {added} | {PARTITION_WCU / added:.0f} | -")
+    print(f"timeline slot | {item_size_bytes(slot)} | - | {added} | {added} | {PARTITION_WCU / added:.0f}")
     print(f"\nTarget: {TARGET_TASKS_PER_S} tasks/s per batch.")
     return 0
 

@@ -44,7 +44,7 @@ def retry_batch(services: Services, batch_id: str) -> dict[str, int | str]:
     reopened = store.reopen_failed_tasks(services.settings, batch_id, phase, now)
     if reopened == 0:
         raise ConflictError(f"batch {batch_id} has no failed task of {phase} to retry")
-    if not store.reopen_batch(batch_id, phase, now, (BatchStatus.DONE.value, BatchStatus.ERROR.value)):
+    if not store.reopen_batch(services.settings, batch_id, phase, now, (BatchStatus.DONE.value, BatchStatus.ERROR.value)):
         raise ConflictError(f"batch {batch_id} changed while it was being retried")
     log("[Batch]", "batch_retried", batch_id=batch_id, phase=phase, tasks_reopened=reopened)
     return {"status": phase, "tasks_retried": reopened}
@@ -59,7 +59,7 @@ def redeliver_batch(services: Services, batch_id: str) -> dict[str, str]:
     delivery_failed = batch.delivered_at is None and int(batch.delivery_attempts or 0) > 0
     if batch.status != BatchStatus.ERROR.value or not ended or not delivery_failed:
         raise ConflictError(f"batch {batch_id} has no failed final delivery to resend")
-    if not store.reopen_batch(batch_id, BatchStatus.FINALIZING.value, now_ms(), (BatchStatus.ERROR.value,)):
+    if not store.reopen_batch(services.settings, batch_id, BatchStatus.FINALIZING.value, now_ms(), (BatchStatus.ERROR.value,)):
         raise ConflictError(f"batch {batch_id} changed while it was being redelivered")
     log("[Batch]", "batch_redelivery", batch_id=batch_id)
     return {"status": BatchStatus.FINALIZING.value}

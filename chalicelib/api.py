@@ -68,7 +68,7 @@ def tasks(batch_id: str, query: dict[str, str]) -> Answer:
     limit = _limit(query, 50, MAX_PAGE)
     if limit is None:
         return error(400, f"limit must be an integer from 1 to {MAX_PAGE}")
-    if store.get_batch(batch_id) is None:
+    if store.get_batch(batch_id, with_counts=False) is None:
         return error(404, f"batch {batch_id} not found")
     try:
         items, token = store.tasks_page(batch_id, wanted, limit, query.get("next") or None)

@@ -147,6 +147,6 @@ def apply_outcome(services: Services, phase: str, batch_id: str, task_id: str, a
 
 
 def _missing(batch_id: str, task_id: str) -> str:
-    if store.get_batch(batch_id) is None:
+    if store.get_batch(batch_id, with_counts=False) is None:
         return f"batch {batch_id} not found"
     return f"task {task_id} not found in batch {batch_id}"

@@ -47,7 +47,7 @@ def start_batch(services: Services, message: QueueMessage, message_id: str | Non
     owner = f"intake-{uuid.uuid4().hex[:12]}"
     batch = _claim(batch_id, message, owner, settings.lease_ms)
     if batch is None:
-        existing = store.get_batch(batch_id)
+        existing = store.get_batch(batch_id, with_counts=False)
         log("[Queue]", "duplicate_ignored", batch_id=batch_id, status=existing.status if existing else None,
             message_id=message_id)
         return "duplicate"
@@ -55,7 +55,7 @@ def start_batch(services: Services, message: QueueMessage, message_id: str | Non
         directories = _directories(services, message)
     except ManifestError as exc:
         now = now_ms()
-        store.fail_batch(batch_id, str(exc), now, now + settings.sweep_delay_ms, expect_status=BatchStatus.INTAKE.value,
+        store.fail_batch(settings, batch_id, str(exc), now, now + settings.sweep_delay_ms, expect_status=BatchStatus.INTAKE.value,
                          intake_owner=owner)
         log("[Queue]", "manifest_failed", batch_id=batch_id, reason=str(exc))
         return "error"
@@ -63,17 +63,17 @@ def start_batch(services: Services, message: QueueMessage, message_id: str | Non
     phase = services.registry.first
     specs = phase.discover(Discovery(batch_id, entries, []))
     now = now_ms()
-    files = (File(batch_id, e.position, directory_path=e.directory_path, processing_config=e.processing_config,
-                  info=e.info) for e in entries)
+    files = (File.of(batch_id, e.position, directory_path=e.directory_path, processing_config=e.processing_config,
+                     info=e.info) for e in entries)
     try:
         store.write_intake(settings, batch_id, owner, now + settings.lease_ms, now, bool(batch.intake_clean),
                            files, phase.name, specs)
-        if not store.activate_batch(batch_id, owner, phase.name if specs else None, len(specs), now_ms()):
+        if not store.activate_batch(settings, batch_id, owner, phase.name if specs else None, len(specs), now_ms()):
             raise store.IntakeFenceLost(f"batch {batch_id} left INTAKE before it was activated")
     except store.IntakeFenceLost:
         # Another intake took over (this one stalled past its claim) or an admin reset the
         # batch: whoever did owns it now. Nothing was written after that moment.
-        current = store.get_batch(batch_id)
+        current = store.get_batch(batch_id, with_counts=False)
         log("[Queue]", "intake_superseded", batch_id=batch_id, status=current.status if current else None,
             message_id=message_id)
         return "superseded"
@@ -87,12 +87,12 @@ def _claim(batch_id: str, message: QueueMessage, owner: str, lease_ms: int) -> B
     (a duplicate). Creates it, or replaces one in ERROR by the next generation."""
     for _ in range(3):  # each round is decided by one conditional write; a lost one re-reads
         now = now_ms()
-        existing = store.get_batch(batch_id)
+        existing = store.get_batch(batch_id, with_counts=False)
         if existing is None or existing.status == BatchStatus.ERROR.value:
             if store.create_batch(batch_id, message.header, now, owner, lease_ms, replace=existing):
                 if existing is not None:
                     log("[Queue]", "batch_restarted", batch_id=batch_id, generation=int(existing.generation or 1) + 1)
-                return store.get_batch(batch_id)
+                return store.get_batch(batch_id, with_counts=False)
             continue
         if existing.status != BatchStatus.INTAKE.value:
             return None

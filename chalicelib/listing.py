@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from .models import LISTED, Batch
-from .store import list_active_batches
+from .store import list_active_batches, with_counts
 
 MAX_LIMIT = 100
 
@@ -26,12 +26,12 @@ def recent_page(limit: int, token: str | None) -> tuple[list[Batch], str | None]
     ids = [key.batch_id for key in result]
     found = {b.batch_id: b for b in Batch.batch_get(ids, consistent_read=True)} if ids else {}
     last = result.last_evaluated_key
-    return [found[i] for i in ids if i in found], (encode_token(last) if last else None)
+    return with_counts([found[i] for i in ids if i in found]), (encode_token(last) if last else None)
 
 
 def active_batches() -> list[Batch]:
     """Every batch with work, newest first (a few at a time; the tick reads the same)."""
-    return sorted(list_active_batches(), key=lambda b: -int(b.started_at or 0))
+    return with_counts(sorted(list_active_batches(), key=lambda b: -int(b.started_at or 0)))
 
 
 def encode_token(key: dict[str, Any]) -> str:

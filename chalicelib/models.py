@@ -1,9 +1,9 @@
 """The DynamoDB items, through pynamodb: batches, tasks, and the files of each batch.
 
-Three tables rather than one. A batch item is small and hot (every callback updates its
-counters), so it lives alone: DynamoDB bills an update by the item's size, and a batch
-item never grows with the batch or with time (the console's per-minute counts are
-TimelineSlot items beside it: docs/scale.md). Tasks are keyed
+Three tables rather than one. A batch item is small, so it lives alone: DynamoDB bills
+an update by the item's size, and a batch item never grows with the batch or with time
+(the console's per-minute counts are TimelineSlot items beside it, the per-task counters
+one BatchCounts item per task shard: docs/scale.md). Tasks are keyed
 (`{batch_id}#{shard}`, task_id) so a callback reads and writes exactly one of them, and a
 batch's tasks spread over TASK_SHARDS partition keys, each its own partition's share of
 write capacity (docs/scale.md). Files keep the queue message's file list in message order,
@@ -101,6 +101,9 @@ class Batch(Model):
     live_index = LiveIndex()
 
     tasks_total = NumberAttribute(default=0)
+    # The per-task counters below (and task_ms_total/count, last_ended_at) are the sums of
+    # the batch's BatchCounts items, filled in by the store's reads (store/counts.py): the
+    # batch item's own are only ever set to 0.
     tasks_completed = NumberAttribute(default=0)
     tasks_failed = NumberAttribute(default=0)
     tasks_in_flight = NumberAttribute(default=0)
@@ -280,10 +283,38 @@ class TimelineSlot(Model):
     del _i
 
 
+COUNTS_KEY_PREFIX = "#counts#"
+
+
+class BatchCounts(Model):
+    """One task shard's part of a batch's per-task counters. Every claim and every end of
+    an attempt adds to the counts item of its task's shard (an ADD creates it), never to the
+    batch item: one item is one partition, and with every task writing the batch item a batch
+    could not pass ~250 tasks a second (docs/scale.md). Readers see the sums on the Batch
+    (store/counts.py); entering a phase deletes them. Key `#counts#{batch_id}#{shard}` in the
+    batches table, with no `active` and no `listed`, so the batch indexes never see it."""
+
+    class Meta:
+        table_name = "arke-preprocess-batches"
+        billing_mode = "PAY_PER_REQUEST"
+
+    batch_id = UnicodeAttribute(hash_key=True)  # counts_key(batch, shard)
+    tasks_completed = NumberAttribute(null=True)
+    tasks_failed = NumberAttribute(null=True)
+    tasks_in_flight = NumberAttribute(null=True)
+    tasks_large = NumberAttribute(null=True)
+    task_ms_total = NumberAttribute(null=True)
+    task_ms_count = NumberAttribute(null=True)
+    last_ended_at = NumberAttribute(null=True)  # the shard's: the batch's is the latest of them
+    # Set when the batch ends in ERROR, removed when it is reopened or run again: no claim
+    # and no end of an attempt counts while it is set (its open tasks may not be closed yet).
+    closed = NumberAttribute(null=True)
+
+
 # A batch's tasks are spread over this many partition keys (docs/scale.md): a table with a
 # local secondary index keeps each partition key's items in one partition (~1,000 write
 # units a second), which one batch's tasks alone would fill at ~56 tasks a second.
-TASK_SHARDS = 8
+TASK_SHARDS = 16
 
 
 def task_shard(task_id: str) -> int:
@@ -303,6 +334,19 @@ def task_key(batch_id: str, task_id: str) -> tuple[str, str]:
 def batch_shard_keys(batch_id: str) -> list[str]:
     """Every partition key a batch's tasks live under: what a read of all of them queries."""
     return [shard_key(batch_id, n) for n in range(TASK_SHARDS)]
+
+
+def counts_key(batch_id: str, shard: int) -> str:
+    return f"{COUNTS_KEY_PREFIX}{batch_id}#{shard}"
+
+
+def task_counts_key(batch_id: str, task_id: str) -> str:
+    """The counts item a task's moves add to: its shard's (BatchCounts)."""
+    return counts_key(batch_id, task_shard(task_id))
+
+
+def batch_counts_keys(batch_id: str) -> list[str]:
+    return [counts_key(batch_id, n) for n in range(TASK_SHARDS)]
 
 
 class OpenIndex(LocalSecondaryIndex["Task"]):
@@ -381,20 +425,38 @@ class Task(Model):
         return cls(*task_key(batch_id, task_id), batch_id=batch_id, **attributes)
 
 
+# A batch's files are spread over this many partition keys, file i under i % FILE_SHARDS:
+# every file row is written in the intake's transactions (2 write units), so on one key a
+# batch's intake could not pass ~500 files a second (docs/scale.md).
+FILE_SHARDS = 16
+
+
+def file_shard_keys(batch_id: str) -> list[str]:
+    return [shard_key(batch_id, n) for n in range(FILE_SHARDS)]
+
+
 class File(Model):
+    """One file of the queue message, at its position in it. Keyed (`{batch_id}#{shard}`,
+    position) under the table's `batch_id` key (so the table's key schema is what it was):
+    `File.of` builds the key, `store.iter_files` reads the shards back in message order."""
+
     class Meta:
         table_name = "arke-preprocess-files"
         billing_mode = "PAY_PER_REQUEST"
 
-    batch_id = UnicodeAttribute(hash_key=True)
+    batch_id = UnicodeAttribute(hash_key=True)  # shard_key(batch, position % FILE_SHARDS)
     position = NumberAttribute(range_key=True)
     directory_path = UnicodeAttribute()
     processing_config = JSONAttribute(null=True)
     info = JSONAttribute()
 
+    @classmethod
+    def of(cls, batch_id: str, position: int, **attributes: Any) -> File:
+        return cls(shard_key(batch_id, position % FILE_SHARDS), position, **attributes)
+
 
 MODELS: tuple[type[Model], ...] = (Batch, Task, File)  # one per table
-CLIENT_MODELS: tuple[type[Model], ...] = (*MODELS, InFlight, Machine, Standing, TimelineSlot)  # each holds its own connection
+CLIENT_MODELS: tuple[type[Model], ...] = (*MODELS, InFlight, Machine, Standing, TimelineSlot, BatchCounts)  # each holds its own connection
 
 
 def configure_models(settings: Settings) -> None:
@@ -402,6 +464,7 @@ def configure_models(settings: Settings) -> None:
     configuration (`AWS_ENDPOINT_URL`), so the local stack needs no branch here."""
     names = {Batch: settings.batches_table, InFlight: settings.batches_table, Machine: settings.batches_table,
              Standing: settings.batches_table, TimelineSlot: settings.batches_table,
+             BatchCounts: settings.batches_table,
              Task: settings.tasks_table, File: settings.files_table}
     for model, name in names.items():
         model.Meta.table_name = name

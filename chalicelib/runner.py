@@ -131,7 +131,7 @@ class BatchPass:
             total = len(specs)
         if nxt is None:  # machines still live (waiting, or silent) are not needed any more
             stop_pool(self.services, self.batch_id, f"{phase.name} ended")
-        if store.advance_phase(self.batch, nxt.name if nxt else None, total, now):
+        if store.advance_phase(self.settings, self.batch, nxt.name if nxt else None, total, now):
             log("[Batch]", "phase_ended", batch_id=self.batch_id, phase=phase.name,
                 completed=self.batch.tasks_completed, failed=self.batch.tasks_failed,
                 next=nxt.name if nxt else BatchStatus.FINALIZING.value, next_tasks=total)

@@ -46,7 +46,7 @@ def end_in_error(services: Services, batch_id: str, error: str, reason: str,
     already in ERROR is closed again (whatever an interrupted reset left open, harmless).
     None when nothing was done: the batch is DONE, gone, or not in `expect_status`."""
     now = now_ms()
-    if not store.fail_batch(batch_id, error, now, now + services.settings.sweep_delay_ms, expect_status=expect_status):
+    if not store.fail_batch(services.settings, batch_id, error, now, now + services.settings.sweep_delay_ms, expect_status=expect_status):
         return None
     closed = store.close_open_tasks(services.settings, batch_id, error, now)
     destroyed = destroy_machines(services, closed.machine_ids, closed.machine_names)

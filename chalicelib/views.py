@@ -26,7 +26,8 @@ def batch_status(batch: Batch) -> dict[str, Any]:
             "tasks_pending": max(0, total - done - failed - in_flight),
         },
         "started_at": iso(batch.started_at),
-        "updated_at": iso(batch.updated_at),
+        # the batch item's own writes, or a task's end (its counts item's, not the batch's)
+        "updated_at": iso(max(int(batch.updated_at), int(batch.last_ended_at or 0))),
         "completed_at": iso(batch.completed_at),
         "error": batch.error,
         "metadata": (batch.source or {}).get("metadata"),  # contracts §1: carried, not read

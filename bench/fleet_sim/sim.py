@@ -487,7 +487,9 @@ def _read_outcome(outcome: BatchOutcome) -> None:
 
     backend = dynamodb_backends["123456789012"]["us-east-1"]
     batch_id = outcome.batch_id
-    tasks, first_machine = [], None
+    tasks, first_machine, total = [], None, 0
+    counted = ("tasks_completed", "tasks_failed", "tasks_in_flight", "tasks_large")
+    summed = dict.fromkeys(counted, 0)
     for name, table in backend.tables.items():
         for item in table.all_items():
             plain = {k: _plain(v) for k, v in item.to_json()["Attributes"].items()}
@@ -495,12 +497,14 @@ def _read_outcome(outcome: BatchOutcome) -> None:
             if name.endswith("tasks") and (key == batch_id or key.startswith(f"{batch_id}#")):
                 tasks.append(plain)
             elif key == batch_id and "tasks_total" in plain:
-                outcome.counters = {k: int(plain.get(k) or 0) for k in
-                                    ("tasks_total", "tasks_completed", "tasks_failed", "tasks_in_flight",
-                                     "tasks_large")}
+                total = int(plain.get("tasks_total") or 0)
+            elif key.startswith(f"#counts#{batch_id}#"):  # a task shard's counters (store/counts.py)
+                for name in counted:
+                    summed[name] += int(plain.get(name) or 0)
             elif key.startswith(f"#machine#{batch_id}#") and "created_at" in plain:
                 at = float(plain["created_at"]) / 1000
                 first_machine = at if first_machine is None else min(first_machine, at)
+    outcome.counters = {"tasks_total": total, **summed}
     outcome.tasks = tasks
     ended = [float(t["ended_at"]) / 1000 for t in tasks if t.get("ended_at") is not None]
     from .clock import EPOCH_S

@@ -1,13 +1,13 @@
 """Every DynamoDB read and write of the orchestrator, one function per operation.
 
 Each task transition and its counter changes are one TransactWriteItems, guarded by the
-task's current status and attempt, by the batch still being in the task's phase, and by the
-shared cap on machines in flight (design.md invariants 1 and 3): if anything moved first,
+task's current status, attempt and phase, and by the shared cap on machines in flight (design.md invariants 1 and 3): if anything moved first,
 the condition fails, the transaction changes nothing, and the caller learns it lost the
 race. Nothing here decides a transition (transitions.py does) or speaks HTTP.
 
 - `dynamo`: the transaction helper (conflict retries, which condition failed).
 - `batches`: the batch item: intake claim, activation, lease, phase, delivery, ERROR.
+- `counts`: a batch's per-task counters, one item per task shard, summed on read.
 - `task_reads`: task reads through the sparse indexes, over a batch's shard keys.
 - `tasks`: every task transition (one table of moves, `MOVES`).
 - `intake_writes`: the intake's fenced writes of a batch's files and tasks.
@@ -34,6 +34,7 @@ from .batches import (
     release_lease,
     reopen_batch,
 )
+from .counts import with_counts
 from .dynamo import MAX_TRANSACT_ITEMS, connection
 from .intake_writes import IntakeFenceLost, write_intake
 from .machines import (
@@ -95,5 +96,5 @@ __all__ = [
     "get_batch", "get_standing", "get_task", "in_flight_machines", "iter_files", "iter_tasks", "list_active_batches",
     "end_sweep", "list_due_sweeps",
     "new_task", "pending_due", "ready_tasks", "ready_tasks_from", "record_machine", "release_lease", "reopen_batch",
-    "reopen_failed_tasks", "tasks_page", "timed_out_tasks", "unclaim_task", "write_intake", "write_tasks",
+    "reopen_failed_tasks", "tasks_page", "timed_out_tasks", "unclaim_task", "with_counts", "write_intake", "write_tasks",
 ]

@@ -1,4 +1,9 @@
-"""The batch item: created and claimed by intake, leased by passes, ended in DONE or ERROR."""
+"""The batch item: created and claimed by intake, leased by passes, ended in DONE or ERROR.
+
+Its per-task counters live in its counts items (store/counts.py): the reads here that a
+caller decides on (`get_batch`, `acquire_lease`) sum them onto the Batch, and entering a
+phase zeroes them in the same transaction as the batch's own move.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from ..models import ACTIVE, IN_FLIGHT_KEY, LISTED, SWEEPING, Batch, InFlight
+from ..settings import Settings
 from ..states import BatchStatus
-from .dynamo import lost_race
+from . import counts
+from .dynamo import lost_race, transact
 
 
 def _ended(sweep_at: int) -> list[Any]:
@@ -31,11 +38,14 @@ def _update(batch_id: str, actions: list[Any], condition: Any) -> Batch | None:
     return batch
 
 
-def get_batch(batch_id: str) -> Batch | None:
+def get_batch(batch_id: str, with_counts: bool = True) -> Batch | None:
+    """The batch, its counters summed from its counts items (one more request); without
+    them (`with_counts=False`) for a caller that reads no counter."""
     try:
-        return Batch.get(batch_id, consistent_read=True)
+        batch = Batch.get(batch_id, consistent_read=True)
     except DoesNotExist:
         return None
+    return counts.with_counts([batch])[0] if with_counts else batch
 
 
 def create_batch(batch_id: str, source: dict[str, Any], now: int, owner: str, lease_ms: int,
@@ -72,31 +82,43 @@ def intake_fence(owner: str) -> Any:
     return (Batch.status == BatchStatus.INTAKE.value) & (Batch.intake_owner == owner)
 
 
-def activate_batch(batch_id: str, owner: str, phase: str | None, total: int, now: int) -> bool:
-    """INTAKE -> the first phase (or FINALIZING when there is nothing to convert)."""
+def activate_batch(settings: Settings, batch_id: str, owner: str, phase: str | None, total: int, now: int) -> bool:
+    """INTAKE -> the first phase (or FINALIZING when there is nothing to convert), its
+    counts from 0 (an earlier run's are left behind by a restart over ERROR)."""
     status = phase or BatchStatus.FINALIZING.value
-    return _update(batch_id, [
-        Batch.status.set(status), Batch.phase.set(phase or status),
-        Batch.tasks_total.set(total), Batch.tasks_completed.set(0),
-        Batch.tasks_failed.set(0), Batch.tasks_in_flight.set(0),
-        Batch.active.set(ACTIVE), Batch.due_at.set(now), Batch.updated_at.set(now),
-        Batch.intake_owner.remove(), Batch.intake_until.remove(), Batch.intake_clean.remove(),
-    ], intake_fence(owner)) is not None
+
+    def build(tx: Any) -> None:
+        tx.update(Batch(batch_id), actions=[
+            Batch.status.set(status), Batch.phase.set(phase or status),
+            Batch.tasks_total.set(total), Batch.tasks_completed.set(0),
+            Batch.tasks_failed.set(0), Batch.tasks_in_flight.set(0),
+            Batch.active.set(ACTIVE), Batch.due_at.set(now), Batch.updated_at.set(now),
+            Batch.intake_owner.remove(), Batch.intake_until.remove(), Batch.intake_clean.remove(),
+        ], condition=intake_fence(owner))
+        counts.reset_for_run(tx, batch_id)
+
+    return transact(settings, build) is None
 
 
-def fail_batch(batch_id: str, error: str, now: int, sweep_at: int, expect_status: str | None = None,
-               intake_owner: str | None = None) -> bool:
+def fail_batch(settings: Settings, batch_id: str, error: str, now: int, sweep_at: int,
+               expect_status: str | None = None, intake_owner: str | None = None) -> bool:
     """-> ERROR with `error`; stops all further passes (its index entry moves to the sweeps'
-    partition). Its open tasks are closed by the caller (shutdown.py), never left behind."""
+    partition) and, in the same transaction, every claim and callback from counting
+    (store/counts.py). Its open tasks are closed by the caller (shutdown.py), never left behind."""
     condition = Batch.batch_id.exists() & (Batch.status != BatchStatus.DONE.value)
     if expect_status:
         condition &= Batch.status == expect_status
     if intake_owner:
         condition &= Batch.intake_owner == intake_owner
-    return _update(batch_id, [
-        Batch.status.set(BatchStatus.ERROR.value), Batch.error.set(error), *_ended(sweep_at), Batch.updated_at.set(now),
-        Batch.completed_at.set(now), Batch.intake_owner.remove(), Batch.intake_until.remove(),
-    ], condition) is not None
+    actions = [Batch.status.set(BatchStatus.ERROR.value), Batch.error.set(error), *_ended(sweep_at),
+               Batch.updated_at.set(now), Batch.completed_at.set(now), Batch.intake_owner.remove(),
+               Batch.intake_until.remove()]
+
+    def build(tx: Any) -> None:
+        tx.update(Batch(batch_id), actions=actions, condition=condition)
+        counts.close(tx, batch_id, now)
+
+    return transact(settings, build) is None
 
 
 def list_active_batches(due_before: int | None = None) -> list[Batch]:
@@ -133,8 +155,9 @@ def acquire_lease(batch_id: str, owner: str, now: int, lease_ms: int, partition:
     batch); None if another holds it, or it is no longer in that partition of the index (a
     pass never takes a batch that ended since it was listed)."""
     free = Batch.lease_until.does_not_exist() | (Batch.lease_until < now) | (Batch.lease_owner == owner)
-    return _update(batch_id, [Batch.lease_owner.set(owner), Batch.lease_until.set(now + lease_ms)],
-                   (Batch.active == partition) & free)
+    batch = _update(batch_id, [Batch.lease_owner.set(owner), Batch.lease_until.set(now + lease_ms)],
+                    (Batch.active == partition) & free)
+    return counts.with_counts([batch])[0] if batch is not None else None
 
 
 def release_lease(batch_id: str, owner: str, due_at: int | None, pass_errors: int | None = None) -> None:
@@ -149,8 +172,13 @@ def release_lease(batch_id: str, owner: str, due_at: int | None, pass_errors: in
         _update(batch_id, actions, mine)
 
 
-def advance_phase(batch: Batch, next_phase: str | None, total: int, now: int) -> bool:
-    """A phase whose tasks all ended -> the next phase, or FINALIZING."""
+def advance_phase(settings: Settings, batch: Batch, next_phase: str | None, total: int, now: int) -> bool:
+    """A phase whose tasks all ended -> the next phase, or FINALIZING; False when the batch
+    or any shard's ended counts moved since `batch` was read (a pass sees them again)."""
+    seen = counts.read(batch.batch_id)
+    if (counts.sums(seen, "tasks_completed"), counts.sums(seen, "tasks_failed")) != (
+            int(batch.tasks_completed or 0), int(batch.tasks_failed or 0)):
+        return False
     history = list(batch.phase_history or [])
     history.append({"phase": batch.phase, "total": batch.tasks_total,
                     "completed": batch.tasks_completed, "failed": batch.tasks_failed})
@@ -158,12 +186,14 @@ def advance_phase(batch: Batch, next_phase: str | None, total: int, now: int) ->
     actions = [Batch.status.set(status), Batch.phase_history.set(history),
                Batch.due_at.set(now), Batch.updated_at.set(now)]
     if next_phase:
-        actions += [Batch.phase.set(next_phase), Batch.tasks_total.set(total),
-                    Batch.tasks_completed.set(0), Batch.tasks_failed.set(0),
-                    Batch.tasks_in_flight.set(0)]
-    condition = ((Batch.status == batch.status) & (Batch.tasks_completed == batch.tasks_completed)
-                 & (Batch.tasks_failed == batch.tasks_failed))
-    return _update(batch.batch_id, actions, condition) is not None
+        actions += [Batch.phase.set(next_phase), Batch.tasks_total.set(total)]
+
+    def build(tx: Any) -> None:
+        tx.update(Batch(batch.batch_id), actions=actions, condition=Batch.status == batch.status)
+        if next_phase:
+            counts.reset_for_phase(tx, batch.batch_id, seen)
+
+    return transact(settings, build) is None
 
 
 def delivery_succeeded(batch_id: str, now: int, sweep_at: int) -> bool:
@@ -182,16 +212,23 @@ def delivery_failed(batch_id: str, error: str, next_due: int, now: int) -> None:
     ], Batch.status == BatchStatus.FINALIZING.value)
 
 
-def reopen_batch(batch_id: str, status: str, now: int, expect: tuple[str, ...]) -> bool:
-    """An ended batch back to work (`status`: a phase, or FINALIZING to redeliver). The
-    next final callback is a new delivery: it gets a new Idempotency-Key."""
-    return _update(batch_id, [
+def reopen_batch(settings: Settings, batch_id: str, status: str, now: int, expect: tuple[str, ...]) -> bool:
+    """An ended batch back to work (`status`: a phase, or FINALIZING to redeliver), its
+    tasks' moves counted again. The next final callback is a new delivery: it gets a new
+    Idempotency-Key."""
+    actions = [
         Batch.status.set(status), Batch.active.set(ACTIVE), Batch.due_at.set(now),
         Batch.updated_at.set(now), Batch.error.remove(), Batch.completed_at.remove(),
         Batch.delivered_at.remove(), Batch.delivery_error.remove(),
         Batch.delivery_attempts.set(0), Batch.pass_errors.set(0), Batch.delivery_generation.add(1),
         Batch.reopened_at.set(now),  # progress is measured from here (metrics)
-    ], Batch.status.is_in(*expect)) is not None
+    ]
+
+    def build(tx: Any) -> None:
+        tx.update(Batch(batch_id), actions=actions, condition=Batch.status.is_in(*expect))
+        counts.reopen(tx, batch_id)
+
+    return transact(settings, build) is None
 
 
 def record_pool_pass(batch_id: str, target: int, reason: str, task_ms_avg: float, seen: dict[str, int],

@@ -19,7 +19,7 @@ from ..phases import TaskSpec
 from ..settings import Settings
 from .batches import intake_fence
 from .dynamo import CONDITION_FAILED, MAX_TRANSACT_ITEMS, transact
-from .task_reads import iter_tasks
+from .task_reads import iter_files, iter_tasks
 from .tasks import new_task
 
 CHUNK = MAX_TRANSACT_ITEMS - 1  # and the batch's fence
@@ -59,7 +59,7 @@ def _task_put(batch_id: str, phase: str, spec: TaskSpec, now: int, before: Task 
 def _earlier_run(batch_id: str, keep: set[str]) -> tuple[list[Write], dict[str, Task]]:
     """Deletes of an earlier run's items: all its files (rewritten next), and its tasks
     that the new message no longer has; and the tasks it does have, to continue."""
-    writes: list[Write] = [lambda tx, f=f: tx.delete(File(batch_id, f.position)) for f in File.query(batch_id)]
+    writes: list[Write] = [lambda tx, f=f: tx.delete(File.of(batch_id, int(f.position))) for f in iter_files(batch_id)]
     kept: dict[str, Task] = {}
     for task in iter_tasks(batch_id):
         if task.task_id in keep:

@@ -16,7 +16,16 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist
 
-from ..models import TASK_SHARDS, File, Task, batch_shard_keys, shard_key, task_key, task_shard
+from ..models import (
+    TASK_SHARDS,
+    File,
+    Task,
+    batch_shard_keys,
+    file_shard_keys,
+    shard_key,
+    task_key,
+    task_shard,
+)
 
 # open_due holds three kinds of time in one sparse index: a processing task's deadline as
 # is, a pending task's retry time plus its band's offset. A band says which machines may
@@ -72,7 +81,8 @@ def iter_tasks(batch_id: str, consistent_read: bool = False) -> Iterator[Task]:
 
 
 def iter_files(batch_id: str) -> Iterator[File]:
-    return File.query(batch_id)
+    """Every file of a batch in message order: its shards' queries (each by position) merged."""
+    return heapq.merge(*(File.query(key) for key in file_shard_keys(batch_id)), key=lambda f: int(f.position))
 
 
 def _oldest_open(batch_id: str, low: int, high: int, limit: int) -> list[Task]:

@@ -2,9 +2,11 @@
 
 A task moves pending -> processing (a claim: the next attempt) -> completed, failed, or back
 to pending (retry later). Every move is one transaction: the task (conditioned on the status
-and attempt it was read at), its batch's counters (conditioned on the batch still being in
-the task's phase, so an ended batch counts nothing) and the shared machines-in-flight
-counter. `_moved_to` is the only place a task's `status` and `status_key` are set.
+and attempt it was read at, and on its phase), its batch's counters (the counts item of the
+task's shard, store/counts.py) and the shared machines-in-flight counter or the pool
+machine's record. The batch item is not written: a batch that ended has closed its open
+tasks (close_open_tasks) or, until it has, its counts items refuse the move. `_moved_to`
+is the only place a task's `status` and `status_key` are set.
 Attempt numbers only grow: machine names and callback tokens are made from them.
 """
 
@@ -20,6 +22,7 @@ from .. import machine_size, timeline
 from ..models import (
     IN_FLIGHT_KEY,
     Batch,
+    BatchCounts,
     File,
     InFlight,
     Machine,
@@ -31,6 +34,7 @@ from ..phases.worker_errors import OUT_OF_MEMORY
 from ..settings import Settings
 from ..states import BatchStatus, MachineState, TaskStatus
 from ..transitions import Move, Outcome
+from . import counts
 from .dynamo import CONDITION_FAILED, MAX_TRANSACT_ITEMS, lost_race, transact
 from .task_reads import get_task, is_large, pending_due, status_key
 
@@ -131,9 +135,10 @@ def machine_takes_work() -> Any:
 
 def _claim(tx: Any, task: Task, phase: str, attempt: int, machine_name: str, deadline: int, now: int,
            memory_mb: int, settings: Settings, pool: bool) -> None:
-    """The claim's task and batch writes, shared by both modes: pending -> processing for
-    `attempt` only if the task is still pending at the attempt it was read at, and the batch
-    still in `phase`. A pooled attempt names its machine in `pool_machine`."""
+    """The claim's task and counts writes, shared by both modes: pending -> processing for
+    `attempt` only if the task is still pending at the attempt it was read at, and of
+    `phase` (the batch's, as the caller read it: a later phase's tasks are written before
+    the batch enters it). A pooled attempt names its machine in `pool_machine`."""
     start = {"started_at": now, "machine_name": machine_name, "memory_mb": memory_mb, **({"pool": True} if pool else {})}
     tx.update(Task.of(task.batch_id, task.task_id),
               actions=[*_moved_to(_P, _R, task.task_id), Task.attempts.set(attempt),
@@ -144,11 +149,11 @@ def _claim(tx: Any, task: Task, phase: str, attempt: int, machine_name: str, dea
                        Task.memory_mb_after_oom.set(machine_size.escalated_memory_mb(memory_mb, settings)),
                        _log(attempt, "start").set(start)],
               condition=(Task.status == TaskStatus.PENDING.value) & (Task.attempts == task.attempts)
-              & (Task.open_due == task.open_due))
-    counts = [Batch.tasks_in_flight.add(1), Batch.updated_at.set(now)]
+              & (Task.open_due == task.open_due) & (Task.phase == phase))
+    moved = [BatchCounts.tasks_in_flight.add(1)]
     if is_large(task):  # it waited for a larger machine (the task's condition pins its band as read)
-        counts.append(Batch.tasks_large.add(-1))
-    tx.update(Batch(task.batch_id), actions=counts, condition=Batch.status == phase)
+        moved.append(BatchCounts.tasks_large.add(-1))
+    tx.update(counts.of_task(task.batch_id, task.task_id), actions=moved, condition=counts.open_to_moves())
 
 
 def claim_task(settings: Settings, task: Task, phase: str, machine_name: str, deadline: int,
@@ -246,8 +251,8 @@ def unclaim_task(settings: Settings, batch_id: str, task_id: str, attempt: int, 
                            Task.open_due.set(pending_due(retry_at, band)), Task.machine_name.remove(),
                            Task.updated_at.set(now), _log(attempt, "start").remove()],
                   condition=_in_flight(attempt))
-        counts = [Batch.tasks_in_flight.add(-1), *([Batch.tasks_large.add(1)] if band > 0 else [])]
-        tx.update(Batch(batch_id), actions=counts, condition=Batch.batch_id.exists())
+        moved = [BatchCounts.tasks_in_flight.add(-1), *([BatchCounts.tasks_large.add(1)] if band > 0 else [])]
+        tx.update(counts.of_task(batch_id, task_id), actions=moved)
         move_in_flight(tx, -1)
 
     return transact(settings, build) is None
@@ -283,9 +288,9 @@ def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple
     if end.move is not Move.COMPLETE:
         entry["error"] = (end.error or "unknown error")[:1000]
     task: list[Any] = [Task.updated_at.set(now), _log(attempt, "end").set(entry)]
-    batch: list[Any] = [Batch.tasks_in_flight.add(-1), Batch.updated_at.set(now)]
+    counted: list[Any] = [BatchCounts.tasks_in_flight.add(-1)]
     if end.move is not Move.RETRY:
-        batch.append(Batch.last_ended_at.set(now))
+        counted.append(BatchCounts.last_ended_at.set(now))
     if end.move is Move.COMPLETE:
         assert end.outcome is not None
         task += [*_moved_to(_R, _C, task_id), Task.open_due.remove(), Task.ended_at.set(now),
@@ -301,9 +306,9 @@ def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple
             took = end.outcome.performance.get("total_time_ms")
             if took is not None and (end.task_ms_cap is None or took <= end.task_ms_cap):
                 # the pool's seconds per task (the pass averages them)
-                batch += [Batch.task_ms_total.add(int(took)), Batch.task_ms_count.add(1)]
-        batch.append(Batch.tasks_completed.add(1))
-        return task, batch
+                counted += [BatchCounts.task_ms_total.add(int(took)), BatchCounts.task_ms_count.add(1)]
+        counted.append(BatchCounts.tasks_completed.add(1))
+        return task, counted
     code = end.outcome.error_code if end.outcome is not None else None
     task += [Task.last_error.set(end.error or "unknown error"),
              Task.error_code.set(code) if code else Task.error_code.remove()]
@@ -316,19 +321,19 @@ def _end_actions(task_id: str, attempt: int, end: AttemptEnd, now: int) -> tuple
         retry_at = end.retry_at if end.retry_at is not None else now
         task += [*_moved_to(_R, _P, task_id), Task.open_due.set(pending_due(retry_at, end.band))]
         if end.band > 0:
-            batch.append(Batch.tasks_large.add(1))
+            counted.append(BatchCounts.tasks_large.add(1))
     else:
         task += [*_moved_to(_R, _F, task_id), Task.open_due.remove(), Task.ended_at.set(now)]
-        batch.append(Batch.tasks_failed.add(1))
-    return task, batch
+        counted.append(BatchCounts.tasks_failed.add(1))
+    return task, counted
 
 
 def end_attempt(settings: Settings, batch_id: str, task_id: str, attempt: int, end: AttemptEnd, now: int) -> bool:
     """Carry out the end of one attempt: complete, retry later, or fail. One transaction:
-    the task's transition (only if that attempt is still in flight), the batch's counters
-    (only while the batch is in the task's phase) and the in-flight counter."""
-    task_actions, batch_actions = _end_actions(task_id, attempt, end, now)
-    condition = _in_flight(attempt)
+    the task's transition (only if that attempt of the task's phase is still in flight),
+    its shard's counts and the in-flight counter (or the pool machine's record)."""
+    task_actions, counted = _end_actions(task_id, attempt, end, now)
+    condition = _in_flight(attempt) & (Task.phase == end.phase)
     if end.attempts_left_below is not None:
         condition &= Task.attempts_base > attempt - end.attempts_left_below
     pooled = end.pool_machine
@@ -336,7 +341,7 @@ def end_attempt(settings: Settings, batch_id: str, task_id: str, attempt: int, e
 
     def build(tx: Any) -> None:
         tx.update(Task.of(batch_id, task_id), actions=task_actions, condition=condition)
-        tx.update(Batch(batch_id), actions=batch_actions, condition=Batch.status == end.phase)
+        tx.update(counts.of_task(batch_id, task_id), actions=counted, condition=counts.open_to_moves())
         if pooled:
             done = [Machine.tasks_done.add(1)] if end.move is Move.COMPLETE else []
             tx.update(Machine(machine_key(batch_id, pooled)),
@@ -364,11 +369,11 @@ def close_open_tasks(settings: Settings, batch_id: str, error: str, now: int) ->
     included: a machine recorded after the read makes the page be read again, so its id
     is not missed."""
     result = OpenTasksClosed()
-    for key in batch_shard_keys(batch_id):
+    for shard, key in enumerate(batch_shard_keys(batch_id)):
         while page := list(Task.open_index.query(key, Task.open_due >= 0, limit=CLOSE_PAGE, consistent_read=True)):
             running = [t for t in page if t.status == TaskStatus.PROCESSING.value]
-            if transact(settings, lambda tx, page=page, running=running: _close_page(tx, batch_id, page, running,
-                                                                                      error, now)) is not None:
+            if transact(settings, lambda tx, page=page, running=running, shard=shard: _close_page(
+                    tx, batch_id, shard, page, running, error, now)) is not None:
                 continue  # a callback or a spawn moved one of them first: read the page again
             result.closed += len(page)
             running = [t for t in running if not t.pool_machine]  # pool machines: from their records
@@ -377,7 +382,8 @@ def close_open_tasks(settings: Settings, batch_id: str, error: str, now: int) ->
     return result
 
 
-def _close_page(tx: Any, batch_id: str, page: list[Task], running: list[Task], error: str, now: int) -> None:
+def _close_page(tx: Any, batch_id: str, shard: int, page: list[Task], running: list[Task], error: str,
+                now: int) -> None:
     for task in page:
         same = (Task.status == task.status) & (Task.attempts == task.attempts)
         if task.status == TaskStatus.PENDING.value:
@@ -390,11 +396,11 @@ def _close_page(tx: Any, batch_id: str, page: list[Task], running: list[Task], e
             attempt = int(task.attempts)
             actions.append(_log(attempt, "end").set({"ended_at": now, "outcome": "closed", "error": error}))
         tx.update(Task.of(batch_id, task.task_id), actions=actions, condition=same)
-    counts = [Batch.tasks_failed.add(len(page)), Batch.tasks_in_flight.add(-len(running)), Batch.updated_at.set(now)]
+    moved = [BatchCounts.tasks_failed.add(len(page)), BatchCounts.tasks_in_flight.add(-len(running))]
     large = sum(1 for t in page if is_large(t))
     if large:  # each pending task's condition pins its band as read
-        counts.append(Batch.tasks_large.add(-large))
-    tx.update(Batch(batch_id), actions=counts, condition=Batch.batch_id.exists())
+        moved.append(BatchCounts.tasks_large.add(-large))
+    tx.update(counts.of_shard(batch_id, shard), actions=moved)
     single = sum(1 for t in running if not t.pool_machine)  # a pooled one's machine is counted instead
     if single:
         move_in_flight(tx, -single)
@@ -405,9 +411,9 @@ def reopen_failed_tasks(settings: Settings, batch_id: str, phase: str, now: int)
     same transactions. Only while the batch has ended, so no pass sees the counters
     half-way. The attempt numbers go on from where they were; the retry budget restarts."""
     reopened = 0
-    for key in batch_shard_keys(batch_id):
+    for shard, key in enumerate(batch_shard_keys(batch_id)):
         while page := _failed_page(key, phase):
-            if not _reopen_page(settings, batch_id, page, now):
+            if not _reopen_page(settings, batch_id, shard, page, now):
                 return reopened  # another retry took them, or the batch started again
             reopened += len(page)
     return reopened
@@ -419,7 +425,7 @@ def _failed_page(key: str, phase: str) -> list[Task]:
         filter_condition=Task.phase == phase, limit=MAX_TRANSACT_ITEMS - 1, consistent_read=True))
 
 
-def _reopen_page(settings: Settings, batch_id: str, page: list[Task], now: int) -> bool:
+def _reopen_page(settings: Settings, batch_id: str, shard: int, page: list[Task], now: int) -> bool:
     ended = (BatchStatus.DONE.value, BatchStatus.ERROR.value)
 
     def build(tx: Any, page: list[Task] = page) -> None:
@@ -430,7 +436,7 @@ def _reopen_page(settings: Settings, batch_id: str, page: list[Task], now: int) 
                                Task.open_due.set(pending_due(now)), Task.ended_at.remove(),
                                Task.machine_id.remove(), Task.machine_name.remove(), Task.updated_at.set(now)],
                       condition=(Task.status == TaskStatus.FAILED.value) & (Task.attempts == task.attempts))
-        tx.update(Batch(batch_id), actions=[Batch.tasks_failed.add(-len(page)), Batch.updated_at.set(now)],
-                  condition=Batch.status.is_in(*ended))
+        tx.update(counts.of_shard(batch_id, shard), actions=[BatchCounts.tasks_failed.add(-len(page))])
+        tx.condition_check(Batch, batch_id, condition=Batch.status.is_in(*ended))
 
     return transact(settings, build) is None

@@ -15,7 +15,7 @@ import requests
 
 from arke_local.endpoints import DLQ_NAME, LOCAL_SECRETS, QUEUE_NAME
 from arke_local.fly_emulator import SYNTHETIC, WORKER_IMAGE
-from chalicelib.models import batch_shard_keys
+from chalicelib.models import batch_counts_keys, batch_shard_keys
 from tests.e2e.conftest import E2E_ENV, E2EStack, run_local_stack
 
 # Orchestrator knobs (chalicelib.settings) and emulator knobs (FLY_EMULATOR_*), over E2E_ENV.
@@ -138,6 +138,15 @@ class ChaosStack(E2EStack):
             if "LastEvaluatedKey" not in resp:
                 return items
             kw["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def counted(self, table: str, batch_id: str) -> dict[str, int]:
+        """The batch's counters as stored: the sums of its counts items (store/counts.py)."""
+        sums: dict[str, int] = {}
+        for key in batch_counts_keys(batch_id):
+            for item in self.table_items(table, key):
+                for name in ("tasks_completed", "tasks_failed", "tasks_in_flight", "tasks_large"):
+                    sums[name] = sums.get(name, 0) + int(float(item.get(name, {}).get("N", 0)))
+        return sums
 
     def task_items(self, table: str, batch_id: str) -> list[dict]:
         """Every task item of a batch: one query per shard (models.batch_shard_keys)."""

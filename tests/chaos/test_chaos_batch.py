@@ -147,7 +147,9 @@ def test_chaos_batch_reaches_done_exactly_once(chaos_stack, tmp_path):
     assert progress["tasks_completed"] + progress["tasks_failed"] == TASKS, progress
     assert (progress["tasks_completed"], progress["tasks_failed"]) == (len(completed), len(failed)), (
         progress, dict(by_status))
-    assert (_attr(batch, "tasks_completed"), _attr(batch, "tasks_failed")) == (len(completed), len(failed))
+    stored = chaos.counted(BATCHES_TABLE, batch_id)
+    assert (stored["tasks_completed"], stored["tasks_failed"]) == (len(completed), len(failed))
+    assert stored["tasks_in_flight"] == 0 and _attr(batch, "tasks_total") == TASKS
     assert set(by_status) <= {"completed", "failed"}, dict(by_status)
     for t in failed:  # a failure keeps its reason and used every attempt
         assert _attr(t, "last_error"), t

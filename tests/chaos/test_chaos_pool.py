@@ -93,7 +93,9 @@ def test_chaos_batch_in_pool_mode_reaches_done_exactly_once(chaos_pool_stack):
     progress = final["progress"]
     assert len(tasks) == TASKS and set(by_status) <= {"completed", "failed"}, dict(by_status)
     assert (progress["tasks_completed"], progress["tasks_failed"]) == (len(completed), len(failed))
-    assert (_attr(batch, "tasks_completed"), _attr(batch, "tasks_failed")) == (len(completed), len(failed))
+    stored = chaos.counted(BATCHES_TABLE, batch_id)
+    assert (stored["tasks_completed"], stored["tasks_failed"]) == (len(completed), len(failed))
+    assert stored["tasks_in_flight"] == 0
     assert progress["tasks_in_flight"] == 0
 
     outputs = [_attr(t, "output_r2_key") for t in completed]

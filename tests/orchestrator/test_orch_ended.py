@@ -55,7 +55,7 @@ def test_too_many_failed_closes_open_tasks_destroys_machines_and_frees_the_cap(s
 def test_a_callback_for_an_ended_batch_counts_nothing_even_if_its_task_is_still_open(services, client, fly):
     first, _, _ = _start(services, fly)
     # ERROR written, but the tasks not yet closed (a reset in progress, or one that died)
-    assert store.fail_batch("batch_abc", "stopped", 1, 1)
+    assert store.fail_batch(services.settings, "batch_abc", "stopped", 1, 1)
     answer = post_callback(client, first)
     assert answer.status_code == 200 and answer.json_body["ignored"] is True
     assert get_status(client)["progress"]["tasks_completed"] == 0

@@ -147,7 +147,7 @@ def test_pass_with_a_stale_view_claims_nothing_once_the_batch_ended(services, cl
     """A pass read its batch in TIFF_CONVERSION; the batch ended before it claimed."""
     _start(tiffs=2)
     stale = store.get_batch("batch_abc")
-    assert store.fail_batch("batch_abc", "ended elsewhere", now_ms(), now_ms())
+    assert store.fail_batch(services.settings, "batch_abc", "ended elsewhere", now_ms(), now_ms())
     Spawner(services, stale.batch_id, 10, monotonic_deadline(2)).spawn(services.registry.first)
     assert fly.requests == []
     assert "processing" not in {t["status"] for t in list_tasks(client)}
@@ -256,7 +256,7 @@ def test_intake_finished_by_a_second_copy_is_activated_once(services, client, fl
         except IntakeBusy as exc:
             busy.append(exc)
 
-    with before_first(services.settings, "UpdateItem", second_copy, match=b"INTAKE") as fired:
+    with before_first(services.settings, "TransactWriteItems", second_copy, match=b"intake_clean") as fired:
         app.intake(sqs_event(message(tiffs=1, others=0), message_id="copy-1"), LambdaContext(30))
     assert fired and busy
     app.intake(sqs_event(message(tiffs=1, others=0), message_id="copy-2"), LambdaContext(30))  # again
@@ -292,7 +292,8 @@ def test_two_retries_at_once_one_runs_the_tasks_and_the_other_is_409(services, c
         release.set()
         other.join(10)
 
-    with before_first(services.settings, "UpdateItem", let_the_second_finish, match=b"delivery_generation") as fired:
+    with before_first(services.settings, "TransactWriteItems", let_the_second_finish,
+                      match=b"delivery_generation") as fired:
         first = post_admin(client, "retry")
     hooks.detach()
     assert fired

@@ -87,7 +87,7 @@ def test_same_batch_after_error_starts_again(services, client, fly):
     # handed out again); the retry budget starts afresh
     assert len(tasks) == 2
     assert {(t["status"], t["attempts"], t["attempts_since_retry"]) for t in tasks} == {("pending", 1, 0)}
-    assert len(list(File.query("batch_abc"))) == 2  # the old file list is gone
+    assert len(list(store.iter_files("batch_abc"))) == 2  # the old file list is gone
 
     drive(services, lambda: len(fly.created()) == 3 + 2)
     for request in fly.requests[3:]:
@@ -156,7 +156,7 @@ def test_bad_manifest_fails_the_batch_with_its_reason(services, client, fly, log
         assert status["status"] == "ERROR", name
         assert reason.format(b=batch_id) in status["error"], (name, status["error"])
         assert status["completed_at"] is not None
-        assert list(store.iter_tasks(batch_id)) == [] and list(File.query(batch_id)) == []
+        assert list(store.iter_tasks(batch_id)) == [] and list(store.iter_files(batch_id)) == []
         lines = [line for line in _queue_lines(logs.readouterr().out) if "manifest_failed" in line]
         assert len(lines) == 1 and f"batch_id={batch_id} " in lines[0], (name, lines)
     run_pass(services)

@@ -12,7 +12,6 @@ import pytest
 
 from chalicelib import intake, store
 from chalicelib.errors import IntakeBusy
-from chalicelib.models import File
 from chalicelib.services import get_services
 
 from .conftest import (
@@ -33,7 +32,7 @@ def _state(batch_id: str) -> dict:
     batch = store.get_batch(batch_id)
     return {
         "status": batch.status, "total": int(batch.tasks_total), "owner": batch.intake_owner,
-        "files": [f.info["r2_key"] for f in File.query(batch_id)],
+        "files": [f.info["r2_key"] for f in store.iter_files(batch_id)],
         "tasks": sorted((t.input_r2_key, t.status, int(t.attempts), t.planned_output_key)
                         for t in store.iter_tasks(batch_id)),
     }

@@ -17,14 +17,14 @@ from chalicelib.states import BatchStatus
 from .conftest import list_tasks
 
 BATCH = "batch_abc"
-TASKS = 48
+TASKS = 64
 
 
 def _write(services, count: int = TASKS, due=None) -> list[Task]:
     """A batch in TIFF_CONVERSION with `count` pending tasks, task i due at `due(i)`."""
     now = now_ms()
     store.create_batch(BATCH, {}, now, "test", 60_000)
-    assert store.activate_batch(BATCH, "test", "TIFF_CONVERSION", count, now)
+    assert store.activate_batch(services.settings, BATCH, "test", "TIFF_CONVERSION", count, now)
     tasks = [store.new_task(BATCH, f"tiff_{i:03d}", "TIFF_CONVERSION", f"in/{i}.tif", i, None, now)
              for i in range(count)]
     for i, task in enumerate(tasks):
@@ -45,7 +45,7 @@ def test_a_tasks_key_is_its_batch_and_shard(services):
     stored = store.get_task(BATCH, "tiff_001")
     assert stored.shard_key == shard_key(BATCH, task_shard("tiff_001")) and stored.batch_id == BATCH
     spread = Counter(task_shard(f"tiff_{i:03d}") for i in range(TASKS))
-    assert set(spread) == set(range(TASK_SHARDS))  # 48 tasks reach every one of the 8 shards
+    assert set(spread) == set(range(TASK_SHARDS))  # 64 tasks reach every one of the 16 shards
     assert sorted(t.task_id for t in store.iter_tasks(BATCH)) == [f"tiff_{i:03d}" for i in range(TASKS)]
 
 
@@ -69,7 +69,7 @@ def test_timed_out_tasks_merge_deadlines_over_the_shards(services):
     now = now_ms()
     _write(services, due=lambda i: now - 10 * i if i % 2 else now + 10 * i)  # odd: past their deadline
     late = store.timed_out_tasks(BATCH, now, 5)
-    assert [t.task_id for t in late] == [f"tiff_{i:03d}" for i in (47, 45, 43, 41, 39)]
+    assert [t.task_id for t in late] == [f"tiff_{i:03d}" for i in range(TASKS - 1, TASKS - 11, -2)]
 
 
 @pytest.mark.parametrize("limit", [1, 5, 48, 100])
@@ -87,7 +87,7 @@ def test_closing_and_reopening_reach_every_shard(services):
     assert closed.closed == TASKS
     assert Counter(t.status for t in store.iter_tasks(BATCH, consistent_read=True)) == {"failed": TASKS}
     assert int(store.get_batch(BATCH).tasks_failed) == TASKS
-    assert store.fail_batch(BATCH, "reset", now_ms(), now_ms())
+    assert store.fail_batch(services.settings, BATCH, "reset", now_ms(), now_ms())
     assert store.get_batch(BATCH).status == BatchStatus.ERROR.value
     assert store.reopen_failed_tasks(services.settings, BATCH, "TIFF_CONVERSION", now_ms()) == TASKS
     assert Counter(t.status for t in store.iter_tasks(BATCH, consistent_read=True)) == {"pending": TASKS}
