@@ -485,11 +485,12 @@ def _read_outcome(outcome: BatchOutcome) -> None:
     actor: not delayed, not counted)."""
     from moto.dynamodb.models import dynamodb_backends
 
+    from chalicelib.store.counts import PHASE_COUNTS
+
     backend = dynamodb_backends["123456789012"]["us-east-1"]
     batch_id = outcome.batch_id
     tasks, first_machine, total = [], None, 0
-    counted = ("tasks_completed", "tasks_failed", "tasks_in_flight", "tasks_large")
-    summed = dict.fromkeys(counted, 0)
+    summed = dict.fromkeys(PHASE_COUNTS, 0)
     for name, table in backend.tables.items():
         for item in table.all_items():
             plain = {k: _plain(v) for k, v in item.to_json()["Attributes"].items()}
@@ -499,7 +500,7 @@ def _read_outcome(outcome: BatchOutcome) -> None:
             elif key == batch_id and "tasks_total" in plain:
                 total = int(plain.get("tasks_total") or 0)
             elif key.startswith(f"#counts#{batch_id}#"):  # a task shard's counters (store/counts.py)
-                for name in counted:
+                for name in PHASE_COUNTS:
                     summed[name] += int(plain.get(name) or 0)
             elif key.startswith(f"#machine#{batch_id}#") and "created_at" in plain:
                 at = float(plain["created_at"]) / 1000

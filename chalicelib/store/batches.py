@@ -176,7 +176,7 @@ def advance_phase(settings: Settings, batch: Batch, next_phase: str | None, tota
     """A phase whose tasks all ended -> the next phase, or FINALIZING; False when the batch
     or any shard's ended counts moved since `batch` was read (a pass sees them again)."""
     seen = counts.read(batch.batch_id)
-    if (counts.sums(seen, "tasks_completed"), counts.sums(seen, "tasks_failed")) != (
+    if (counts.sums(seen.values(), "tasks_completed"), counts.sums(seen.values(), "tasks_failed")) != (
             int(batch.tasks_completed or 0), int(batch.tasks_failed or 0)):
         return False
     history = list(batch.phase_history or [])

@@ -35,31 +35,35 @@ def of_shard(batch_id: str, shard: int) -> BatchCounts:
     return BatchCounts(counts_key(batch_id, shard))
 
 
+def _get(keys: list[str]) -> dict[str, BatchCounts]:
+    """Those of the counts items `keys` that exist, by key (consistent BatchGetItems of up
+    to 100 keys)."""
+    return {c.batch_id: c for c in BatchCounts.batch_get(keys, consistent_read=True)} if keys else {}
+
+
 def read(batch_id: str) -> dict[str, BatchCounts]:
     """The batch's counts items that exist, by key (one consistent BatchGetItem)."""
-    return {c.batch_id: c for c in BatchCounts.batch_get(batch_counts_keys(batch_id), consistent_read=True)}
+    return _get(batch_counts_keys(batch_id))
 
 
 def with_counts(batches: Sequence[Batch]) -> list[Batch]:
     """The batches with their counters summed from their counts items (one BatchGetItem
     per 100 items). Replaces, never adds to, what the Batch held: reading twice is harmless."""
-    keys = [key for b in batches for key in batch_counts_keys(b.batch_id)]
-    found = {c.batch_id: c for c in BatchCounts.batch_get(keys, consistent_read=True)} if keys else {}
+    found = _get([key for b in batches for key in batch_counts_keys(b.batch_id)])
     for batch in batches:
         _sum_into(batch, [found[k] for k in batch_counts_keys(batch.batch_id) if k in found])
     return list(batches)
 
 
-def _sum_into(batch: Batch, parts: Iterable[BatchCounts]) -> None:
-    parts = list(parts)
+def _sum_into(batch: Batch, parts: list[BatchCounts]) -> None:
     for name in SUMMED:
-        setattr(batch, name, sum(int(getattr(p, name) or 0) for p in parts))
+        setattr(batch, name, sums(parts, name))
     ended = [int(p.last_ended_at) for p in parts if p.last_ended_at is not None]
     batch.last_ended_at = max(ended, default=None)
 
 
-def sums(parts: dict[str, BatchCounts], name: str) -> int:
-    return sum(int(getattr(p, name) or 0) for p in parts.values())
+def sums(parts: Iterable[BatchCounts], name: str) -> int:
+    return sum(int(getattr(p, name) or 0) for p in parts)
 
 
 def open_to_moves() -> Any:

@@ -16,6 +16,7 @@ import requests
 from arke_local.endpoints import DLQ_NAME, LOCAL_SECRETS, QUEUE_NAME
 from arke_local.fly_emulator import SYNTHETIC, WORKER_IMAGE
 from chalicelib.models import batch_counts_keys, batch_shard_keys
+from chalicelib.store.counts import PHASE_COUNTS
 from tests.e2e.conftest import E2E_ENV, E2EStack, run_local_stack
 
 # Orchestrator knobs (chalicelib.settings) and emulator knobs (FLY_EMULATOR_*), over E2E_ENV.
@@ -144,7 +145,7 @@ class ChaosStack(E2EStack):
         sums: dict[str, int] = {}
         for key in batch_counts_keys(batch_id):
             for item in self.table_items(table, key):
-                for name in ("tasks_completed", "tasks_failed", "tasks_in_flight", "tasks_large"):
+                for name in PHASE_COUNTS:
                     sums[name] = sums.get(name, 0) + int(float(item.get(name, {}).get("N", 0)))
         return sums
 
